@@ -1,0 +1,59 @@
+//! Options and their defaults.
+
+use chrono::Duration;
+
+/// `SameSite` attribute of the session cookies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    /// Sent on top-level navigations from other sites (the default).
+    Lax,
+    /// Never sent on cross-site requests.
+    Strict,
+    /// Always sent (requires `Secure`).
+    None,
+}
+
+impl SameSite {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Lax => "Lax",
+            Self::Strict => "Strict",
+            Self::None => "None",
+        }
+    }
+}
+
+/// Everything the manager was configured with; read-only after `build`.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionConfig {
+    pub(crate) expires_in: Duration,
+    pub(crate) update_age: Duration,
+    pub(crate) disable_refresh: bool,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) fresh_age: Duration,
+    pub(crate) dont_remember_expires_in: Duration,
+    pub(crate) cookie_prefix: String,
+    pub(crate) cookie_secure: bool,
+    pub(crate) cookie_domain: Option<String>,
+    pub(crate) same_site: SameSite,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            expires_in: Duration::days(7),
+            update_age: Duration::days(1),
+            disable_refresh: false,
+            max_lifetime: None,
+            fresh_age: Duration::days(1),
+            dont_remember_expires_in: Duration::days(1),
+            cookie_prefix: "tas".to_owned(),
+            cookie_secure: true,
+            cookie_domain: None,
+            same_site: SameSite::Lax,
+        }
+    }
+}
+
+/// Browsers cap cookie lifetimes at 400 days (RFC 6265bis); a longer `Max-Age` is clamped.
+pub(crate) const MAX_COOKIE_AGE: Duration = Duration::days(400);

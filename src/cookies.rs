@@ -1,0 +1,244 @@
+//! Cookie names, reading our cookies from a request, and building `Set-Cookie` values.
+//!
+//! Reading is done on raw header bytes without percent-decoding names, so `__%48ost-…`
+//! is never mistaken for a `__Host-` cookie, and a non-UTF-8 header cannot make us fail:
+//! our own cookie is either well-formed or "bad".
+
+use chrono::Duration;
+use http::{HeaderMap, HeaderValue, header};
+
+use crate::config::{MAX_COOKIE_AGE, SessionConfig};
+
+/// Longest cookie value we look at; anything longer is treated as tampering.
+pub(crate) const MAX_COOKIE_VALUE_LEN: usize = 4096;
+
+/// The full names of the cookies this crate writes, prefix applied.
+#[derive(Debug, Clone)]
+pub(crate) struct CookieNames {
+    pub(crate) session_token: String,
+    pub(crate) session_data: String,
+    pub(crate) dont_remember: String,
+}
+
+impl CookieNames {
+    pub(crate) fn new(config: &SessionConfig) -> Self {
+        // `__Host-` needs Secure, Path=/ and no Domain; with a Domain `__Secure-` is the best.
+        let name_prefix = match (config.cookie_secure, &config.cookie_domain) {
+            (true, None) => "__Host-",
+            (true, Some(_)) => "__Secure-",
+            (false, _) => "",
+        };
+        let name = |suffix: &str| format!("{name_prefix}{}.{suffix}", config.cookie_prefix);
+        Self {
+            session_token: name("session_token"),
+            session_data: name("session_data"),
+            dont_remember: name("dont_remember"),
+        }
+    }
+}
+
+/// What the request's `Cookie` headers say about one cookie name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CookieLookup<'a> {
+    /// Not sent.
+    Absent,
+    /// Sent exactly once with this value.
+    One(&'a [u8]),
+    /// Sent more than once, or with an oversized value: ambiguous or hostile, so unusable.
+    Bad,
+}
+
+/// Finds the cookie called `name` in every `Cookie` header of the request.
+pub(crate) fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> CookieLookup<'a> {
+    let mut found = CookieLookup::Absent;
+    for header_value in headers.get_all(header::COOKIE) {
+        for pair in header_value.as_bytes().split(|&b| b == b';') {
+            let pair = trim(pair);
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if trim(&pair[..eq]) != name.as_bytes() {
+                continue;
+            }
+            let mut value = trim(&pair[eq + 1..]);
+            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+                value = &value[1..value.len() - 1];
+            }
+            found = match found {
+                CookieLookup::Absent if value.len() <= MAX_COOKIE_VALUE_LEN => {
+                    CookieLookup::One(value)
+                }
+                _ => CookieLookup::Bad,
+            };
+        }
+    }
+    found
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |i| i + 1);
+    &bytes[start..end]
+}
+
+/// How long a cookie should live in the browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// `Max-Age` of this many seconds (clamped to 400 days).
+    MaxAge(Duration),
+    /// No `Max-Age`: gone when the browser session ends.
+    BrowserSession,
+    /// `Max-Age=0`: delete now.
+    Expire,
+}
+
+/// Builds a `Set-Cookie` value with our fixed attributes.
+pub(crate) fn set_cookie(
+    config: &SessionConfig,
+    name: &str,
+    value: &str,
+    lifetime: Lifetime,
+) -> HeaderValue {
+    let mut out = String::with_capacity(name.len() + value.len() + 80);
+    out.push_str(name);
+    out.push('=');
+    out.push_str(value);
+    out.push_str("; Path=/");
+    match lifetime {
+        Lifetime::MaxAge(age) => {
+            let secs = age.clamp(Duration::zero(), MAX_COOKIE_AGE).num_seconds();
+            out.push_str("; Max-Age=");
+            out.push_str(&secs.to_string());
+        }
+        Lifetime::BrowserSession => {}
+        Lifetime::Expire => out.push_str("; Max-Age=0"),
+    }
+    if let Some(domain) = &config.cookie_domain {
+        out.push_str("; Domain=");
+        out.push_str(domain);
+    }
+    out.push_str("; HttpOnly");
+    if config.cookie_secure {
+        out.push_str("; Secure");
+    }
+    out.push_str("; SameSite=");
+    out.push_str(config.same_site.as_str());
+    HeaderValue::try_from(out).expect("cookie names, values and attributes are visible ASCII")
+}
+
+/// Removes every `Set-Cookie` header for a name in `names`, so that a cookie we are about
+/// to clear cannot leak a live value set earlier in the same response.
+pub(crate) fn scrub_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
+    let matches = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        let name_end = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
+        let name = trim(&bytes[..name_end]);
+        names.iter().any(|n| n.as_bytes() == name)
+    };
+    if !headers.get_all(header::SET_COOKIE).iter().any(matches) {
+        return;
+    }
+    let kept: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !matches(v))
+        .cloned()
+        .collect();
+    headers.remove(header::SET_COOKIE);
+    for value in kept {
+        headers.append(header::SET_COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(cookies: &[&[u8]]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for c in cookies {
+            map.append(header::COOKIE, HeaderValue::from_bytes(c).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn finds_one_cookie_among_many() {
+        let h = headers(&[b"a=1; tas.session_token=xyz; b=2"]);
+        assert_eq!(
+            find_cookie(&h, "tas.session_token"),
+            CookieLookup::One(b"xyz")
+        );
+        assert_eq!(find_cookie(&h, "missing"), CookieLookup::Absent);
+    }
+
+    #[test]
+    fn duplicates_across_headers_are_bad() {
+        let h = headers(&[b"n=1", b"n=2"]);
+        assert_eq!(find_cookie(&h, "n"), CookieLookup::Bad);
+    }
+
+    #[test]
+    fn percent_encoded_names_are_not_decoded() {
+        let h = headers(&[b"__%48ost-tas.session_token=v"]);
+        assert_eq!(
+            find_cookie(&h, "__Host-tas.session_token"),
+            CookieLookup::Absent
+        );
+    }
+
+    #[test]
+    fn non_utf8_bytes_do_not_break_parsing() {
+        let h = headers(&[b"x=\xff\xfe; n=ok"]);
+        assert_eq!(find_cookie(&h, "n"), CookieLookup::One(b"ok"));
+    }
+
+    #[test]
+    fn oversized_values_are_bad() {
+        let big = format!("n={}", "a".repeat(MAX_COOKIE_VALUE_LEN + 1));
+        let h = headers(&[big.as_bytes()]);
+        assert_eq!(find_cookie(&h, "n"), CookieLookup::Bad);
+    }
+
+    #[test]
+    fn host_prefix_only_when_secure_without_domain() {
+        let mut config = SessionConfig::default();
+        assert_eq!(
+            CookieNames::new(&config).session_token,
+            "__Host-tas.session_token"
+        );
+        config.cookie_domain = Some("example.com".into());
+        assert_eq!(
+            CookieNames::new(&config).session_token,
+            "__Secure-tas.session_token"
+        );
+        config.cookie_secure = false;
+        assert_eq!(CookieNames::new(&config).session_token, "tas.session_token");
+    }
+
+    #[test]
+    fn max_age_is_capped_at_400_days() {
+        let config = SessionConfig::default();
+        let v = set_cookie(&config, "n", "v", Lifetime::MaxAge(Duration::days(1000)));
+        assert!(v.to_str().unwrap().contains("Max-Age=34560000;"));
+    }
+
+    #[test]
+    fn scrub_removes_only_named_cookies() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("n=live; Path=/"),
+        );
+        h.append(header::SET_COOKIE, HeaderValue::from_static("other=1"));
+        scrub_set_cookies(&mut h, &["n"]);
+        let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(left, vec![HeaderValue::from_static("other=1")]);
+    }
+}

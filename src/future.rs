@@ -1,0 +1,146 @@
+//! [`ResponseFuture`]: resolve the session (only when a store must be asked), call the
+//! inner service, then write the cookies the request earned.
+//!
+//! The state machine is a `pin_project_lite` enum. Requests without a token, with a bad
+//! token, or (with the cookie cache) a valid cache start directly in `Inner` and allocate
+//! no future of their own; only a store lookup holds a boxed future, next to the I/O it
+//! waits for.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use crate::client::ClientFacts;
+use crate::handle::SessionHandle;
+use crate::manager::SessionManager;
+use crate::request_token::TokenSource;
+use crate::resolve::Resolved;
+use crate::service::resolved_handle;
+use crate::store::BoxFuture;
+use crate::token::{Token, TokenHash};
+
+/// What waits while the stores are asked.
+pub(crate) struct Pending<S, B> {
+    pub(crate) request: Request<B>,
+    pub(crate) inner: S,
+    pub(crate) manager: SessionManager,
+    pub(crate) token: Token,
+    pub(crate) hash: TokenHash,
+    pub(crate) source: TokenSource,
+    pub(crate) client: ClientFacts,
+    pub(crate) had_dont_remember: bool,
+}
+
+pin_project! {
+    /// Response future of [`SessionService`](crate::SessionService).
+    pub struct ResponseFuture<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        #[pin]
+        state: State<S, B>,
+        handle: Option<SessionHandle>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, B>
+    where
+        S: Service<Request<B>>,
+    {
+        Resolve {
+            resolution: BoxFuture<'static, Resolved>,
+            pending: Option<Pending<S, B>>,
+        },
+        Inner {
+            #[pin]
+            future: S::Future,
+        },
+    }
+}
+
+impl<S, B> ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    pub(crate) fn inner(future: S::Future, handle: SessionHandle) -> Self {
+        Self {
+            state: State::Inner { future },
+            handle: Some(handle),
+        }
+    }
+
+    pub(crate) fn resolving(
+        resolution: BoxFuture<'static, Resolved>,
+        pending: Pending<S, B>,
+    ) -> Self {
+        Self {
+            state: State::Resolve {
+                resolution,
+                pending: Some(pending),
+            },
+            handle: None,
+        }
+    }
+}
+
+impl<S, B, ResBody> Future for ResponseFuture<S, B>
+where
+    S: Service<Request<B>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResBody>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Resolve {
+                    resolution,
+                    pending,
+                } => {
+                    let resolved = ready!(resolution.as_mut().poll(cx));
+                    let Pending {
+                        mut request,
+                        mut inner,
+                        manager,
+                        token,
+                        hash,
+                        source,
+                        client,
+                        had_dont_remember,
+                    } = pending
+                        .take()
+                        .expect("ResponseFuture polled after completion");
+                    let handle = resolved_handle(
+                        &manager,
+                        resolved,
+                        token,
+                        hash,
+                        source,
+                        client,
+                        had_dont_remember,
+                    );
+                    request.extensions_mut().insert(handle.clone());
+                    *this.handle = Some(handle);
+                    let future = inner.call(request);
+                    this.state.set(State::Inner { future });
+                }
+                StateProj::Inner { future } => {
+                    let mut response = ready!(future.poll(cx))?;
+                    if let Some(handle) = this.handle.take() {
+                        handle.finish(response.headers_mut());
+                        if let Some(rejection) = handle.rejection() {
+                            response.extensions_mut().insert(rejection);
+                        }
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! [`SessionHandle`]: the per-request view of the session, and what the response must set.
+//!
+//! The layer puts one handle in the request extensions. Handlers read the session from it
+//! and call [`sign_in`](SessionHandle::sign_in) / [`sign_out`](SessionHandle::sign_out);
+//! the handle records which cookies the response has earned, and the layer writes them
+//! when the inner service answers. The lock is never held across an `.await`.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use http::{HeaderMap, HeaderValue, header};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::client::ClientFacts;
+use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
+use crate::error::SessionError;
+use crate::manager::SessionManager;
+use crate::request_token::TokenSource;
+use crate::resolve::Rejection;
+use crate::session::Session;
+use crate::token::{Token, TokenHash, random_id};
+
+/// Response header that carries the signed token to clients without cookies.
+pub const SET_AUTH_TOKEN: &str = "set-auth-token";
+
+/// Longest user id accepted.
+const MAX_USER_ID_LEN: usize = 255;
+
+/// Options for [`SessionHandle::sign_in`].
+///
+/// ```
+/// use tower_auth_session::SignInOptions;
+/// let options = SignInOptions::new().remember_me(false);
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SignInOptions {
+    remember_me: bool,
+    fields: Map<String, Value>,
+}
+
+impl Default for SignInOptions {
+    fn default() -> Self {
+        Self {
+            remember_me: true,
+            fields: Map::new(),
+        }
+    }
+}
+
+impl SignInOptions {
+    /// Defaults: remembered (a cookie with `Max-Age`, sliding expiry), no app fields.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `false` gives a short session (`dont_remember_expires_in`, 1 day by default) that
+    /// does not slide, and cookies without `Max-Age` that the browser drops when it closes.
+    pub fn remember_me(mut self, remember_me: bool) -> Self {
+        self.remember_me = remember_me;
+        self
+    }
+
+    /// App-defined fields stored with the session; must serialize to a JSON object.
+    ///
+    /// ```
+    /// use tower_auth_session::SignInOptions;
+    /// #[derive(serde::Serialize)]
+    /// struct Login { method: &'static str }
+    /// let options = SignInOptions::new().fields(&Login { method: "password" }).unwrap();
+    /// # let _ = options;
+    /// ```
+    pub fn fields<T: Serialize>(mut self, fields: &T) -> Result<Self, SessionError> {
+        match serde_json::to_value(fields).map_err(SessionError::Fields)? {
+            Value::Object(map) => {
+                self.fields = map;
+                Ok(self)
+            }
+            _ => Err(SessionError::Fields(serde::ser::Error::custom(
+                "session fields must serialize to a JSON object",
+            ))),
+        }
+    }
+}
+
+/// Whether the request's session could be decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// A live session (or none was presented).
+    Decided,
+    /// A store needed to decide was down: neither signed in nor signed out.
+    Unavailable,
+}
+
+/// What the response must do with the session cookies.
+#[derive(Debug, Clone)]
+pub(crate) enum CookieAction {
+    /// Nothing.
+    Keep,
+    /// Set the token cookie (new session, refresh, rotation).
+    Set {
+        signed: String,
+        remember: bool,
+        expires_at: DateTime<Utc>,
+    },
+    /// Expire every session cookie.
+    Clear,
+}
+
+#[derive(Debug)]
+pub(crate) struct HandleState {
+    /// The correctly signed token the request presented, or the one sign-in issued.
+    pub(crate) token: Option<(Token, TokenHash)>,
+    pub(crate) session: Option<Session>,
+    pub(crate) status: Status,
+    pub(crate) rejection: Option<Rejection>,
+    pub(crate) cookie_action: CookieAction,
+    /// A signed token issued in this request, for the `set-auth-token` header.
+    pub(crate) issued: Option<String>,
+}
+
+struct Shared {
+    manager: SessionManager,
+    client: ClientFacts,
+    source: Option<TokenSource>,
+    had_dont_remember: bool,
+    state: Mutex<HandleState>,
+}
+
+/// The per-request session handle, found in the request extensions.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("session", &self.state().session)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionHandle {
+    pub(crate) fn new(
+        manager: SessionManager,
+        client: ClientFacts,
+        source: Option<TokenSource>,
+        had_dont_remember: bool,
+        state: HandleState,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                manager,
+                client,
+                source,
+                had_dont_remember,
+                state: Mutex::new(state),
+            }),
+        }
+    }
+
+    pub(crate) fn state(&self) -> MutexGuard<'_, HandleState> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The manager this handle belongs to.
+    pub fn manager(&self) -> &SessionManager {
+        &self.shared.manager
+    }
+
+    /// The signed-in session, if any.
+    pub fn current(&self) -> Option<Session> {
+        self.state().session.clone()
+    }
+
+    /// Whether the session could not be decided because a store was down. Handlers that
+    /// need a session should answer 503 (not 401) in that case: the user is not signed out.
+    pub fn is_unavailable(&self) -> bool {
+        self.state().status == Status::Unavailable
+    }
+
+    /// Why the presented session was refused, if it was.
+    pub fn rejection(&self) -> Option<Rejection> {
+        self.state().rejection
+    }
+
+    /// Where the request's token came from, if it had one.
+    pub fn token_source(&self) -> Option<TokenSource> {
+        self.shared.source
+    }
+
+    /// Signs `user_id` in: a new session with a new token, set as cookies on the response.
+    ///
+    /// Call it only after the app has checked a password, an OAuth callback or similar.
+    /// The session the request arrived with (if any) is revoked first, so a planted token
+    /// can never be upgraded into a signed-in one (no session fixation). Fails closed: if
+    /// the store cannot commit, no cookie is set.
+    pub async fn sign_in(
+        &self,
+        user_id: impl Into<String>,
+        options: SignInOptions,
+    ) -> Result<Session, SessionError> {
+        let user_id = user_id.into();
+        if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
+            return Err(SessionError::InvalidUserId);
+        }
+        let manager = &self.shared.manager.inner;
+        let previous = self.state().token.as_ref().map(|(_, hash)| *hash);
+        if let Some(hash) = previous {
+            manager.revoke_hash(&hash).await?;
+            let mut state = self.state();
+            state.token = None;
+            state.session = None;
+        }
+
+        let now = manager.clock.now();
+        let lifetime = if options.remember_me {
+            manager.config.expires_in
+        } else {
+            manager.config.dont_remember_expires_in
+        };
+        let mut expires_at = now + lifetime;
+        if let Some(max) = manager.config.max_lifetime {
+            expires_at = expires_at.min(now + max);
+        }
+        let info = manager.tracking.client_info(&self.shared.client);
+        let session = Session {
+            id: random_id(),
+            user_id,
+            expires_at,
+            created_at: now,
+            updated_at: now,
+            authenticated_at: now,
+            last_seen_at: now,
+            ip_address: info.ip_address,
+            user_agent: info.user_agent,
+            remember: options.remember_me,
+            generation: 0,
+            fields: options.fields,
+        };
+        let token = Token::generate();
+        let hash = token.hash();
+        manager.store.create(&hash, &session).await?;
+        tracing::info!(session_id = %session.id, user_id = %session.user_id, "session created");
+
+        let signed = manager
+            .keys
+            .sign_token(&manager.names.session_token, &token);
+        let mut state = self.state();
+        state.token = Some((token, hash));
+        state.session = Some(session.clone());
+        state.status = Status::Decided;
+        state.rejection = None;
+        state.issued = Some(signed.clone());
+        state.cookie_action = CookieAction::Set {
+            signed,
+            remember: session.remember,
+            expires_at: session.expires_at,
+        };
+        Ok(session)
+    }
+
+    /// Signs the current session out: it is revoked in the store and the response clears
+    /// the cookies. Without a session it only clears cookies. Fails closed: if the store
+    /// cannot commit the revoke, cookies are left alone and an error is returned.
+    pub async fn sign_out(&self) -> Result<(), SessionError> {
+        let hash = self.state().token.as_ref().map(|(_, hash)| *hash);
+        if let Some(hash) = hash {
+            self.shared.manager.inner.revoke_hash(&hash).await?;
+        }
+        let mut state = self.state();
+        state.token = None;
+        state.session = None;
+        state.issued = None;
+        state.cookie_action = CookieAction::Clear;
+        Ok(())
+    }
+
+    /// Writes the cookies this request earned onto the response headers.
+    pub(crate) fn finish(&self, headers: &mut HeaderMap) {
+        let manager = &self.shared.manager.inner;
+        let names = &manager.names;
+        let config = &manager.config;
+        let (action, issued) = {
+            let mut state = self.state();
+            (
+                std::mem::replace(&mut state.cookie_action, CookieAction::Keep),
+                state.issued.take(),
+            )
+        };
+        match action {
+            CookieAction::Keep => {}
+            CookieAction::Set {
+                signed,
+                remember,
+                expires_at,
+            } => {
+                let lifetime = if remember {
+                    Lifetime::MaxAge(expires_at - manager.clock.now())
+                } else {
+                    Lifetime::BrowserSession
+                };
+                headers.append(
+                    header::SET_COOKIE,
+                    set_cookie(config, &names.session_token, &signed, lifetime),
+                );
+                if !remember {
+                    headers.append(
+                        header::SET_COOKIE,
+                        set_cookie(
+                            config,
+                            &names.dont_remember,
+                            "true",
+                            Lifetime::BrowserSession,
+                        ),
+                    );
+                } else if self.shared.had_dont_remember {
+                    headers.append(
+                        header::SET_COOKIE,
+                        set_cookie(config, &names.dont_remember, "", Lifetime::Expire),
+                    );
+                }
+            }
+            CookieAction::Clear => {
+                let all = [
+                    names.session_token.as_str(),
+                    names.session_data.as_str(),
+                    names.dont_remember.as_str(),
+                ];
+                scrub_set_cookies(headers, &all);
+                for name in all {
+                    headers.append(
+                        header::SET_COOKIE,
+                        set_cookie(config, name, "", Lifetime::Expire),
+                    );
+                }
+            }
+        }
+        if let Some(signed) = issued {
+            if let Ok(value) = HeaderValue::try_from(signed) {
+                headers.insert(SET_AUTH_TOKEN, value);
+                headers.append(
+                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
+                    HeaderValue::from_static(SET_AUTH_TOKEN),
+                );
+            }
+        }
+    }
+}

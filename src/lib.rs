@@ -1,0 +1,88 @@
+//! Session management for tower services, in the spirit of Better Auth: sign a user in
+//! once, and every handler after that knows who it is; sessions can be listed and revoked
+//! at once; the hot path costs microseconds.
+//!
+//! # How it works
+//! [`SessionManager`] holds the configuration, the signing [`KeyRing`] and the stores.
+//! [`SessionLayer`] reads the `session_token` cookie (or an `Authorization: Bearer`
+//! token), checks its HMAC without I/O, resolves the session in the [`SessionStore`],
+//! and puts a [`SessionHandle`] in the request extensions. When the inner service answers,
+//! the layer writes the cookies the request earned: a new session, a sliding refresh, or
+//! cleared cookies when the session is gone.
+//!
+//! Stores only keep `SHA-256(token)`. Sessions expire after `expires_in` (7 days) and
+//! slide forward at most once per `update_age` (1 day), persisted by one conditional write.
+//!
+//! # Example
+//! ```
+//! use axum::{Router, routing::{get, post}};
+//! use tower_auth_session::{CurrentSession, MemoryStore, SessionHandle, SessionManager, SignInOptions};
+//!
+//! async fn sign_in(session: SessionHandle) -> Result<&'static str, String> {
+//!     // ... check the password first ...
+//!     session.sign_in("alice", SignInOptions::new()).await.map_err(|e| e.to_string())?;
+//!     Ok("welcome")
+//! }
+//!
+//! async fn me(CurrentSession(session): CurrentSession) -> String {
+//!     format!("hello {}", session.user_id)
+//! }
+//!
+//! # fn main() -> Result<(), tower_auth_session::ConfigError> {
+//! let manager = SessionManager::builder(MemoryStore::new())
+//!     .secret(b"an example secret of at least 32 bytes!")
+//!     .build()?;
+//! let app: Router = Router::new()
+//!     .route("/sign-in", post(sign_in))
+//!     .route("/me", get(me))
+//!     .layer(manager.layer());
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Feature flags
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `axum` | yes | extractors ([`CurrentSession`], [`SessionHandle`]) |
+//! | `sqlite` | yes | `SqliteStore` (sqlx) |
+//! | `postgres` | no | `PostgresStore` (sqlx) |
+//! | `redis` | no | Redis as secondary storage |
+//! | `conformance` | no | the public test suite for third-party stores |
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+
+mod client;
+mod clock;
+mod config;
+mod cookies;
+mod error;
+#[cfg(feature = "axum")]
+mod extract;
+mod future;
+mod handle;
+mod layer;
+mod manager;
+mod request_token;
+mod resolve;
+mod service;
+mod session;
+pub mod store;
+mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::SameSite;
+pub use error::{ConfigError, SessionError, StoreError};
+#[cfg(feature = "axum")]
+pub use extract::{CurrentSession, SessionRejection};
+pub use future::ResponseFuture;
+pub use handle::{SET_AUTH_TOKEN, SessionHandle, SignInOptions};
+pub use layer::SessionLayer;
+pub use manager::{SessionManager, SessionManagerBuilder};
+pub use request_token::TokenSource;
+pub use resolve::Rejection;
+pub use service::SessionService;
+pub use session::Session;
+pub use store::{MemoryStore, SessionStore};
+pub use token::{Key, KeyRing, Token, TokenError, TokenHash};

@@ -1,0 +1,393 @@
+//! [`SessionManager`]: the app-wide handle that holds configuration, keys and stores,
+//! builds the layer, and answers admin calls outside a request.
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use http::HeaderMap;
+use ipnet::IpNet;
+
+use crate::client::{ClientFacts, ClientTracking};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{SameSite, SessionConfig};
+use crate::cookies::CookieNames;
+use crate::error::{ConfigError, SessionError, StoreError};
+use crate::layer::SessionLayer;
+use crate::request_token::{PresentedToken, presented_token};
+use crate::resolve::{RefreshGate, Resolved};
+use crate::session::Session;
+use crate::store::{SessionStore, StoredSession};
+use crate::token::KeyRing;
+
+/// App-wide session configuration, keys and stores. Cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_auth_session::{MemoryStore, SessionManager};
+///
+/// let manager = SessionManager::builder(MemoryStore::new())
+///     .secret(b"an example secret of at least 32 bytes!")
+///     .expires_in(Duration::from_secs(7 * 24 * 3600))
+///     .build()?;
+/// let layer = manager.layer();
+/// # let _ = layer;
+/// # Ok::<(), tower_auth_session::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct SessionManager {
+    pub(crate) inner: Arc<ManagerInner>,
+}
+
+pub(crate) struct ManagerInner {
+    pub(crate) config: SessionConfig,
+    pub(crate) keys: KeyRing,
+    pub(crate) names: CookieNames,
+    pub(crate) store: Arc<dyn SessionStore>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tracking: ClientTracking,
+    pub(crate) refresh_gate: RefreshGate,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("config", &self.inner.config)
+            .field("keys", &self.inner.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    /// Starts configuring a manager over a primary store.
+    pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
+        SessionManagerBuilder {
+            store: Arc::new(store),
+            keys: None,
+            config: SessionConfig::default(),
+            clock: Arc::new(SystemClock),
+            tracking: ClientTracking::default(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The tower layer that resolves sessions for every request.
+    pub fn layer(&self) -> SessionLayer {
+        SessionLayer::new(self.clone())
+    }
+
+    /// The name of the `session_token` cookie (with its `__Host-`/`__Secure-` prefix).
+    pub fn session_cookie_name(&self) -> &str {
+        &self.inner.names.session_token
+    }
+
+    /// The name of the `dont_remember` marker cookie.
+    pub fn dont_remember_cookie_name(&self) -> &str {
+        &self.inner.names.dont_remember
+    }
+
+    /// Validates the session that `headers` carry (cookie or `Authorization: Bearer`),
+    /// outside the layer: for websocket upgrades, other frameworks or admin tools.
+    ///
+    /// It deletes an expired session it finds, but never slides expiry (there is no
+    /// response to re-set the cookie on). `Ok(None)` means no valid session;
+    /// an error means a store could not be reached.
+    pub async fn get_session(&self, headers: &HeaderMap) -> Result<Option<Session>, SessionError> {
+        let hash = match presented_token(&self.inner, headers) {
+            PresentedToken::Valid { token, .. } => token.hash(),
+            _ => return Ok(None),
+        };
+        let now = self.inner.clock.now();
+        match self.inner.store.find(&hash).await? {
+            Some(session) if !session.is_expired(now) => Ok(Some(session)),
+            Some(_) => {
+                self.inner.store.delete(&hash).await?;
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves a session the way the layer does (with refresh); used by the layer.
+    pub(crate) async fn resolve_hash(
+        &self,
+        hash: crate::token::TokenHash,
+        client: &ClientFacts,
+    ) -> Resolved {
+        self.inner.resolve(hash, client).await
+    }
+
+    /// A user's live sessions, oldest first.
+    pub async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<Session>, SessionError> {
+        let now = self.inner.clock.now();
+        Ok(self.inner.store.list_by_user(user_id, now).await?)
+    }
+
+    /// Revokes one session by its public id. Returns whether it existed.
+    pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
+        let removed = self.inner.store.delete_by_id(session_id, None).await?;
+        let existed = removed.is_some();
+        self.inner.revoked(removed.into_iter().collect());
+        Ok(existed)
+    }
+
+    /// Revokes every session of a user (after a password reset, an account lock, …).
+    /// Returns how many were revoked.
+    pub async fn revoke_user(&self, user_id: &str) -> Result<usize, SessionError> {
+        let removed = self.inner.store.delete_by_user(user_id, None).await?;
+        let count = removed.len();
+        self.inner.revoked(removed);
+        Ok(count)
+    }
+
+    /// Revokes every session of a user but `keep_session_id`. Returns how many were revoked.
+    pub async fn revoke_user_except(
+        &self,
+        user_id: &str,
+        keep_session_id: &str,
+    ) -> Result<usize, SessionError> {
+        let removed = self
+            .inner
+            .store
+            .delete_by_user(user_id, Some(keep_session_id))
+            .await?;
+        let count = removed.len();
+        self.inner.revoked(removed);
+        Ok(count)
+    }
+
+    /// Deletes sessions that have expired, in batches of 1000; returns how many.
+    pub async fn delete_expired(&self) -> Result<u64, SessionError> {
+        let now = self.inner.clock.now();
+        let mut total = 0;
+        loop {
+            let deleted = self.inner.store.delete_expired(now, 1000).await?;
+            total += deleted;
+            if deleted < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+impl ManagerInner {
+    /// Everything that must happen after sessions were deleted from the source of truth.
+    pub(crate) fn revoked(&self, sessions: Vec<StoredSession>) {
+        for stored in &sessions {
+            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, "session revoked");
+        }
+    }
+
+    /// Deletes the session with this token hash from the source of truth.
+    pub(crate) async fn revoke_hash(
+        &self,
+        hash: &crate::token::TokenHash,
+    ) -> Result<Option<Session>, StoreError> {
+        let removed = self.store.delete(hash).await?;
+        if let Some(session) = &removed {
+            self.revoked(vec![StoredSession {
+                token_hash: *hash,
+                session: session.clone(),
+            }]);
+        }
+        Ok(removed)
+    }
+}
+
+/// Configures a [`SessionManager`]. Mistakes are reported by [`build`](Self::build).
+#[must_use]
+pub struct SessionManagerBuilder {
+    store: Arc<dyn SessionStore>,
+    keys: Option<KeyRing>,
+    config: SessionConfig,
+    clock: Arc<dyn Clock>,
+    tracking: ClientTracking,
+    errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Debug for SessionManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_chrono(option: &'static str, d: std::time::Duration) -> Result<Duration, ConfigError> {
+    Duration::from_std(d).map_err(|_| ConfigError::Invalid {
+        option,
+        reason: "duration out of range".into(),
+    })
+}
+
+impl SessionManagerBuilder {
+    fn record<T>(
+        mut self,
+        result: Result<T, ConfigError>,
+        apply: impl FnOnce(&mut Self, T),
+    ) -> Self {
+        match result {
+            Ok(value) => apply(&mut self, value),
+            Err(error) => self.errors.push(error),
+        }
+        self
+    }
+
+    /// The application secret (≥ 32 random bytes); a ring with one key, id `k0`.
+    ///
+    /// # Warning
+    /// Anyone with this secret can forge session cookies for any token they know. Load it
+    /// from a secret store, never from source code.
+    pub fn secret(self, secret: impl AsRef<[u8]>) -> Self {
+        let ring = KeyRing::from_secret(secret);
+        self.record(ring, |b, ring| b.keys = Some(ring))
+    }
+
+    /// A ring of keys for rotation: the first signs, all verify.
+    pub fn key_ring(mut self, ring: KeyRing) -> Self {
+        self.keys = Some(ring);
+        self
+    }
+
+    /// How long a session lives without activity (default 7 days); also the cookie's
+    /// `Max-Age` after sign-in and after each refresh.
+    pub fn expires_in(self, expires_in: std::time::Duration) -> Self {
+        let d = to_chrono("expires_in", expires_in);
+        self.record(d, |b, d| b.config.expires_in = d)
+    }
+
+    /// How old the last write must be before a request slides the expiry (default 1 day).
+    /// Zero refreshes on every request.
+    pub fn update_age(self, update_age: std::time::Duration) -> Self {
+        let d = to_chrono("update_age", update_age);
+        self.record(d, |b, d| b.config.update_age = d)
+    }
+
+    /// Turns sliding expiry off: sessions end `expires_in` after sign-in.
+    pub fn disable_refresh(mut self, disable: bool) -> Self {
+        self.config.disable_refresh = disable;
+        self
+    }
+
+    /// An absolute cap: no refresh moves `expires_at` past `created_at + max_lifetime`.
+    pub fn max_lifetime(self, max_lifetime: std::time::Duration) -> Self {
+        let d = to_chrono("max_lifetime", max_lifetime);
+        self.record(d, |b, d| b.config.max_lifetime = Some(d))
+    }
+
+    /// How recent the last authentication must be for sensitive actions (default 1 day).
+    pub fn fresh_age(self, fresh_age: std::time::Duration) -> Self {
+        let d = to_chrono("fresh_age", fresh_age);
+        self.record(d, |b, d| b.config.fresh_age = d)
+    }
+
+    /// Lifetime of a session whose user chose not to be remembered (default 1 day).
+    pub fn dont_remember_expires_in(self, expires_in: std::time::Duration) -> Self {
+        let d = to_chrono("dont_remember_expires_in", expires_in);
+        self.record(d, |b, d| b.config.dont_remember_expires_in = d)
+    }
+
+    /// The cookie name prefix (default `tas`): cookies are `{prefix}.session_token`, … with
+    /// `__Host-` (or `__Secure-` when a domain is set) in front when `Secure`.
+    pub fn cookie_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.cookie_prefix = prefix.into();
+        self
+    }
+
+    /// Whether cookies carry `Secure` (default `true`).
+    ///
+    /// # Warning
+    /// Only turn this off for local development over plain http: without `Secure` the
+    /// session cookie is sent over unencrypted connections.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.config.cookie_secure = secure;
+        self
+    }
+
+    /// A `Domain` for the cookies, to share them with subdomains (default none).
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.cookie_domain = Some(domain.into());
+        self
+    }
+
+    /// The `SameSite` attribute (default `Lax`).
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.config.same_site = same_site;
+        self
+    }
+
+    /// Where time comes from (default the system clock); tests pass a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Whether to record the client's IP address and user agent (default `true`).
+    pub fn track_client(mut self, track: bool) -> Self {
+        self.tracking.disabled = !track;
+        self
+    }
+
+    /// Proxies whose `X-Forwarded-For` is believed (default none: the socket peer is the
+    /// client).
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
+        self.tracking.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// Checks the configuration and builds the manager.
+    pub fn build(mut self) -> Result<SessionManager, ConfigError> {
+        if let Some(error) = self.errors.drain(..).next() {
+            return Err(error);
+        }
+        let keys = self.keys.ok_or(ConfigError::MissingKeys)?;
+        let config = self.config;
+        let invalid = |option, reason: &str| {
+            Err(ConfigError::Invalid {
+                option,
+                reason: reason.to_owned(),
+            })
+        };
+        if config.expires_in <= Duration::zero() {
+            return invalid("expires_in", "must be positive");
+        }
+        if config.dont_remember_expires_in <= Duration::zero() {
+            return invalid("dont_remember_expires_in", "must be positive");
+        }
+        if config.max_lifetime.is_some_and(|m| m <= Duration::zero()) {
+            return invalid("max_lifetime", "must be positive");
+        }
+        if config.cookie_prefix.is_empty()
+            || !config
+                .cookie_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return invalid("cookie_prefix", "must be non-empty [A-Za-z0-9_-]");
+        }
+        if let Some(domain) = &config.cookie_domain {
+            if domain.is_empty()
+                || !domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return invalid("cookie_domain", "must be a host name");
+            }
+        }
+        if config.same_site == SameSite::None && !config.cookie_secure {
+            return invalid("same_site", "SameSite=None requires Secure");
+        }
+        let names = CookieNames::new(&config);
+        Ok(SessionManager {
+            inner: Arc::new(ManagerInner {
+                config,
+                keys,
+                names,
+                store: self.store,
+                clock: self.clock,
+                tracking: self.tracking,
+                refresh_gate: RefreshGate::default(),
+            }),
+        })
+    }
+}

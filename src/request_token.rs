@@ -1,0 +1,63 @@
+//! Finding the session token a request presents: `Authorization: Bearer` first (explicit
+//! beats ambient), then the `session_token` cookie. The MAC is checked here, before any I/O.
+
+use http::{HeaderMap, header};
+
+use crate::cookies::{CookieLookup, find_cookie};
+use crate::manager::ManagerInner;
+use crate::token::{Token, TokenError};
+
+/// Where the token came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenSource {
+    /// The `session_token` cookie.
+    Cookie,
+    /// An `Authorization: Bearer` header.
+    Bearer,
+}
+
+/// The token a request presents, after the MAC check.
+#[derive(Debug, Clone)]
+pub(crate) enum PresentedToken {
+    /// No token at all.
+    None,
+    /// A token was sent but is malformed, oversized, duplicated or badly signed.
+    Invalid(TokenSource, TokenError),
+    /// A correctly signed token.
+    Valid { token: Token, source: TokenSource },
+}
+
+pub(crate) fn presented_token(manager: &ManagerInner, headers: &HeaderMap) -> PresentedToken {
+    let cookie_name = manager.names.session_token.as_str();
+    if let Some(value) = bearer_value(headers) {
+        return match manager.keys.verify_token(cookie_name, value) {
+            Ok(token) => PresentedToken::Valid {
+                token,
+                source: TokenSource::Bearer,
+            },
+            Err(error) => PresentedToken::Invalid(TokenSource::Bearer, error),
+        };
+    }
+    match find_cookie(headers, cookie_name) {
+        CookieLookup::Absent => PresentedToken::None,
+        CookieLookup::Bad => PresentedToken::Invalid(TokenSource::Cookie, TokenError::Malformed),
+        CookieLookup::One(value) => match manager.keys.verify_token(cookie_name, value) {
+            Ok(token) => PresentedToken::Valid {
+                token,
+                source: TokenSource::Cookie,
+            },
+            Err(error) => PresentedToken::Invalid(TokenSource::Cookie, error),
+        },
+    }
+}
+
+/// The credentials of an `Authorization: Bearer …` header (scheme case-insensitive).
+fn bearer_value(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?.as_bytes();
+    let (scheme, rest) = value.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let rest = rest.trim_ascii();
+    (!rest.is_empty()).then_some(rest)
+}

@@ -1,0 +1,69 @@
+//! The session record.
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::SessionError;
+
+/// One signed-in device: what stores keep and handlers read.
+///
+/// Serializes to camelCase JSON with RFC 3339 times; the token is never part of it, so a
+/// session can be shown to the browser as it is. App-defined fields (see
+/// [`Session::fields`]) are flattened into the same object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[non_exhaustive]
+pub struct Session {
+    /// Public id, for listing and revoking. Never a credential.
+    pub id: String,
+    /// Whose session it is.
+    pub user_id: String,
+    /// When it stops being valid.
+    pub expires_at: DateTime<Utc>,
+    /// When it was created (sign-in).
+    pub created_at: DateTime<Utc>,
+    /// When it was last written (sign-in, refresh, re-authentication, rotation).
+    pub updated_at: DateTime<Utc>,
+    /// When the user last proved who they are (sign-in or `reauthenticate`).
+    pub authenticated_at: DateTime<Utc>,
+    /// When the session was last seen (updated at most once per `update_age`).
+    pub last_seen_at: DateTime<Utc>,
+    /// The client's IP address when last seen, if tracked.
+    pub ip_address: Option<String>,
+    /// The client's `User-Agent` when last seen, if tracked.
+    pub user_agent: Option<String>,
+    /// `false` when the user chose not to be remembered: short lifetime, no sliding,
+    /// a cookie without `Max-Age`.
+    #[serde(skip)]
+    pub remember: bool,
+    /// Bumped on every write to the record; conditional writes compare it, so a stale
+    /// writer can neither lose an update nor bring back a revoked session.
+    #[serde(skip)]
+    pub generation: u64,
+    /// App-defined fields (JSON object), flattened into the session's JSON.
+    #[serde(flatten)]
+    pub fields: Map<String, Value>,
+}
+
+impl Session {
+    /// Reads the app-defined fields as a typed value.
+    ///
+    /// ```
+    /// # use tower_auth_session::Session;
+    /// #[derive(serde::Deserialize)]
+    /// struct Device { device_name: String }
+    /// # fn demo(session: &Session) {
+    /// let device: Device = session.fields_as().unwrap();
+    /// # }
+    /// ```
+    pub fn fields_as<T: DeserializeOwned>(&self) -> Result<T, SessionError> {
+        serde_json::from_value(Value::Object(self.fields.clone())).map_err(SessionError::Fields)
+    }
+
+    /// Whether the session has expired at `now`.
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        now >= self.expires_at
+    }
+}

@@ -1,0 +1,221 @@
+//! An in-process store: for tests, demos and single-instance apps that accept losing
+//! sessions on restart.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use super::{BoxFuture, SessionStore, StoredSession};
+use crate::error::StoreError;
+use crate::session::Session;
+use crate::token::TokenHash;
+
+/// Sessions in a `HashMap` behind a lock; cheap to clone (clones share the map).
+///
+/// ```
+/// use tower_auth_session::{MemoryStore, SessionManager};
+/// let manager = SessionManager::builder(MemoryStore::new())
+///     .secret([42u8; 32])
+///     .build()
+///     .unwrap();
+/// # let _ = manager;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<Tables>>,
+}
+
+#[derive(Debug, Default)]
+struct Tables {
+    by_hash: HashMap<TokenHash, Session>,
+    hash_by_id: HashMap<String, TokenHash>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many sessions (live or expired) the store holds.
+    pub fn len(&self) -> usize {
+        self.read().by_hash.len()
+    }
+
+    /// Whether the store holds no sessions.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Tables> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Tables {
+    fn remove(&mut self, hash: &TokenHash) -> Option<Session> {
+        let session = self.by_hash.remove(hash)?;
+        self.hash_by_id.remove(&session.id);
+        Some(session)
+    }
+}
+
+impl SessionStore for MemoryStore {
+    fn create<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let result = {
+            let mut tables = self.write();
+            if tables.by_hash.contains_key(token_hash)
+                || tables.hash_by_id.contains_key(&session.id)
+            {
+                Err(StoreError::new(
+                    "a session with this token or id already exists",
+                ))
+            } else {
+                tables.by_hash.insert(*token_hash, session.clone());
+                tables.hash_by_id.insert(session.id.clone(), *token_hash);
+                Ok(())
+            }
+        };
+        Box::pin(async move { result })
+    }
+
+    fn find<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        let found = self.read().by_hash.get(token_hash).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn update<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        expected_generation: u64,
+        session: &'a Session,
+        new_token_hash: Option<&'a TokenHash>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let applied = {
+            let mut tables = self.write();
+            match tables.by_hash.get(token_hash) {
+                Some(stored) if stored.generation == expected_generation => {
+                    let id = stored.id.clone();
+                    let target = new_token_hash.copied().unwrap_or(*token_hash);
+                    tables.by_hash.remove(token_hash);
+                    let mut updated = session.clone();
+                    updated.id = id.clone();
+                    tables.by_hash.insert(target, updated);
+                    tables.hash_by_id.insert(id, target);
+                    true
+                }
+                _ => false,
+            }
+        };
+        Box::pin(async move { Ok(applied) })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        let removed = self.write().remove(token_hash);
+        Box::pin(async move { Ok(removed) })
+    }
+
+    fn delete_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+        user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        let removed = {
+            let mut tables = self.write();
+            let hash = tables.hash_by_id.get(session_id).copied();
+            match hash {
+                Some(hash)
+                    if user_id.is_none_or(|user| {
+                        tables.by_hash.get(&hash).is_some_and(|s| s.user_id == user)
+                    }) =>
+                {
+                    tables.remove(&hash).map(|session| StoredSession {
+                        token_hash: hash,
+                        session,
+                    })
+                }
+                _ => None,
+            }
+        };
+        Box::pin(async move { Ok(removed) })
+    }
+
+    fn delete_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        keep_session_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>, StoreError>> {
+        let removed = {
+            let mut tables = self.write();
+            let hashes: Vec<TokenHash> = tables
+                .by_hash
+                .iter()
+                .filter(|(_, s)| s.user_id == user_id && Some(s.id.as_str()) != keep_session_id)
+                .map(|(hash, _)| *hash)
+                .collect();
+            hashes
+                .into_iter()
+                .filter_map(|hash| {
+                    tables.remove(&hash).map(|session| StoredSession {
+                        token_hash: hash,
+                        session,
+                    })
+                })
+                .collect()
+        };
+        Box::pin(async move { Ok(removed) })
+    }
+
+    fn list_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
+        let mut sessions: Vec<Session> = self
+            .read()
+            .by_hash
+            .values()
+            .filter(|s| s.user_id == user_id && !s.is_expired(now))
+            .cloned()
+            .collect();
+        sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Box::pin(async move { Ok(sessions) })
+    }
+
+    fn delete_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        let deleted = {
+            let mut tables = self.write();
+            let expired: Vec<TokenHash> = tables
+                .by_hash
+                .iter()
+                .filter(|(_, s)| s.is_expired(now))
+                .map(|(hash, _)| *hash)
+                .take(limit as usize)
+                .collect();
+            for hash in &expired {
+                tables.remove(hash);
+            }
+            expired.len() as u64
+        };
+        Box::pin(async move { Ok(deleted) })
+    }
+}

@@ -1,0 +1,164 @@
+//! The primary store: where sessions live and what is true about them.
+//!
+//! [`SessionStore`] is session-shaped rather than a bare key-value map, so that every
+//! backend can do the operations the layer needs in one round trip: find by token hash,
+//! a conditional update keyed on the session's `generation`, and per-user listing and
+//! revocation. Stores only ever see [`TokenHash`]es, never raw tokens.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::StoreError;
+use crate::session::Session;
+use crate::token::TokenHash;
+
+mod memory;
+pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+mod sqlite;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteStore;
+
+/// A boxed, `Send` future: the return type of store methods (so stores can be trait objects).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A session together with the hash of its token, as stores return it from deletions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    /// `SHA-256` of the session's token.
+    pub token_hash: TokenHash,
+    /// The session.
+    pub session: Session,
+}
+
+/// A primary session store.
+///
+/// Implementations must make each method atomic on its own. The conditional
+/// [`update`](SessionStore::update) is what keeps concurrent requests from losing updates
+/// or resurrecting a revoked session: it writes only if the stored `generation` still equals
+/// the one the caller read.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Inserts a new session. The token hash is unique.
+    fn create<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Finds a session by its token hash (expired sessions are returned too; the caller
+    /// decides).
+    fn find<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
+
+    /// Replaces the mutable fields of the session stored under `token_hash` with those of
+    /// `session` (including its new `generation`), and moves it to `new_token_hash` when
+    /// given, but only if the stored generation is `expected_generation`. Returns whether
+    /// the write happened; `false` means the session changed or is gone.
+    fn update<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        expected_generation: u64,
+        session: &'a Session,
+        new_token_hash: Option<&'a TokenHash>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Deletes the session with this token hash, returning it if it existed.
+    fn delete<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
+
+    /// Deletes the session with this public id, returning it if it existed. With
+    /// `user_id`, only a session of that user is deleted.
+    fn delete_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+        user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>>;
+
+    /// Deletes all sessions of a user except the one with id `keep_session_id`, returning
+    /// what was deleted.
+    fn delete_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        keep_session_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>, StoreError>>;
+
+    /// A user's sessions that are still live at `now`, oldest first.
+    fn list_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>>;
+
+    /// Deletes up to `limit` sessions that expired before `now`; returns how many.
+    fn delete_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
+    fn create<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).create(token_hash, session)
+    }
+    fn find<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        (**self).find(token_hash)
+    }
+    fn update<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        expected_generation: u64,
+        session: &'a Session,
+        new_token_hash: Option<&'a TokenHash>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).update(token_hash, expected_generation, session, new_token_hash)
+    }
+    fn delete<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        (**self).delete(token_hash)
+    }
+    fn delete_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+        user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        (**self).delete_by_id(session_id, user_id)
+    }
+    fn delete_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        keep_session_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>, StoreError>> {
+        (**self).delete_by_user(user_id, keep_session_id)
+    }
+    fn list_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
+        (**self).list_by_user(user_id, now)
+    }
+    fn delete_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        (**self).delete_expired(now, limit)
+    }
+}

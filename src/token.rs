@@ -1,0 +1,414 @@
+//! Session tokens, their hashes, and the key ring that signs them.
+//!
+//! A token is 32 bytes from the OS CSPRNG. Stores only ever see [`TokenHash`]
+//! (`SHA-256(token)`), so a dump of the database or Redis cannot be replayed as a cookie.
+//! The `session_token` cookie carries `kid.token.mac`, where the MAC is
+//! HMAC-SHA256 over the cookie name and the rest of the value, keyed by a subkey derived
+//! with HKDF from the key named by `kid`. Checking the MAC needs no I/O, so forged cookies
+//! never reach a store.
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hkdf::Hkdf;
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::error::ConfigError;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Length of a raw token in bytes.
+pub(crate) const TOKEN_LEN: usize = 32;
+/// Length of a base64url (unpadded) encoded 32-byte value.
+const B64_32_LEN: usize = 43;
+/// Longest key id accepted in a key ring.
+pub(crate) const MAX_KEY_ID_LEN: usize = 16;
+/// Shortest secret accepted for a key.
+pub(crate) const MIN_SECRET_LEN: usize = 32;
+
+/// Fills `buf` from the operating system's CSPRNG.
+pub(crate) fn random_bytes(buf: &mut [u8]) {
+    // The OS RNG failing is not recoverable and must never fall back to a weak source.
+    getrandom::fill(buf).expect("the operating system's random number generator failed");
+}
+
+/// A raw session token: the bearer credential. Never stored, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token([u8; TOKEN_LEN]);
+
+impl Token {
+    /// Draws a new token from the OS CSPRNG.
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; TOKEN_LEN];
+        random_bytes(&mut bytes);
+        Self(bytes)
+    }
+
+    /// The hash that stores use to find this token's session.
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(Sha256::digest(self.0).into())
+    }
+
+    /// The raw bytes.
+    pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
+/// `SHA-256(token)`: how every store keys a session.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl TokenHash {
+    /// The hash as bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Builds a hash from a 32-byte slice (for stores reading it back).
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        bytes.try_into().ok().map(Self)
+    }
+
+    /// Lower-case hex, for keys in text-keyed stores such as Redis.
+    pub fn to_hex(&self) -> String {
+        let mut out = String::with_capacity(64);
+        for byte in self.0 {
+            out.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+            out.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+        }
+        out
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A prefix is enough to correlate log lines; the hash is not a credential.
+        write!(f, "TokenHash({}…)", &self.to_hex()[..12])
+    }
+}
+
+/// One signing key: an id that travels in cookies, and subkeys derived per purpose.
+#[derive(Clone)]
+pub struct Key {
+    id: String,
+    token_mac: HmacSha256,
+    cache_mac: HmacSha256,
+    cache_encryption: [u8; 32],
+}
+
+impl Key {
+    /// Derives a key from a secret of at least 32 bytes.
+    ///
+    /// The id must be 1–16 characters of `[A-Za-z0-9_-]`; it is written into every cookie
+    /// this key signs, so verification picks the right key without trying each one.
+    ///
+    /// ```
+    /// use tower_auth_session::Key;
+    /// let key = Key::new("k1", [7u8; 32]).unwrap();
+    /// assert_eq!(key.id(), "k1");
+    /// assert!(Key::new("k1", b"too short").is_err());
+    /// ```
+    pub fn new(id: impl Into<String>, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        let id = id.into();
+        let secret = secret.as_ref();
+        if id.is_empty()
+            || id.len() > MAX_KEY_ID_LEN
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::InvalidKeyId { id });
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(ConfigError::SecretTooShort { len: secret.len() });
+        }
+        let hkdf = Hkdf::<Sha256>::new(Some(b"tower-auth-session/v1"), secret);
+        let derive = |info: &[u8]| {
+            let mut out = [0u8; 32];
+            hkdf.expand(info, &mut out)
+                .expect("32 bytes is a valid HKDF-SHA256 output length");
+            out
+        };
+        let token_mac_key = derive(b"session-token-mac");
+        let cache_mac_key = derive(b"cookie-cache-mac");
+        Ok(Self {
+            id,
+            token_mac: HmacSha256::new_from_slice(&token_mac_key).expect("HMAC takes any key"),
+            cache_mac: HmacSha256::new_from_slice(&cache_mac_key).expect("HMAC takes any key"),
+            cache_encryption: derive(b"cookie-cache-encryption"),
+        })
+    }
+
+    /// The key id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// A keyed HMAC instance for the cookie cache (cloned per use; the key schedule is
+    /// computed once).
+    pub fn cache_mac(&self) -> HmacSha256 {
+        self.cache_mac.clone()
+    }
+
+    /// The AES-256-GCM key for an encrypted cookie cache.
+    pub fn cache_encryption_key(&self) -> &[u8; 32] {
+        &self.cache_encryption
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Signing keys: the first signs, every key verifies.
+///
+/// Rotate by putting a new key first and keeping the old one behind it until every cookie
+/// it signed has expired; then drop it, and its cookies become "no session".
+///
+/// ```
+/// use tower_auth_session::{Key, KeyRing};
+/// let ring = KeyRing::new(vec![
+///     Key::new("2026-11", [2u8; 32]).unwrap(),
+///     Key::new("2026-10", [1u8; 32]).unwrap(),
+/// ]).unwrap();
+/// assert_eq!(ring.signing_key().id(), "2026-11");
+/// ```
+#[derive(Clone, Debug)]
+pub struct KeyRing {
+    keys: Vec<Key>,
+}
+
+impl KeyRing {
+    /// A ring of keys; the first signs. Ids must be unique.
+    pub fn new(keys: Vec<Key>) -> Result<Self, ConfigError> {
+        if keys.is_empty() {
+            return Err(ConfigError::NoKeys);
+        }
+        for (i, key) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|k| k.id == key.id) {
+                return Err(ConfigError::DuplicateKeyId { id: key.id.clone() });
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    /// A ring holding one key, id `k0`, derived from `secret`.
+    pub fn from_secret(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
+        Self::new(vec![Key::new("k0", secret)?])
+    }
+
+    /// The key new cookies are signed with.
+    pub fn signing_key(&self) -> &Key {
+        &self.keys[0]
+    }
+
+    /// The key with this id, if the ring still holds it.
+    pub fn get(&self, id: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    /// Signs `token` for the cookie named `cookie_name`: `kid.token.mac`.
+    pub fn sign_token(&self, cookie_name: &str, token: &Token) -> String {
+        let key = self.signing_key();
+        let mut value = String::with_capacity(key.id.len() + 2 + 2 * B64_32_LEN);
+        value.push_str(&key.id);
+        value.push('.');
+        B64.encode_string(token.0, &mut value);
+        let mac = token_mac(key, cookie_name, value.as_bytes());
+        value.push('.');
+        B64.encode_string(mac, &mut value);
+        value
+    }
+
+    /// Verifies a `kid.token.mac` value for the cookie named `cookie_name`.
+    ///
+    /// Returns the token only when the shape, the key id and the MAC are all right; the MAC
+    /// comparison is constant-time.
+    pub fn verify_token(&self, cookie_name: &str, value: &[u8]) -> Result<Token, TokenError> {
+        let mac_dot = value
+            .iter()
+            .rposition(|&b| b == b'.')
+            .ok_or(TokenError::Malformed)?;
+        let (signed, mac_b64) = (&value[..mac_dot], &value[mac_dot + 1..]);
+        let kid_dot = signed
+            .iter()
+            .position(|&b| b == b'.')
+            .ok_or(TokenError::Malformed)?;
+        let (kid, token_b64) = (&signed[..kid_dot], &signed[kid_dot + 1..]);
+        if mac_b64.len() != B64_32_LEN || token_b64.len() != B64_32_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let kid = std::str::from_utf8(kid).map_err(|_| TokenError::Malformed)?;
+        let key = self.get(kid).ok_or(TokenError::UnknownKey)?;
+        let mut mac = [0u8; 32];
+        decode_32(mac_b64, &mut mac).ok_or(TokenError::Malformed)?;
+        let mut verifier = key.token_mac.clone();
+        verifier.update(cookie_name.as_bytes());
+        verifier.update(&[0]);
+        verifier.update(signed);
+        verifier
+            .verify_slice(&mac)
+            .map_err(|_| TokenError::BadMac)?;
+        let mut token = [0u8; TOKEN_LEN];
+        decode_32(token_b64, &mut token).ok_or(TokenError::Malformed)?;
+        Ok(Token(token))
+    }
+}
+
+fn token_mac(key: &Key, cookie_name: &str, signed: &[u8]) -> [u8; 32] {
+    let mut mac = key.token_mac.clone();
+    mac.update(cookie_name.as_bytes());
+    mac.update(&[0]);
+    mac.update(signed);
+    mac.finalize().into_bytes().into()
+}
+
+/// Decodes exactly 32 bytes of canonical base64url; anything else is `None`.
+fn decode_32(encoded: &[u8], out: &mut [u8; 32]) -> Option<()> {
+    // decode_slice would accept non-canonical trailing bits; round-trip to reject them.
+    let mut buf = [0u8; 33];
+    let n = B64.decode_slice(encoded, &mut buf).ok()?;
+    if n != 32 {
+        return None;
+    }
+    out.copy_from_slice(&buf[..32]);
+    let mut check = [0u8; B64_32_LEN];
+    B64.encode_slice(out, &mut check).ok()?;
+    (check[..] == encoded[..]).then_some(())
+}
+
+/// Why a signed token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not of the `kid.token.mac` shape, wrong lengths, or not base64url.
+    Malformed,
+    /// Signed by a key that is not (or no longer) in the ring.
+    UnknownKey,
+    /// The MAC does not match.
+    BadMac,
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Malformed => "malformed session token",
+            Self::UnknownKey => "session token signed by an unknown key",
+            Self::BadMac => "session token signature does not match",
+        })
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// A random public identifier (16 bytes, base64url): session ids are never credentials.
+pub(crate) fn random_id() -> String {
+    let mut bytes = [0u8; 16];
+    random_bytes(&mut bytes);
+    B64.encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring() -> KeyRing {
+        KeyRing::from_secret([9u8; 32]).unwrap()
+    }
+
+    #[test]
+    fn tokens_are_distinct_and_32_bytes() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            assert!(seen.insert(*Token::generate().as_bytes()));
+        }
+    }
+
+    #[test]
+    fn signed_token_round_trips() {
+        let ring = ring();
+        let token = Token::generate();
+        let value = ring.sign_token("a.session_token", &token);
+        assert_eq!(
+            ring.verify_token("a.session_token", value.as_bytes()),
+            Ok(token)
+        );
+    }
+
+    #[test]
+    fn mac_covers_the_cookie_name() {
+        let ring = ring();
+        let value = ring.sign_token("a.session_token", &Token::generate());
+        assert_eq!(
+            ring.verify_token("b.session_token", value.as_bytes()),
+            Err(TokenError::BadMac)
+        );
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_rejected() {
+        let ring = ring();
+        let value = ring.sign_token("n", &Token::generate()).into_bytes();
+        for i in 0..value.len() {
+            for bit in 0..8 {
+                let mut flipped = value.clone();
+                flipped[i] ^= 1 << bit;
+                assert!(
+                    ring.verify_token("n", &flipped).is_err(),
+                    "byte {i} bit {bit}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn truncated_and_extended_values_are_rejected() {
+        let ring = ring();
+        let value = ring.sign_token("n", &Token::generate()).into_bytes();
+        for len in 0..value.len() {
+            assert!(ring.verify_token("n", &value[..len]).is_err());
+        }
+        let mut longer = value.clone();
+        longer.push(b'A');
+        assert!(ring.verify_token("n", &longer).is_err());
+    }
+
+    #[test]
+    fn subkeys_differ_per_purpose_and_per_secret() {
+        let a = Key::new("a", [1u8; 32]).unwrap();
+        let b = Key::new("b", [2u8; 32]).unwrap();
+        let tag = |m: HmacSha256| -> Vec<u8> {
+            let mut m = m;
+            m.update(b"x");
+            m.finalize().into_bytes().to_vec()
+        };
+        assert_ne!(tag(a.token_mac.clone()), tag(a.cache_mac.clone()));
+        assert_ne!(tag(a.token_mac.clone()), tag(b.token_mac.clone()));
+        assert_ne!(a.cache_encryption, b.cache_encryption);
+    }
+
+    #[test]
+    fn short_secrets_and_bad_ids_are_refused() {
+        assert!(matches!(
+            Key::new("k", [0u8; 31]),
+            Err(ConfigError::SecretTooShort { len: 31 })
+        ));
+        assert!(Key::new("bad.id", [0u8; 32]).is_err());
+        assert!(Key::new("", [0u8; 32]).is_err());
+        let k = Key::new("same", [0u8; 32]).unwrap();
+        assert!(KeyRing::new(vec![k.clone(), k]).is_err());
+    }
+}
