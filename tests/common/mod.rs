@@ -294,3 +294,47 @@ macro_rules! store_suite {
         }
     };
 }
+
+/// The URL of an external service from `env_var` (or `default`), if something listens
+/// there. When it does not: with `TAS_REQUIRE_SERVICES=1` (as `.ci/run` sets) the test
+/// fails; otherwise it prints why and the caller skips.
+pub fn service_url(env_var: &str, default: &str) -> Option<String> {
+    let url = std::env::var(env_var).unwrap_or_else(|_| default.to_owned());
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(&url)
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or(authority);
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(host_port)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+        });
+    if reachable {
+        return Some(url);
+    }
+    if std::env::var("TAS_REQUIRE_SERVICES").as_deref() == Ok("1") {
+        panic!("{env_var} ({url}) is not reachable and TAS_REQUIRE_SERVICES=1");
+    }
+    eprintln!("skipping: {env_var} ({url}) is not reachable");
+    None
+}
+
+/// A name unique to this test run, for Redis key prefixes and PostgreSQL schemas.
+pub fn unique_name(what: &str) -> String {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{what}_{}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos()
+    )
+}
