@@ -13,11 +13,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::client::ClientFacts;
+use crate::cookie_cache::{CacheCookies, CacheState};
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
-use crate::error::SessionError;
+use crate::error::{SessionError, StoreError};
 use crate::manager::SessionManager;
 use crate::request_token::TokenSource;
-use crate::resolve::Rejection;
+use crate::resolve::{Rejection, Resolved};
 use crate::session::Session;
 use crate::token::{Token, TokenHash, random_id};
 
@@ -119,6 +120,8 @@ pub(crate) struct HandleState {
     pub(crate) cookie_action: CookieAction,
     /// A signed token issued in this request, for the `set-auth-token` header.
     pub(crate) issued: Option<String>,
+    /// The cookie cache: what the request carried, whether it was used, whether to issue.
+    pub(crate) cache: CacheState,
 }
 
 struct Shared {
@@ -260,6 +263,8 @@ impl SessionHandle {
             remember: session.remember,
             expires_at: session.expires_at,
         };
+        state.cache.hit = false;
+        state.cache.issue_from = Some(now);
         Ok(session)
     }
 
@@ -276,7 +281,85 @@ impl SessionHandle {
         state.session = None;
         state.issued = None;
         state.cookie_action = CookieAction::Clear;
+        state.cache.issue_from = None;
         Ok(())
+    }
+
+    /// The session as the stores see it now, bypassing the cookie cache.
+    ///
+    /// When the request was resolved from the cookie cache (no store was read), this reads
+    /// the stores, and the handle follows the answer: a session revoked elsewhere is gone
+    /// from [`current`](Self::current) and its cookies are cleared by the response. When a
+    /// store was already read for this request (or the request signed in), that answer is
+    /// returned without another query. Use it before anything sensitive: changing a
+    /// password, listing or revoking sessions, paying.
+    ///
+    /// An error means a store could not be reached; the session is then neither confirmed
+    /// nor signed out.
+    ///
+    /// ```
+    /// use tower_auth_session::SessionHandle;
+    ///
+    /// async fn change_password(session: SessionHandle) -> Result<String, String> {
+    ///     let Some(current) = session.authoritative().await.map_err(|e| e.to_string())? else {
+    ///         return Err("signed out".into());
+    ///     };
+    ///     Ok(format!("changing the password of {}", current.user_id))
+    /// }
+    /// # let _ = change_password;
+    /// ```
+    pub async fn authoritative(&self) -> Result<Option<Session>, SessionError> {
+        let hash = {
+            let state = self.state();
+            let needs_read = state.cache.hit || state.status == Status::Unavailable;
+            match &state.token {
+                Some((_, hash)) if needs_read => *hash,
+                _ => return Ok(state.session.clone()),
+            }
+        };
+        let manager = &self.shared.manager.inner;
+        // Taken before the read: a cache issued from this answer must not outlive it.
+        let read_at = manager.clock.now();
+        let resolved = manager.resolve(hash, &self.shared.client).await;
+        let by_cookie = self.shared.source == Some(TokenSource::Cookie);
+        let mut state = self.state();
+        if state.token.as_ref().map(|(_, h)| h) != Some(&hash) {
+            // The handler signed in or out meanwhile: that is the newer truth.
+            return Ok(state.session.clone());
+        }
+        match resolved {
+            Resolved::Valid { session, refreshed } => {
+                if refreshed && by_cookie {
+                    if let Some((token, _)) = &state.token {
+                        state.cookie_action = CookieAction::Set {
+                            signed: manager.keys.sign_token(&manager.names.session_token, token),
+                            remember: session.remember,
+                            expires_at: session.expires_at,
+                        };
+                    }
+                }
+                state.session = Some(session.clone());
+                state.status = Status::Decided;
+                state.cache.hit = false;
+                state.cache.issue_from = by_cookie.then_some(read_at);
+                Ok(Some(session))
+            }
+            Resolved::Gone(rejection) => {
+                state.token = None;
+                state.session = None;
+                state.status = Status::Decided;
+                state.rejection = Some(rejection);
+                state.cache.hit = false;
+                state.cache.issue_from = None;
+                if by_cookie {
+                    state.cookie_action = CookieAction::Clear;
+                }
+                Ok(None)
+            }
+            Resolved::Unavailable => Err(SessionError::Store(StoreError::new(
+                "session store unavailable for an authoritative read",
+            ))),
+        }
     }
 
     /// Writes the cookies this request earned onto the response headers.
@@ -284,11 +367,13 @@ impl SessionHandle {
         let manager = &self.shared.manager.inner;
         let names = &manager.names;
         let config = &manager.config;
-        let (action, issued) = {
+        let (action, issued, cache_cookies) = {
             let mut state = self.state();
+            let cache_cookies = CacheCookies::decide(manager, &state);
             (
                 std::mem::replace(&mut state.cookie_action, CookieAction::Keep),
                 state.issued.take(),
+                cache_cookies,
             )
         };
         match action {
@@ -339,6 +424,7 @@ impl SessionHandle {
                 }
             }
         }
+        cache_cookies.apply(config, headers);
         if let Some(signed) = issued {
             if let Ok(value) = HeaderValue::try_from(signed) {
                 headers.insert(SET_AUTH_TOKEN, value);

@@ -56,6 +56,7 @@
 mod client;
 mod clock;
 mod config;
+mod cookie_cache;
 mod cookies;
 mod error;
 #[cfg(feature = "axum")]
@@ -66,6 +67,7 @@ mod layer;
 mod manager;
 mod request_token;
 mod resolve;
+mod revocation;
 mod service;
 mod session;
 pub mod store;
