@@ -112,7 +112,12 @@ pub(crate) fn set_cookie(
     out.push_str("; Path=/");
     match lifetime {
         Lifetime::MaxAge(age) => {
-            let secs = age.clamp(Duration::zero(), MAX_COOKIE_AGE).num_seconds();
+            // Round up: the few milliseconds between computing the expiry and writing the
+            // response must not turn a 7-day session into a 604799-second cookie.
+            let millis = age
+                .clamp(Duration::zero(), MAX_COOKIE_AGE)
+                .num_milliseconds();
+            let secs = (millis + 999) / 1000;
             out.push_str("; Max-Age=");
             out.push_str(&secs.to_string());
         }
