@@ -246,4 +246,27 @@ mod tests {
         let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(left, vec![HeaderValue::from_static("other=1")]);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_cookie_headers_never_panic(
+            headers_bytes in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..4)
+        ) {
+            let mut map = HeaderMap::new();
+            for bytes in &headers_bytes {
+                if let Ok(value) = HeaderValue::from_bytes(bytes) {
+                    map.append(header::COOKIE, value);
+                }
+            }
+            let _ = find_cookie(&map, "tas.session_token");
+            let ring = crate::token::KeyRing::from_secret([3u8; 32]).unwrap();
+            if let CookieLookup::One(value) = find_cookie(&map, "n") {
+                let _ = ring.verify_token("n", value);
+            }
+            for bytes in &headers_bytes {
+                let _ = ring.verify_token("n", bytes);
+            }
+        }
+    }
 }
