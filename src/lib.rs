@@ -100,3 +100,8 @@ pub use service::SessionService;
 pub use session::Session;
 pub use store::{MemoryStore, SessionStore};
 pub use token::{Key, KeyRing, Token, TokenError, TokenHash};
+
+/// Compiles the README's code blocks as doctests, so the quick start cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
