@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,8 +24,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
-    CurrentSession, MemoryStore, SessionHandle, SessionManager, SessionManagerBuilder,
-    SessionStore, SignInOptions,
+    ConfigError, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
+    SessionManager, SessionManagerBuilder, SessionStore, SignInOptions,
 };
 
 /// Everything read from the environment, checked before anything starts.
@@ -38,7 +38,9 @@ struct Config {
     max_lifetime: Option<u64>,
     fresh_age: u64,
     cookie_secure: bool,
-    trusted_origins: Vec<String>,
+    /// `None`: the server's own `http://localhost:$PORT` and `http://127.0.0.1:$PORT`,
+    /// filled in once the port is bound (`PORT=0` picks one).
+    trusted_origins: Option<Vec<String>>,
     trusted_proxies: Vec<ipnet::IpNet>,
 }
 
@@ -104,17 +106,12 @@ impl Config {
                 ));
             }
         };
-        let trusted_origins = match env("SESSION_TRUSTED_ORIGINS") {
-            Some(list) => list
-                .split(',')
-                .map(|o| o.trim().trim_end_matches('/').to_owned())
+        let trusted_origins = env("SESSION_TRUSTED_ORIGINS").map(|list| {
+            list.split(',')
+                .map(|o| o.trim().to_owned())
                 .filter(|o| !o.is_empty())
-                .collect(),
-            None => vec![
-                format!("http://localhost:{port}"),
-                format!("http://127.0.0.1:{port}"),
-            ],
-        };
+                .collect()
+        });
         let trusted_proxies = match env("SESSION_TRUSTED_PROXIES") {
             None => Vec::new(),
             Some(list) => list
@@ -173,7 +170,7 @@ impl<S: SessionStore> StoreBuilder for S {
     }
 }
 
-async fn build_manager(config: &Config) -> Result<SessionManager, String> {
+async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, String> {
     let store = open_store(&config.database_url).await?;
     let secret = match &config.secret {
         Some(s) => s.as_bytes().to_vec(),
@@ -193,11 +190,23 @@ async fn build_manager(config: &Config) -> Result<SessionManager, String> {
         .update_age(Duration::from_secs(config.update_age))
         .fresh_age(Duration::from_secs(config.fresh_age))
         .secure(config.cookie_secure)
-        .trusted_proxies(config.trusted_proxies.clone());
+        .trusted_proxies(config.trusted_proxies.clone())
+        .trusted_origins(config.trusted_origins.clone().unwrap_or_else(|| {
+            vec![
+                format!("http://localhost:{port}"),
+                format!("http://127.0.0.1:{port}"),
+            ]
+        }));
     if let Some(max) = config.max_lifetime {
         builder = builder.max_lifetime(Duration::from_secs(max));
     }
-    builder.build().map_err(|e| e.to_string())
+    builder.build().map_err(|e| match e {
+        ConfigError::Invalid {
+            option: "trusted_origins",
+            ..
+        } => format!("SESSION_TRUSTED_ORIGINS: {e}"),
+        e => e.to_string(),
+    })
 }
 
 #[derive(Deserialize)]
@@ -211,7 +220,11 @@ fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-async fn sign_in(handle: SessionHandle, body: Result<Json<SignInBody>, JsonRejection>) -> Response {
+async fn sign_in(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+    body: Result<Json<SignInBody>, JsonRejection>,
+) -> Response {
     let Ok(Json(body)) = body else {
         return error(StatusCode::BAD_REQUEST, "expected a JSON body with userId");
     };
@@ -231,46 +244,133 @@ async fn sign_in(handle: SessionHandle, body: Result<Json<SignInBody>, JsonRejec
     }
 }
 
-async fn get_session(handle: SessionHandle) -> Response {
-    match handle.current() {
-        Some(session) => Json(json!({ "session": session })).into_response(),
-        None if handle.is_unavailable() => {
-            error(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
-        }
-        None => Json(serde_json::Value::Null).into_response(),
-    }
-}
-
-async fn sign_out(handle: SessionHandle) -> Response {
-    match handle.sign_out().await {
-        Ok(()) => Json(json!({ "success": true })).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "sign-out failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
-        }
-    }
-}
-
 async fn me(CurrentSession(session): CurrentSession) -> Json<serde_json::Value> {
     Json(json!({ "userId": session.user_id, "sessionId": session.id }))
 }
 
-async fn index(session: Option<CurrentSession>) -> Html<String> {
-    let who = match session {
-        Some(CurrentSession(s)) => format!(
-            "<p>Signed in as <strong>{}</strong>.</p>\
-             <button onclick=\"fetch('/api/auth/sign-out',{{method:'POST'}}).then(()=>location.reload())\">Sign out</button>",
-            html_escape(&s.user_id)
-        ),
-        None => "<p>Not signed in.</p>\
-             <form onsubmit=\"event.preventDefault();fetch('/api/auth/sign-in',{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify({userId:this.user.value})}).then(()=>location.reload())\">\
-             <input name=user placeholder=\"user id\" required> <button>Sign in</button></form>"
-            .to_owned(),
+/// `/`: who is signed in, their devices (with a revoke button each), revoke others, sign
+/// out; or the sign-in form. Rendered on the server; the few lines of script only POST to
+/// `/api/auth/*` and reload.
+async fn device_page(handle: SessionHandle) -> Response {
+    let body = match handle.current() {
+        Some(current) => match handle.list().await {
+            Ok(sessions) => signed_in_page(&current, &sessions),
+            Err(e) => {
+                tracing::error!(error = %e, "could not list sessions");
+                UNAVAILABLE_SECTION.to_owned()
+            }
+        },
+        None if handle.is_unavailable() => UNAVAILABLE_SECTION.to_owned(),
+        None => SIGN_IN_SECTION.to_owned(),
     };
-    Html(format!(
-        "<!doctype html><meta charset=utf-8><title>tower-auth-session demo</title>\
-         <h1>tower-auth-session demo</h1>{who}"
-    ))
+    let page = format!(
+        "<!doctype html><html lang=en><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width,initial-scale=1\">\
+         <title>tower-auth-session demo</title><style>{PAGE_STYLE}</style>\
+         <h1>tower-auth-session demo</h1>{body}<script>{PAGE_SCRIPT}</script></html>"
+    );
+    // The page lists a user's devices: no cache may keep it.
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Html(page),
+    )
+        .into_response()
+}
+
+const PAGE_STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0 1rem}\
+table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd}\
+tr.current{background:#eef6ee}.tag{font-size:.8em;background:#2d7d2d;color:#fff;border-radius:.3em;padding:.05em .4em}\
+.muted{color:#666}button{cursor:pointer}#error{color:#b00}";
+
+// One helper: POST to an auth endpoint, then show the error or reload.
+const PAGE_SCRIPT: &str = "async function call(path,body){\
+const r=await fetch('/api/auth/'+path,{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify(body||{})});\
+if(r.ok){location.reload()}else{document.getElementById('error').textContent=path+': '+r.status+' '+await r.text()}}";
+
+const SIGN_IN_SECTION: &str = "<p>Not signed in.</p>\
+<form onsubmit=\"event.preventDefault();call('sign-in',{userId:this.user.value,rememberMe:this.remember.checked})\">\
+<input name=user placeholder=\"user id\" required autofocus> \
+<label><input type=checkbox name=remember checked> remember me</label> \
+<button>Sign in</button></form><p id=error></p>";
+
+const UNAVAILABLE_SECTION: &str =
+    "<p id=error>The session store is unavailable; you are not signed out. Try again shortly.</p>";
+
+fn signed_in_page(current: &Session, sessions: &[Session]) -> String {
+    let rows: String = sessions
+        .iter()
+        .map(|session| {
+            let is_current = session.id == current.id;
+            let action = if is_current {
+                "<span class=tag>this device</span>".to_owned()
+            } else {
+                // The id goes through a data attribute, never into script text.
+                format!(
+                    "<button data-id=\"{}\" onclick=\"call('revoke-session',{{id:this.dataset.id}})\">Revoke</button>",
+                    html_escape(&session.id)
+                )
+            };
+            format!(
+                "<tr{}><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
+                if is_current { " class=current" } else { "" },
+                html_escape(session.user_agent.as_deref().unwrap_or("")),
+                html_escape(&describe_device(session.user_agent.as_deref())),
+                html_escape(session.ip_address.as_deref().unwrap_or("unknown")),
+                when(session.last_seen_at),
+                when(session.created_at),
+            )
+        })
+        .collect();
+    format!(
+        "<p>Signed in as <strong>{user}</strong>. \
+         <button onclick=\"call('sign-out')\">Sign out</button></p>\
+         <h2>Your sessions</h2>\
+         <table><thead><tr><th>Device</th><th>IP address</th><th>Last seen</th><th>Signed in</th><th></th></tr></thead>\
+         <tbody>{rows}</tbody></table>\
+         <p><button onclick=\"call('revoke-other-sessions')\">Sign out all other devices</button> \
+         <button onclick=\"call('revoke-sessions')\">Sign out everywhere</button></p>\
+         <p class=muted>Last seen is updated at most once per update age (a day by default).</p>\
+         <p id=error></p>",
+        user = html_escape(&current.user_id),
+    )
+}
+
+fn when(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// "Firefox on Linux" from a user agent: enough to tell one's devices apart.
+fn describe_device(user_agent: Option<&str>) -> String {
+    let Some(ua) = user_agent.filter(|ua| !ua.is_empty()) else {
+        return "Unknown device".to_owned();
+    };
+    // Order matters: Edge and Chrome also say "Safari", Edge also says "Chrome".
+    let browser = [
+        ("Edg/", "Edge"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    let os = [
+        ("iPhone", "iPhone"),
+        ("iPad", "iPad"),
+        ("Android", "Android"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    match (browser, os) {
+        (Some(browser), Some(os)) => format!("{browser} on {os}"),
+        (Some(name), None) | (None, Some(name)) => name.to_owned(),
+        (None, None) => ua.chars().take(40).collect(),
+    }
 }
 
 fn html_escape(text: &str) -> String {
@@ -280,29 +380,6 @@ fn html_escape(text: &str) -> String {
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
 }
-
-/// Refuses cross-site state changes: an untrusted `Origin`, or `Sec-Fetch-Site:
-/// cross-site`. Requests with neither (non-browser clients) pass.
-async fn same_site_only(
-    axum::extract::State(trusted): axum::extract::State<std::sync::Arc<Vec<String>>>,
-    request: axum::extract::Request,
-    next: Next,
-) -> Response {
-    if request.method() != Method::GET && request.method() != Method::HEAD {
-        let headers = request.headers();
-        let origin_ok = headers
-            .get(header::ORIGIN)
-            .is_none_or(|o| o.to_str().is_ok_and(|o| trusted.iter().any(|t| t == o)));
-        let cross_site = headers
-            .get("sec-fetch-site")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-        if !origin_ok || cross_site {
-            return error(StatusCode::FORBIDDEN, "cross_site_request");
-        }
-    }
-    next.run(request).await
-}
-
 async fn no_store(request: axum::extract::Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     response
@@ -311,20 +388,17 @@ async fn no_store(request: axum::extract::Request, next: Next) -> Response {
     response
 }
 
-fn app(manager: &SessionManager, trusted_origins: Vec<String>) -> Router {
-    let auth = Router::new()
+fn app(manager: &SessionManager) -> Router {
+    // The crate's endpoints (get-session, list-sessions, revoke-*, sign-out) plus the
+    // app's own sign-in; every POST goes through the cross-site guard.
+    let auth = manager
+        .router()
         .route("/sign-in", post(sign_in))
-        .route("/get-session", get(get_session))
-        .route("/sign-out", post(sign_out))
         .layer(middleware::from_fn(no_store));
     let with_session = Router::new()
         .nest("/api/auth", auth)
         .route("/api/me", get(me))
-        .route("/", get(index))
-        .layer(middleware::from_fn_with_state(
-            std::sync::Arc::new(trusted_origins),
-            same_site_only,
-        ))
+        .route("/", get(device_page))
         .layer(manager.layer());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -351,13 +425,16 @@ async fn main() -> ExitCode {
 
 async fn run() -> Result<(), String> {
     let config = Config::from_env()?;
-    let manager = build_manager(&config).await?;
-    let app = app(&manager, config.trusted_origins.clone());
     let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let manager = build_manager(&config, local.port()).await?;
+    // Sessions of users who never come back are deleted hourly; the task stops with the
+    // server (it is aborted when `_cleanup` is dropped at the end of `run`).
+    let _cleanup = manager.spawn_cleanup(Duration::from_secs(3600));
+    let app = app(&manager);
     println!("listening on http://{local}");
     axum::serve(
         listener,

@@ -15,10 +15,11 @@ use serde_json::{Map, Value};
 use crate::client::ClientFacts;
 use crate::cookie_cache::{CacheCookies, CacheState};
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
-use crate::error::{SessionError, StoreError};
+use crate::error::SessionError;
+use crate::events::{RevokeReason, SessionEvent};
 use crate::manager::SessionManager;
 use crate::request_token::TokenSource;
-use crate::resolve::{Rejection, Resolved};
+use crate::resolve::Rejection;
 use crate::session::Session;
 use crate::token::{Token, TokenHash, random_id};
 
@@ -213,7 +214,7 @@ impl SessionHandle {
         let manager = &self.shared.manager.inner;
         let previous = self.state().token.as_ref().map(|(_, hash)| *hash);
         if let Some(hash) = previous {
-            manager.revoke_hash(&hash).await?;
+            manager.revoke_hash(&hash, RevokeReason::Replaced).await?;
             let mut state = self.state();
             state.token = None;
             state.session = None;
@@ -248,6 +249,10 @@ impl SessionHandle {
         let hash = token.hash();
         manager.store.create(&hash, &session).await?;
         tracing::info!(session_id = %session.id, user_id = %session.user_id, "session created");
+        manager.enforce_session_limit(&hash, &session).await?;
+        manager.events.emit(|| SessionEvent::Created {
+            session: session.clone(),
+        });
 
         let signed = manager
             .keys
@@ -274,7 +279,11 @@ impl SessionHandle {
     pub async fn sign_out(&self) -> Result<(), SessionError> {
         let hash = self.state().token.as_ref().map(|(_, hash)| *hash);
         if let Some(hash) = hash {
-            self.shared.manager.inner.revoke_hash(&hash).await?;
+            self.shared
+                .manager
+                .inner
+                .revoke_hash(&hash, RevokeReason::SignOut)
+                .await?;
         }
         let mut state = self.state();
         state.token = None;
@@ -283,83 +292,6 @@ impl SessionHandle {
         state.cookie_action = CookieAction::Clear;
         state.cache.issue_from = None;
         Ok(())
-    }
-
-    /// The session as the stores see it now, bypassing the cookie cache.
-    ///
-    /// When the request was resolved from the cookie cache (no store was read), this reads
-    /// the stores, and the handle follows the answer: a session revoked elsewhere is gone
-    /// from [`current`](Self::current) and its cookies are cleared by the response. When a
-    /// store was already read for this request (or the request signed in), that answer is
-    /// returned without another query. Use it before anything sensitive: changing a
-    /// password, listing or revoking sessions, paying.
-    ///
-    /// An error means a store could not be reached; the session is then neither confirmed
-    /// nor signed out.
-    ///
-    /// ```
-    /// use tower_auth_session::SessionHandle;
-    ///
-    /// async fn change_password(session: SessionHandle) -> Result<String, String> {
-    ///     let Some(current) = session.authoritative().await.map_err(|e| e.to_string())? else {
-    ///         return Err("signed out".into());
-    ///     };
-    ///     Ok(format!("changing the password of {}", current.user_id))
-    /// }
-    /// # let _ = change_password;
-    /// ```
-    pub async fn authoritative(&self) -> Result<Option<Session>, SessionError> {
-        let hash = {
-            let state = self.state();
-            let needs_read = state.cache.hit || state.status == Status::Unavailable;
-            match &state.token {
-                Some((_, hash)) if needs_read => *hash,
-                _ => return Ok(state.session.clone()),
-            }
-        };
-        let manager = &self.shared.manager.inner;
-        // Taken before the read: a cache issued from this answer must not outlive it.
-        let read_at = manager.clock.now();
-        let resolved = manager.resolve(hash, &self.shared.client).await;
-        let by_cookie = self.shared.source == Some(TokenSource::Cookie);
-        let mut state = self.state();
-        if state.token.as_ref().map(|(_, h)| h) != Some(&hash) {
-            // The handler signed in or out meanwhile: that is the newer truth.
-            return Ok(state.session.clone());
-        }
-        match resolved {
-            Resolved::Valid { session, refreshed } => {
-                if refreshed && by_cookie {
-                    if let Some((token, _)) = &state.token {
-                        state.cookie_action = CookieAction::Set {
-                            signed: manager.keys.sign_token(&manager.names.session_token, token),
-                            remember: session.remember,
-                            expires_at: session.expires_at,
-                        };
-                    }
-                }
-                state.session = Some(session.clone());
-                state.status = Status::Decided;
-                state.cache.hit = false;
-                state.cache.issue_from = by_cookie.then_some(read_at);
-                Ok(Some(session))
-            }
-            Resolved::Gone(rejection) => {
-                state.token = None;
-                state.session = None;
-                state.status = Status::Decided;
-                state.rejection = Some(rejection);
-                state.cache.hit = false;
-                state.cache.issue_from = None;
-                if by_cookie {
-                    state.cookie_action = CookieAction::Clear;
-                }
-                Ok(None)
-            }
-            Resolved::Unavailable => Err(SessionError::Store(StoreError::new(
-                "session store unavailable for an authoritative read",
-            ))),
-        }
     }
 
     /// Writes the cookies this request earned onto the response headers.

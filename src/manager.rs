@@ -13,7 +13,9 @@ use crate::config::{SameSite, SessionConfig};
 use crate::cookie_cache::{CacheOptions, CookieCache};
 use crate::cookies::CookieNames;
 use crate::error::{ConfigError, SessionError, StoreError};
+use crate::events::{DEFAULT_EVENT_CAPACITY, EventBus, RevokeReason, SessionEvent};
 use crate::layer::SessionLayer;
+use crate::origin::TrustedOrigins;
 use crate::request_token::{PresentedToken, presented_token};
 use crate::resolve::{RefreshGate, Resolved};
 use crate::revocation::Revocation;
@@ -50,6 +52,7 @@ pub(crate) struct ManagerInner {
     pub(crate) refresh_gate: RefreshGate,
     /// The `session_data` cookie cache, when turned on.
     pub(crate) cookie_cache: Option<CookieCache>,
+    pub(crate) events: EventBus,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -71,6 +74,7 @@ impl SessionManager {
             clock: Arc::new(SystemClock),
             tracking: ClientTracking::default(),
             cookie_cache: CacheOptions::default(),
+            event_capacity: DEFAULT_EVENT_CAPACITY,
             errors: Vec::new(),
         }
     }
@@ -105,7 +109,9 @@ impl SessionManager {
         match self.inner.store.find(&hash).await? {
             Some(session) if !session.is_expired(now) => Ok(Some(session)),
             Some(_) => {
-                self.inner.store.delete(&hash).await?;
+                if let Some(session) = self.inner.store.delete(&hash).await? {
+                    self.inner.events.emit(|| SessionEvent::Expired { session });
+                }
                 Ok(None)
             }
             None => Ok(None),
@@ -131,7 +137,8 @@ impl SessionManager {
     pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
         let removed = self.inner.store.delete_by_id(session_id, None).await?;
         let existed = removed.is_some();
-        self.inner.revoked(removed.into_iter().collect());
+        self.inner
+            .revoked(removed.into_iter().collect(), RevokeReason::ByAdmin);
         Ok(existed)
     }
 
@@ -140,7 +147,7 @@ impl SessionManager {
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, SessionError> {
         let removed = self.inner.store.delete_by_user(user_id, None).await?;
         let count = removed.len();
-        self.inner.revoked(removed);
+        self.inner.revoked(removed, RevokeReason::ByAdmin);
         Ok(count)
     }
 
@@ -156,7 +163,7 @@ impl SessionManager {
             .delete_by_user(user_id, Some(keep_session_id))
             .await?;
         let count = removed.len();
-        self.inner.revoked(removed);
+        self.inner.revoked(removed, RevokeReason::ByAdmin);
         Ok(count)
     }
 
@@ -168,31 +175,40 @@ impl SessionManager {
             let deleted = self.inner.store.delete_expired(now, 1000).await?;
             total += deleted;
             if deleted < 1000 {
+                if total > 0 {
+                    self.inner
+                        .events
+                        .emit(|| SessionEvent::ExpiredSwept { count: total });
+                }
                 return Ok(total);
             }
+            // Let other tasks at the store between batches.
+            tokio::task::yield_now().await;
         }
     }
 }
 
 impl ManagerInner {
     /// Everything that must happen after sessions were deleted from the source of truth.
-    pub(crate) fn revoked(&self, sessions: Vec<StoredSession>) {
+    pub(crate) fn revoked(&self, sessions: Vec<StoredSession>, reason: RevokeReason) {
         for stored in &sessions {
-            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, "session revoked");
+            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, ?reason, "session revoked");
         }
         if let Some(cache) = &self.cookie_cache {
             let revocations = Revocation::for_deleted(sessions.iter().map(|s| &s.session));
             cache.revocations.apply(revocations, self.clock.now());
+        }
+        for stored in sessions {
+            self.events.emit(|| SessionEvent::Revoked {
+                session: stored.session,
+                reason,
+            });
         }
     }
 
     /// Everything that must happen after a session was rewritten in a way that makes its
     /// older copies wrong (token rotation): cookie caches of generations below
     /// `session.generation` are no longer believed. Call it after the store committed.
-    #[allow(
-        dead_code,
-        reason = "the seam for token rotation, which calls it once it lands"
-    )]
     pub(crate) fn superseded(&self, session: &Session) {
         if let Some(cache) = &self.cookie_cache {
             let revocation = Revocation::Session {
@@ -207,13 +223,17 @@ impl ManagerInner {
     pub(crate) async fn revoke_hash(
         &self,
         hash: &crate::token::TokenHash,
+        reason: RevokeReason,
     ) -> Result<Option<Session>, StoreError> {
         let removed = self.store.delete(hash).await?;
         if let Some(session) = &removed {
-            self.revoked(vec![StoredSession {
-                token_hash: *hash,
-                session: session.clone(),
-            }]);
+            self.revoked(
+                vec![StoredSession {
+                    token_hash: *hash,
+                    session: session.clone(),
+                }],
+                reason,
+            );
         }
         Ok(removed)
     }
@@ -228,6 +248,7 @@ pub struct SessionManagerBuilder {
     clock: Arc<dyn Clock>,
     tracking: ClientTracking,
     cookie_cache: CacheOptions,
+    event_capacity: usize,
     errors: Vec<ConfigError>,
 }
 
@@ -451,6 +472,70 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Caps how many live sessions one user may have: a sign-in that goes over revokes
+    /// that user's oldest sessions (default: no cap).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// // At most three devices per user; the fourth sign-in ends the oldest.
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .max_sessions_per_user(3)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.config.max_sessions_per_user = Some(max);
+        self
+    }
+
+    /// Origins (`scheme://host[:port]`) allowed to make state-changing requests to the
+    /// session endpoints (see [`SessionManager::is_cross_site`]). Default: none, which
+    /// allows only same-origin requests (an `Origin` that matches the `Host` header).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .trusted_origins(["https://app.example.com", "http://localhost:3000"])
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    ///
+    /// # Warning
+    /// Every origin listed here can act on a signed-in user's behalf with the user's
+    /// cookies. List only your own front ends, never a wildcard.
+    pub fn trusted_origins<I, S>(self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let origins = TrustedOrigins::parse(origins);
+        self.record(origins, |b, origins| b.config.trusted_origins = origins)
+    }
+
+    /// How many lifecycle events a [`subscribe`](SessionManager::subscribe)r may fall
+    /// behind before it misses some (default 1024).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .event_capacity(16 * 1024)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
     /// Checks the configuration and builds the manager.
     pub fn build(mut self) -> Result<SessionManager, ConfigError> {
         if let Some(error) = self.errors.drain(..).next() {
@@ -490,6 +575,12 @@ impl SessionManagerBuilder {
                 return invalid("cookie_domain", "must be a host name");
             }
         }
+        if config.max_sessions_per_user == Some(0) {
+            return invalid("max_sessions_per_user", "must be at least 1");
+        }
+        if self.event_capacity == 0 {
+            return invalid("event_capacity", "must be at least 1");
+        }
         if config.same_site == SameSite::None && !config.cookie_secure {
             return invalid("same_site", "SameSite=None requires Secure");
         }
@@ -505,6 +596,7 @@ impl SessionManagerBuilder {
                 tracking: self.tracking,
                 refresh_gate: RefreshGate::default(),
                 cookie_cache,
+                events: EventBus::new(self.event_capacity),
             }),
         })
     }

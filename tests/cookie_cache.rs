@@ -127,6 +127,12 @@ fn cache_app(manager: &SessionManager) -> Router {
             Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(Value::Null)),
         }
     }
+    async fn rotate(handle: SessionHandle) -> StatusCode {
+        match handle.rotate().await {
+            Ok(_) => StatusCode::OK,
+            Err(_) => StatusCode::UNAUTHORIZED,
+        }
+    }
     async fn sign_out(handle: SessionHandle) -> Result<Json<Value>, (StatusCode, String)> {
         handle
             .sign_out()
@@ -139,6 +145,7 @@ fn cache_app(manager: &SessionManager) -> Router {
         .route("/me", routing::get(me))
         .route("/sensitive", routing::get(sensitive))
         .route("/sign-out", routing::post(sign_out))
+        .route("/rotate", routing::post(rotate))
         .layer(manager.layer())
 }
 
@@ -484,6 +491,26 @@ async fn a_copied_cache_dies_with_sign_out(kind: StoreKind) {
     assert_eq!(me(&s.app, &old).await.status, StatusCode::UNAUTHORIZED);
 }
 
+async fn rotation_retires_the_caches_of_the_old_token(kind: StoreKind) {
+    let s = setup(kind, |b| b).await;
+    let (mut jar, _) = sign_in_jar(&s.app, "user=alice").await;
+    let old = jar.header();
+    assert_eq!(me(&s.app, &old).await.status, StatusCode::OK);
+    let reply = send(&s.app, post("/rotate", Some(&old))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.set_cookie(CACHE).is_some(),
+        "a cache for the new token"
+    );
+    jar.absorb(&reply);
+    // The old token with its (still unexpired, validly signed) cache: refused.
+    assert_eq!(me(&s.app, &old).await.status, StatusCode::UNAUTHORIZED);
+    let finds = s.counts.finds();
+    let reply = me(&s.app, &jar.header()).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(s.counts.finds(), finds, "the new token's cache hits");
+}
+
 async fn authoritative_reads_bypass_the_cache(kind: StoreKind) {
     // A store shared with a "remote" manager that has no way to reach this one's
     // revocation set: only an authoritative read can notice its revoke.
@@ -645,6 +672,7 @@ store_suite!(
     revoke_user_with_many_sessions_reaches_every_cache,
     a_copied_cache_dies_with_sign_out,
     authoritative_reads_bypass_the_cache,
+    rotation_retires_the_caches_of_the_old_token,
     a_new_cache_version_ignores_older_caches,
     encrypted_caches_hit_and_hide_the_session,
     a_session_that_is_not_remembered_gets_a_browser_session_cache,
