@@ -73,6 +73,8 @@ mod origin;
 mod request_token;
 mod resolve;
 mod revocation;
+#[cfg(feature = "redis")]
+mod revocation_bus;
 #[cfg(feature = "axum")]
 mod routes;
 mod self_service;

@@ -23,7 +23,8 @@ impl ManagerInner {
         };
         let mut revoked = Vec::new();
         let outcome = self.revoke_oldest(new, max, &mut revoked).await;
-        self.revoked(revoked, RevokeReason::SessionLimit);
+        let confirmed = self.revoked(revoked, RevokeReason::SessionLimit).await;
+        let outcome = outcome.and(confirmed);
         if let Err(error) = outcome {
             tracing::error!(%error, user_id = %new.user_id, "could not enforce the per-user session limit; taking the new session back");
             if let Err(error) = self.store.delete(new_hash).await {

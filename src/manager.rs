@@ -89,6 +89,16 @@ impl SessionManager {
         &self.inner.names.session_token
     }
 
+    /// Whether this instance believes cookie caches right now: the cache is on and, when
+    /// revocations are shared through Redis, its lease is live. For health checks and
+    /// dashboards; requests fall back to the stores while it is `false`.
+    pub fn cookie_cache_active(&self) -> bool {
+        self.inner
+            .cookie_cache
+            .as_ref()
+            .is_some_and(|cache| cache.leased())
+    }
+
     /// The name of the `dont_remember` marker cookie.
     pub fn dont_remember_cookie_name(&self) -> &str {
         &self.inner.names.dont_remember
@@ -138,7 +148,8 @@ impl SessionManager {
         let removed = self.inner.store.delete_by_id(session_id, None).await?;
         let existed = removed.is_some();
         self.inner
-            .revoked(removed.into_iter().collect(), RevokeReason::ByAdmin);
+            .revoked(removed.into_iter().collect(), RevokeReason::ByAdmin)
+            .await?;
         Ok(existed)
     }
 
@@ -147,7 +158,7 @@ impl SessionManager {
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, SessionError> {
         let removed = self.inner.store.delete_by_user(user_id, None).await?;
         let count = removed.len();
-        self.inner.revoked(removed, RevokeReason::ByAdmin);
+        self.inner.revoked(removed, RevokeReason::ByAdmin).await?;
         Ok(count)
     }
 
@@ -163,7 +174,7 @@ impl SessionManager {
             .delete_by_user(user_id, Some(keep_session_id))
             .await?;
         let count = removed.len();
-        self.inner.revoked(removed, RevokeReason::ByAdmin);
+        self.inner.revoked(removed, RevokeReason::ByAdmin).await?;
         Ok(count)
     }
 
@@ -190,33 +201,45 @@ impl SessionManager {
 
 impl ManagerInner {
     /// Everything that must happen after sessions were deleted from the source of truth.
-    pub(crate) fn revoked(&self, sessions: Vec<StoredSession>, reason: RevokeReason) {
+    ///
+    /// An error means the cookie caches of other instances could not be confirmed dead
+    /// (the sessions are deleted all the same); the revoke must then not report success.
+    pub(crate) async fn revoked(
+        &self,
+        sessions: Vec<StoredSession>,
+        reason: RevokeReason,
+    ) -> Result<(), StoreError> {
         for stored in &sessions {
             tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, ?reason, "session revoked");
         }
-        if let Some(cache) = &self.cookie_cache {
-            let revocations = Revocation::for_deleted(sessions.iter().map(|s| &s.session));
-            cache.revocations.apply(revocations, self.clock.now());
-        }
+        let revocations = match &self.cookie_cache {
+            Some(_) => Revocation::for_deleted(sessions.iter().map(|s| &s.session)),
+            None => Vec::new(),
+        };
         for stored in sessions {
             self.events.emit(|| SessionEvent::Revoked {
                 session: stored.session,
                 reason,
             });
         }
+        match &self.cookie_cache {
+            Some(cache) => cache.revoke(revocations, self.clock.now()).await,
+            None => Ok(()),
+        }
     }
 
     /// Everything that must happen after a session was rewritten in a way that makes its
     /// older copies wrong (token rotation): cookie caches of generations below
     /// `session.generation` are no longer believed. Call it after the store committed.
-    pub(crate) fn superseded(&self, session: &Session) {
-        if let Some(cache) = &self.cookie_cache {
-            let revocation = Revocation::Session {
-                session_id: session.id.clone(),
-                below_generation: session.generation,
-            };
-            cache.revocations.apply([revocation], self.clock.now());
-        }
+    pub(crate) async fn superseded(&self, session: &Session) -> Result<(), StoreError> {
+        let Some(cache) = &self.cookie_cache else {
+            return Ok(());
+        };
+        let revocation = Revocation::Session {
+            session_id: session.id.clone(),
+            below_generation: session.generation,
+        };
+        cache.revoke(vec![revocation], self.clock.now()).await
     }
 
     /// Deletes the session with this token hash from the source of truth.
@@ -233,7 +256,8 @@ impl ManagerInner {
                     session: session.clone(),
                 }],
                 reason,
-            );
+            )
+            .await?;
         }
         Ok(removed)
     }
@@ -472,6 +496,50 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Shares cookie cache revocations with every other instance through the Redis at
+    /// `url` (keys and channels under `key_prefix`, e.g. `tas:v1:`), so that a revoke on
+    /// one instance stops all of them from believing that session's caches before it
+    /// returns. Needed whenever more than one instance runs with the cookie cache on.
+    ///
+    /// Each instance then trusts caches only under a 2-second lease it renews in Redis:
+    /// while Redis is unreachable, requests fall back to the stores instead of believing
+    /// caches, and a revoke that cannot reach Redis returns an error. After (re)connecting,
+    /// caches issued before the reconnection are read from the store once. The manager
+    /// starts its lease on the Tokio runtime it is built (or first used) in.
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .cookie_cache(true)
+    ///     .cookie_cache_redis("redis://127.0.0.1:6379", "myapp:v1:")
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn cookie_cache_redis(self, url: &str, key_prefix: impl Into<String>) -> Self {
+        let key_prefix = key_prefix.into();
+        let client = redis::Client::open(url).map_err(|e| ConfigError::Invalid {
+            option: "cookie_cache_redis",
+            reason: e.to_string(),
+        });
+        let client = client.and_then(|client| {
+            if key_prefix.is_empty() {
+                Err(ConfigError::Invalid {
+                    option: "cookie_cache_redis",
+                    reason: "the key prefix must not be empty".into(),
+                })
+            } else {
+                Ok(client)
+            }
+        });
+        self.record(client, |b, client| {
+            b.cookie_cache.redis = Some((client, key_prefix));
+        })
+    }
+
     /// Caps how many live sessions one user may have: a sign-in that goes over revokes
     /// that user's oldest sessions (default: no cap).
     ///
@@ -585,7 +653,7 @@ impl SessionManagerBuilder {
             return invalid("same_site", "SameSite=None requires Secure");
         }
         let names = CookieNames::new(&config);
-        let cookie_cache = self.cookie_cache.build(&config, &names)?;
+        let cookie_cache = self.cookie_cache.build(&config, &names, &self.clock)?;
         Ok(SessionManager {
             inner: Arc::new(ManagerInner {
                 config,

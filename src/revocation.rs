@@ -29,8 +29,9 @@ pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
 /// one entry per session.
 const PER_USER_COMPACTION: usize = 8;
 
-/// One thing the cache must no longer believe.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One thing the cache must no longer believe (also what instances send each other).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub(crate) enum Revocation {
     /// Caches of this session with a generation below this one (`u64::MAX`: all of them,
     /// the session is gone; lower: it was rotated and only older copies are stale).
@@ -185,6 +186,12 @@ impl RevocationSet {
             }
         }
         self.len.store(entries.len(), Ordering::Release);
+    }
+
+    /// How long an entry is kept: the longest a cache issued before it can be believed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn retention(&self) -> Duration {
+        self.retention
     }
 
     /// Refuses every cache issued at or before `instant` from now on.

@@ -145,10 +145,11 @@ impl SessionHandle {
             return Ok(false);
         };
         let was_current = removed.session.id == current.id;
-        manager.revoked(vec![removed], RevokeReason::ByUser);
+        let confirmed = manager.revoked(vec![removed], RevokeReason::ByUser).await;
         if was_current {
             self.ended_here(None);
         }
+        confirmed?;
         Ok(true)
     }
 
@@ -162,7 +163,7 @@ impl SessionHandle {
             .delete_by_user(&current.user_id, Some(&current.id))
             .await?;
         let count = removed.len();
-        manager.revoked(removed, RevokeReason::ByUser);
+        manager.revoked(removed, RevokeReason::ByUser).await?;
         Ok(count)
     }
 
@@ -173,8 +174,9 @@ impl SessionHandle {
         let manager = &self.manager().inner;
         let removed = manager.store.delete_by_user(&current.user_id, None).await?;
         let count = removed.len();
-        manager.revoked(removed, RevokeReason::ByUser);
+        let confirmed = manager.revoked(removed, RevokeReason::ByUser).await;
         self.ended_here(None);
+        confirmed?;
         Ok(count)
     }
 
@@ -223,8 +225,6 @@ impl SessionHandle {
             })
             .await?;
         let manager = &self.manager().inner;
-        // Copies of the session under its old token must die with that token.
-        manager.superseded(&updated);
         tracing::info!(session_id = %updated.id, user_id = %updated.user_id, "session token rotated");
         manager.events.emit(|| SessionEvent::Rotated {
             session: updated.clone(),
@@ -232,15 +232,20 @@ impl SessionHandle {
         let signed = manager
             .keys
             .sign_token(&manager.names.session_token, &token);
-        let mut state = self.state();
-        state.token = Some((token, new_hash));
-        state.session = Some(updated.clone());
-        state.issued = Some(signed.clone());
-        state.cookie_action = CookieAction::Set {
-            signed,
-            remember: updated.remember,
-            expires_at: updated.expires_at,
-        };
+        {
+            let mut state = self.state();
+            state.token = Some((token, new_hash));
+            state.session = Some(updated.clone());
+            state.issued = Some(signed.clone());
+            state.cookie_action = CookieAction::Set {
+                signed,
+                remember: updated.remember,
+                expires_at: updated.expires_at,
+            };
+        }
+        // Copies of the session under its old token must die with that token. The new
+        // cookie is set either way: the old token no longer works.
+        manager.superseded(&updated).await?;
         Ok(updated)
     }
 

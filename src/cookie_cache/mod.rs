@@ -17,17 +17,21 @@
 //! The value layout is in [`seal`] (protection) and [`payload`] (the session bytes);
 //! [`chunks`] spreads values over several cookies when one would pass 4096 bytes.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use http::{HeaderMap, HeaderValue, header};
 
+use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::cookies::{CookieNames, Lifetime, scrub_set_cookies, set_cookie};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, StoreError};
 use crate::handle::{CookieAction, HandleState};
 use crate::manager::ManagerInner;
-use crate::revocation::{DEFAULT_CAPACITY, RevocationSet};
+use crate::revocation::{DEFAULT_CAPACITY, Revocation, RevocationSet};
+#[cfg(feature = "redis")]
+use crate::revocation_bus::RevocationBus;
 use crate::session::Session;
 use crate::token::TokenHash;
 
@@ -43,8 +47,9 @@ use seal::{Binding, Protection};
 pub(crate) const DEFAULT_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
 /// The longest cache lifetime accepted.
 const MAX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-/// How far apart the clocks of instances that share caches may be.
-pub(crate) const CLOCK_SKEW: Duration = Duration::seconds(30);
+/// How far apart the clocks of instances that share caches may be (NTP keeps them within
+/// milliseconds; this is the allowance the revocation guarantees are built on).
+pub(crate) const CLOCK_SKEW: Duration = Duration::seconds(5);
 /// Budget for a whole `Set-Cookie` line: Safari drops cookies somewhat below 4096 bytes.
 const SET_COOKIE_BUDGET: usize = 4093;
 /// RFC 6265bis: user agents ignore a cookie whose name and value pass 4096 bytes.
@@ -57,6 +62,9 @@ pub(crate) struct CacheOptions {
     pub(crate) max_age: std::time::Duration,
     pub(crate) version: String,
     pub(crate) encrypted: bool,
+    /// Where revocations are shared with other instances: a Redis client and key prefix.
+    #[cfg(feature = "redis")]
+    pub(crate) redis: Option<(redis::Client, String)>,
 }
 
 impl Default for CacheOptions {
@@ -66,6 +74,8 @@ impl Default for CacheOptions {
             max_age: DEFAULT_MAX_AGE,
             version: String::new(),
             encrypted: false,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -76,6 +86,7 @@ impl CacheOptions {
         self,
         config: &SessionConfig,
         names: &CookieNames,
+        clock: &Arc<dyn Clock>,
     ) -> Result<Option<CookieCache>, ConfigError> {
         if !self.enabled {
             return Ok(None);
@@ -103,6 +114,19 @@ impl CacheOptions {
         let limit = SET_COOKIE_BUDGET
             .saturating_sub(attributes)
             .min(NAME_VALUE_LIMIT);
+        // A revocation must outlive every cache issued before it, on any instance.
+        let revocations = Arc::new(RevocationSet::new(
+            max_age + CLOCK_SKEW * 2,
+            DEFAULT_CAPACITY,
+        ));
+        #[cfg(feature = "redis")]
+        let bus = self.redis.map(|(client, prefix)| {
+            let bus = RevocationBus::new(client, &prefix, revocations.clone(), clock.clone());
+            bus.start();
+            bus
+        });
+        #[cfg(not(feature = "redis"))]
+        let _ = clock;
         Ok(Some(CookieCache {
             max_age,
             version: self.version,
@@ -113,8 +137,9 @@ impl CacheOptions {
             },
             names: ChunkNames::new(&names.session_data),
             limit,
-            // A revocation must outlive every cache issued before it, on any instance.
-            revocations: RevocationSet::new(max_age + CLOCK_SKEW * 2, DEFAULT_CAPACITY),
+            revocations,
+            #[cfg(feature = "redis")]
+            bus,
             oversize_warned: AtomicBool::new(false),
         }))
     }
@@ -129,7 +154,10 @@ pub(crate) struct CookieCache {
     names: ChunkNames,
     /// Longest `name=value` of one cookie.
     limit: usize,
-    pub(crate) revocations: RevocationSet,
+    pub(crate) revocations: Arc<RevocationSet>,
+    /// Shares revocations with other instances and leases this one's trust in caches.
+    #[cfg(feature = "redis")]
+    bus: Option<RevocationBus>,
     oversize_warned: AtomicBool,
 }
 
@@ -224,7 +252,38 @@ impl CookieCache {
             && cached.expires_at - cached.issued_at <= self.max_age
             && cached.issued_at <= now + CLOCK_SKEW
             && !cached.session.is_expired(now)
+            && self.leased()
             && self.revocations.allows(cached)
+    }
+
+    /// Whether this instance's trust in caches is live: always without Redis (one
+    /// instance: the revocation set is the whole truth), else only under a live lease.
+    pub(crate) fn leased(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(bus) = &self.bus {
+            return bus.trusts();
+        }
+        true
+    }
+
+    /// Makes every instance stop believing what `revocations` name: at once here, and,
+    /// with Redis, on every other leased instance before this returns. An error means
+    /// that could not be confirmed (see [`crate::revocation_bus`]).
+    pub(crate) async fn revoke(
+        &self,
+        revocations: Vec<Revocation>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if revocations.is_empty() {
+            return Ok(());
+        }
+        #[cfg(feature = "redis")]
+        if let Some(bus) = &self.bus {
+            self.revocations.apply(revocations.clone(), now);
+            return bus.broadcast(revocations).await;
+        }
+        self.revocations.apply(revocations, now);
+        Ok(())
     }
 
     /// The cache cookies for `session`, or `None` when they would take more than the
