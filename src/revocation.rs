@@ -8,7 +8,8 @@
 //!
 //! The set is bounded. When it would overflow, it does not drop entries (that would
 //! forget a revocation); it empties and raises the *watermark* instead: no cache issued at
-//! or before that instant is trusted again. A revoked session's caches were all issued
+//! or before that instant (plus the clock-skew allowance, for caches stamped by other
+//! instances) is trusted again. A revoked session's caches were all issued
 //! before its revocation committed (a cache's `issued_at` is taken before the store read
 //! it copies), so the watermark refuses every one of them, and live sessions only pay one
 //! store read to get a newer cache. The same watermark serves whoever else learns that
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::cookie_cache::CachedSession;
+use crate::cookie_cache::{CLOCK_SKEW, CachedSession};
 use crate::session::Session;
 
 /// Entries held before the set overflows (about 100 bytes each).
@@ -154,7 +155,8 @@ impl RevocationSet {
             );
             *entries = Entries::default();
             self.len.store(0, Ordering::Release);
-            self.distrust_issued_until(now);
+            // Other instances stamp their caches with their own clocks.
+            self.distrust_issued_until(now + CLOCK_SKEW);
             return;
         }
         for revocation in revocations {
@@ -340,10 +342,10 @@ mod tests {
             "the revocation that did not fit still holds"
         );
         assert!(!set.allows(&unrelated), "older caches are all distrusted");
-        let newer = typical(now() + Duration::milliseconds(1));
+        let newer = typical(now() + CLOCK_SKEW + Duration::milliseconds(1));
         assert!(
             set.allows(&newer),
-            "caches issued after the overflow are fine"
+            "caches issued after the overflow (and the skew allowance) are fine"
         );
     }
 }
