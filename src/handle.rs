@@ -244,6 +244,8 @@ impl SessionHandle {
         let token = Token::generate();
         let hash = token.hash();
         manager.store.create(&hash, &session).await?;
+        // Store first (the source of truth), then one atomic write to the secondary tier.
+        manager.mirror(&hash, &session, None).await;
         tracing::info!(session_id = %session.id, user_id = %session.user_id, "session created");
 
         let signed = manager

@@ -47,8 +47,8 @@
 //! | `axum` | yes | extractors ([`CurrentSession`], [`SessionHandle`]) |
 //! | `sqlite` | yes | `SqliteStore` (sqlx) |
 //! | `postgres` | no | `PostgresStore` (sqlx) |
-//! | `redis` | no | Redis as secondary storage |
-//! | `conformance` | no | the public test suite for third-party stores |
+//! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
+//! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
@@ -66,6 +66,7 @@ mod layer;
 mod manager;
 mod request_token;
 mod resolve;
+pub mod secondary;
 mod service;
 mod session;
 pub mod store;

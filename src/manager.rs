@@ -15,6 +15,8 @@ use crate::error::{ConfigError, SessionError, StoreError};
 use crate::layer::SessionLayer;
 use crate::request_token::{PresentedToken, presented_token};
 use crate::resolve::{RefreshGate, Resolved};
+use crate::secondary::tiers::Lookup;
+use crate::secondary::{Revocation, SecondaryStorage};
 use crate::session::Session;
 use crate::store::{SessionStore, StoredSession};
 use crate::token::KeyRing;
@@ -43,6 +45,8 @@ pub(crate) struct ManagerInner {
     pub(crate) keys: KeyRing,
     pub(crate) names: CookieNames,
     pub(crate) store: Arc<dyn SessionStore>,
+    /// The secondary tier (Redis) in primary + secondary mode.
+    pub(crate) secondary: Option<Arc<dyn SecondaryStorage>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tracking: ClientTracking,
     pub(crate) refresh_gate: RefreshGate,
@@ -62,6 +66,7 @@ impl SessionManager {
     pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
         SessionManagerBuilder {
             store: Arc::new(store),
+            secondary: None,
             keys: None,
             config: SessionConfig::default(),
             clock: Arc::new(SystemClock),
@@ -97,14 +102,21 @@ impl SessionManager {
             _ => return Ok(None),
         };
         let now = self.inner.clock.now();
-        match self.inner.store.find(&hash).await? {
-            Some(session) if !session.is_expired(now) => Ok(Some(session)),
-            Some(_) => {
-                self.inner.store.delete(&hash).await?;
-                Ok(None)
+        let (session, cached) = match self.inner.lookup(&hash).await {
+            Lookup::Found { session, cached } => (session, cached),
+            Lookup::Missing => return Ok(None),
+            Lookup::Unavailable => {
+                return Err(StoreError::new("session store unavailable").into());
             }
-            None => Ok(None),
+        };
+        if session.is_expired(now) {
+            self.inner.store.delete(&hash).await?;
+            return Ok(None);
         }
+        if !cached && !self.inner.mirror(&hash, &session, None).await {
+            return Ok(None);
+        }
+        Ok(Some(session))
     }
 
     /// Resolves a session the way the layer does (with refresh); used by the layer.
@@ -124,18 +136,36 @@ impl SessionManager {
 
     /// Revokes one session by its public id. Returns whether it existed.
     pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::Session {
+                id: session_id,
+                user_id: None,
+                token_hash: None,
+                verified: true,
+            }])
+            .await?;
         let removed = self.inner.store.delete_by_id(session_id, None).await?;
         let existed = removed.is_some();
-        self.inner.revoked(removed.into_iter().collect());
+        self.inner
+            .revoked_after(removed.into_iter().collect(), &covered)
+            .await?;
         Ok(existed)
     }
 
     /// Revokes every session of a user (after a password reset, an account lock, …).
     /// Returns how many were revoked.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::User {
+                user_id,
+                except: None,
+            }])
+            .await?;
         let removed = self.inner.store.delete_by_user(user_id, None).await?;
         let count = removed.len();
-        self.inner.revoked(removed);
+        self.inner.revoked_after(removed, &covered).await?;
         Ok(count)
     }
 
@@ -145,13 +175,20 @@ impl SessionManager {
         user_id: &str,
         keep_session_id: &str,
     ) -> Result<usize, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::User {
+                user_id,
+                except: Some(keep_session_id),
+            }])
+            .await?;
         let removed = self
             .inner
             .store
             .delete_by_user(user_id, Some(keep_session_id))
             .await?;
         let count = removed.len();
-        self.inner.revoked(removed);
+        self.inner.revoked_after(removed, &covered).await?;
         Ok(count)
     }
 
@@ -171,23 +208,46 @@ impl SessionManager {
 
 impl ManagerInner {
     /// Everything that must happen after sessions were deleted from the source of truth.
-    pub(crate) fn revoked(&self, sessions: Vec<StoredSession>) {
+    ///
+    /// With a secondary tier, call
+    /// [`revoke_in_secondary_first`](Self::revoke_in_secondary_first) before deleting
+    /// from the store and pass what it returned to [`revoked_after`](Self::revoked_after);
+    /// this shorthand tombstones every removed session in the secondary tier.
+    #[allow(dead_code)]
+    pub(crate) async fn revoked(&self, sessions: Vec<StoredSession>) -> Result<(), SessionError> {
+        self.revoked_after(sessions, &[]).await
+    }
+
+    /// [`revoked`](Self::revoked), skipping the sessions the first step already covered.
+    pub(crate) async fn revoked_after(
+        &self,
+        sessions: Vec<StoredSession>,
+        covered: &[String],
+    ) -> Result<(), SessionError> {
         for stored in &sessions {
             tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, "session revoked");
         }
+        self.revoke_in_secondary_after(&sessions, covered).await
     }
 
     /// Deletes the session with this token hash from the source of truth.
     pub(crate) async fn revoke_hash(
         &self,
         hash: &crate::token::TokenHash,
-    ) -> Result<Option<Session>, StoreError> {
+    ) -> Result<Option<Session>, SessionError> {
+        let covered = self
+            .revoke_in_secondary_first(&[Revocation::Token(hash)])
+            .await?;
         let removed = self.store.delete(hash).await?;
         if let Some(session) = &removed {
-            self.revoked(vec![StoredSession {
-                token_hash: *hash,
-                session: session.clone(),
-            }]);
+            self.revoked_after(
+                vec![StoredSession {
+                    token_hash: *hash,
+                    session: session.clone(),
+                }],
+                &covered,
+            )
+            .await?;
         }
         Ok(removed)
     }
@@ -197,6 +257,7 @@ impl ManagerInner {
 #[must_use]
 pub struct SessionManagerBuilder {
     store: Arc<dyn SessionStore>,
+    secondary: Option<Arc<dyn SecondaryStorage>>,
     keys: Option<KeyRing>,
     config: SessionConfig,
     clock: Arc<dyn Clock>,
@@ -322,6 +383,36 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// A secondary tier (Redis) in front of the store: primary + secondary mode.
+    ///
+    /// Reads ask it first and fall back to the store (copying what they find back into
+    /// it); sign-ins and refreshes commit to the store first, then write through. The
+    /// store stays the source of truth: if the secondary is down, requests are served
+    /// from the store and nobody is signed out. Revocations fail while it is down (they
+    /// could not stop it serving the session). For Redis alone, pass the
+    /// [`RedisStorage`](crate::secondary::RedisStorage) to
+    /// [`SessionManager::builder`] instead (secondary-only mode).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// # #[cfg(feature = "redis")]
+    /// # {
+    /// use tower_auth_session::secondary::RedisStorage;
+    ///
+    /// let redis = RedisStorage::builder("redis://127.0.0.1:6379").build()?;
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secondary_storage(redis)
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # }
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn secondary_storage(mut self, secondary: impl SecondaryStorage) -> Self {
+        self.secondary = Some(Arc::new(secondary));
+        self
+    }
+
     /// Whether to record the client's IP address and user agent (default `true`).
     pub fn track_client(mut self, track: bool) -> Self {
         self.tracking.disabled = !track;
@@ -384,6 +475,7 @@ impl SessionManagerBuilder {
                 keys,
                 names,
                 store: self.store,
+                secondary: self.secondary,
                 clock: self.clock,
                 tracking: self.tracking,
                 refresh_gate: RefreshGate::default(),
