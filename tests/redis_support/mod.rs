@@ -106,6 +106,26 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the process (`SIGSTOP`): connections stay open but nothing answers, the
+    /// worst kind of outage for a client.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Undoes [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("server running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Starts it again on the same port (empty: there is no persistence).
     pub fn restart(&mut self) {
         self.kill();
@@ -122,6 +142,9 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.thaw();
+        }
         self.kill();
     }
 }
