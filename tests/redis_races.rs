@@ -39,7 +39,10 @@ async fn revoke_racing_refresh_and_backfill_a_thousand_times_never_resurrects() 
         let pair = sign_in(&app_a, &a, "alice").await;
         let me = send(&app_a, get("/me", Some(&pair))).await;
         let id = me.json()["sessionId"].as_str().unwrap().to_owned();
-        let value_key = session_key(&prefix, &token_hash_hex(&raw_token(pair.split_once('=').unwrap().1)));
+        let value_key = session_key(
+            &prefix,
+            &token_hash_hex(&raw_token(pair.split_once('=').unwrap().1)),
+        );
         if round % 2 == 0 {
             // Force the readers through the store and its read-repair.
             let _: () = conn.del(&value_key).unwrap();
@@ -55,8 +58,13 @@ async fn revoke_racing_refresh_and_backfill_a_thousand_times_never_resurrects() 
         };
         let (read_b, read_c) = (reader(app_b.clone()), reader(app_c.clone()));
         let revoke = {
-            let (barrier, a, app_a, pair, id) =
-                (barrier.clone(), a.clone(), app_a.clone(), pair.clone(), id.clone());
+            let (barrier, a, app_a, pair, id) = (
+                barrier.clone(),
+                a.clone(),
+                app_a.clone(),
+                pair.clone(),
+                id.clone(),
+            );
             tokio::spawn(async move {
                 barrier.wait().await;
                 match round % 3 {
@@ -81,13 +89,22 @@ async fn revoke_racing_refresh_and_backfill_a_thousand_times_never_resurrects() 
         // After the revoke returned: no instance serves it, and no tier holds it.
         for app in [&app_a, &app_b, &app_c] {
             let reply = send(app, get("/me", Some(&pair))).await;
-            assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "round {round}: resurrected");
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "round {round}: resurrected"
+            );
         }
         let value: Option<Vec<u8>> = conn.get(&value_key).unwrap();
-        assert!(value.is_none(), "round {round}: Redis holds the revoked session");
+        assert!(
+            value.is_none(),
+            "round {round}: Redis holds the revoked session"
+        );
         let pointer: Option<String> = conn.get(format!("{prefix}i:{id}")).unwrap();
         assert_eq!(pointer.as_deref(), Some("-"), "round {round}");
         assert!(store.is_empty(), "round {round}: the store holds it");
     }
-    eprintln!("1000 races: {served_during_race} of 2000 concurrent reads were served before the revoke landed");
+    eprintln!(
+        "1000 races: {served_during_race} of 2000 concurrent reads were served before the revoke landed"
+    );
 }
