@@ -77,11 +77,13 @@ async fn redis_storage_passes_the_secondary_storage_conformance_suite() {
 
 #[tokio::test]
 async fn sign_in_writes_redis_with_ttl_no_raw_token_and_indexes_the_user() {
-    let Some(s) = setup() else { return };
-    // The real clock: Redis expiries are absolute times, compared with Redis's clock.
+    // A test-owned server, so the footprint is measured with the default key prefix.
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
     let s = setup_over(
-        &s.url,
-        &s.prefix,
+        &server.url(),
+        tower_auth_session::secondary::DEFAULT_KEY_PREFIX,
         MemoryStore::new(),
         &ManualClock::new(),
         |b| b,
@@ -266,6 +268,15 @@ async fn a_hundred_concurrent_sign_ins_for_one_user_are_all_indexed() {
     let mut conn = connection(&s.url);
     let indexed: usize = conn.zcard(format!("{}u:{{zoe}}:idx", s.prefix)).unwrap();
     assert_eq!(indexed, 100, "lost updates in the Redis user index");
+    let index_bytes: i64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(format!("{}u:{{zoe}}:idx", s.prefix))
+        .query(&mut conn)
+        .unwrap();
+    eprintln!(
+        "user index with 100 sessions: {index_bytes} B ({} B per session)",
+        index_bytes / 100
+    );
     let listed = SecondaryStorage::list_by_user(&s.redis, "zoe", s.clock.now())
         .await
         .unwrap();
