@@ -12,7 +12,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{SameSite, SessionConfig};
 use crate::cookies::CookieNames;
 use crate::error::{ConfigError, SessionError, StoreError};
+use crate::events::{DEFAULT_EVENT_CAPACITY, EventBus, RevokeReason, SessionEvent};
 use crate::layer::SessionLayer;
+use crate::origin::TrustedOrigins;
 use crate::request_token::{PresentedToken, presented_token};
 use crate::resolve::{RefreshGate, Resolved};
 use crate::secondary::tiers::Lookup;
@@ -50,6 +52,7 @@ pub(crate) struct ManagerInner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tracking: ClientTracking,
     pub(crate) refresh_gate: RefreshGate,
+    pub(crate) events: EventBus,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -71,6 +74,7 @@ impl SessionManager {
             config: SessionConfig::default(),
             clock: Arc::new(SystemClock),
             tracking: ClientTracking::default(),
+            event_capacity: DEFAULT_EVENT_CAPACITY,
             errors: Vec::new(),
         }
     }
@@ -110,7 +114,9 @@ impl SessionManager {
             }
         };
         if session.is_expired(now) {
-            self.inner.store.delete(&hash).await?;
+            if let Some(session) = self.inner.store.delete(&hash).await? {
+                self.inner.events.emit(|| SessionEvent::Expired { session });
+            }
             return Ok(None);
         }
         if !cached && !self.inner.mirror(&hash, &session, None).await {
@@ -148,7 +154,11 @@ impl SessionManager {
         let removed = self.inner.store.delete_by_id(session_id, None).await?;
         let existed = removed.is_some();
         self.inner
-            .revoked_after(removed.into_iter().collect(), &covered)
+            .revoked_after(
+                removed.into_iter().collect(),
+                RevokeReason::ByAdmin,
+                &covered,
+            )
             .await?;
         Ok(existed)
     }
@@ -165,7 +175,9 @@ impl SessionManager {
             .await?;
         let removed = self.inner.store.delete_by_user(user_id, None).await?;
         let count = removed.len();
-        self.inner.revoked_after(removed, &covered).await?;
+        self.inner
+            .revoked_after(removed, RevokeReason::ByAdmin, &covered)
+            .await?;
         Ok(count)
     }
 
@@ -188,7 +200,9 @@ impl SessionManager {
             .delete_by_user(user_id, Some(keep_session_id))
             .await?;
         let count = removed.len();
-        self.inner.revoked_after(removed, &covered).await?;
+        self.inner
+            .revoked_after(removed, RevokeReason::ByAdmin, &covered)
+            .await?;
         Ok(count)
     }
 
@@ -200,8 +214,15 @@ impl SessionManager {
             let deleted = self.inner.store.delete_expired(now, 1000).await?;
             total += deleted;
             if deleted < 1000 {
+                if total > 0 {
+                    self.inner
+                        .events
+                        .emit(|| SessionEvent::ExpiredSwept { count: total });
+                }
                 return Ok(total);
             }
+            // Let other tasks at the store between batches.
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -209,31 +230,47 @@ impl SessionManager {
 impl ManagerInner {
     /// Everything that must happen after sessions were deleted from the source of truth.
     ///
-    /// With a secondary tier, call
+    /// Logs, emits events, and tombstones the sessions in the secondary tier (when there
+    /// is one), failing if it cannot be reached: the revocation is then not final until
+    /// retried. Better still, call
     /// [`revoke_in_secondary_first`](Self::revoke_in_secondary_first) before deleting
-    /// from the store and pass what it returned to [`revoked_after`](Self::revoked_after);
-    /// this shorthand tombstones every removed session in the secondary tier.
-    #[allow(dead_code)]
-    pub(crate) async fn revoked(&self, sessions: Vec<StoredSession>) -> Result<(), SessionError> {
-        self.revoked_after(sessions, &[]).await
+    /// from the store and pass what it returned to [`revoked_after`](Self::revoked_after)
+    /// (see the `secondary` module docs for why that order).
+    #[allow(dead_code)] // every path in the crate runs the first step; kept for new ones
+    pub(crate) async fn revoked(
+        &self,
+        sessions: Vec<StoredSession>,
+        reason: RevokeReason,
+    ) -> Result<(), SessionError> {
+        self.revoked_after(sessions, reason, &[]).await
     }
 
-    /// [`revoked`](Self::revoked), skipping the sessions the first step already covered.
+    /// [`revoked`](Self::revoked), skipping in the secondary tier the sessions that
+    /// [`revoke_in_secondary_first`](Self::revoke_in_secondary_first) already covered.
     pub(crate) async fn revoked_after(
         &self,
         sessions: Vec<StoredSession>,
+        reason: RevokeReason,
         covered: &[String],
     ) -> Result<(), SessionError> {
         for stored in &sessions {
-            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, "session revoked");
+            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, ?reason, "session revoked");
         }
-        self.revoke_in_secondary_after(&sessions, covered).await
+        let secondary = self.revoke_in_secondary_after(&sessions, covered).await;
+        for stored in sessions {
+            self.events.emit(|| SessionEvent::Revoked {
+                session: stored.session,
+                reason,
+            });
+        }
+        secondary
     }
 
     /// Deletes the session with this token hash from the source of truth.
     pub(crate) async fn revoke_hash(
         &self,
         hash: &crate::token::TokenHash,
+        reason: RevokeReason,
     ) -> Result<Option<Session>, SessionError> {
         let covered = self
             .revoke_in_secondary_first(&[Revocation::Token(hash)])
@@ -245,6 +282,7 @@ impl ManagerInner {
                     token_hash: *hash,
                     session: session.clone(),
                 }],
+                reason,
                 &covered,
             )
             .await?;
@@ -262,6 +300,7 @@ pub struct SessionManagerBuilder {
     config: SessionConfig,
     clock: Arc<dyn Clock>,
     tracking: ClientTracking,
+    event_capacity: usize,
     errors: Vec<ConfigError>,
 }
 
@@ -426,6 +465,70 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Caps how many live sessions one user may have: a sign-in that goes over revokes
+    /// that user's oldest sessions (default: no cap).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// // At most three devices per user; the fourth sign-in ends the oldest.
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .max_sessions_per_user(3)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.config.max_sessions_per_user = Some(max);
+        self
+    }
+
+    /// Origins (`scheme://host[:port]`) allowed to make state-changing requests to the
+    /// session endpoints (see [`SessionManager::is_cross_site`]). Default: none, which
+    /// allows only same-origin requests (an `Origin` that matches the `Host` header).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .trusted_origins(["https://app.example.com", "http://localhost:3000"])
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    ///
+    /// # Warning
+    /// Every origin listed here can act on a signed-in user's behalf with the user's
+    /// cookies. List only your own front ends, never a wildcard.
+    pub fn trusted_origins<I, S>(self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let origins = TrustedOrigins::parse(origins);
+        self.record(origins, |b, origins| b.config.trusted_origins = origins)
+    }
+
+    /// How many lifecycle events a [`subscribe`](SessionManager::subscribe)r may fall
+    /// behind before it misses some (default 1024).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .event_capacity(16 * 1024)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
     /// Checks the configuration and builds the manager.
     pub fn build(mut self) -> Result<SessionManager, ConfigError> {
         if let Some(error) = self.errors.drain(..).next() {
@@ -465,6 +568,12 @@ impl SessionManagerBuilder {
                 return invalid("cookie_domain", "must be a host name");
             }
         }
+        if config.max_sessions_per_user == Some(0) {
+            return invalid("max_sessions_per_user", "must be at least 1");
+        }
+        if self.event_capacity == 0 {
+            return invalid("event_capacity", "must be at least 1");
+        }
         if config.same_site == SameSite::None && !config.cookie_secure {
             return invalid("same_site", "SameSite=None requires Secure");
         }
@@ -479,6 +588,7 @@ impl SessionManagerBuilder {
                 clock: self.clock,
                 tracking: self.tracking,
                 refresh_gate: RefreshGate::default(),
+                events: EventBus::new(self.event_capacity),
             }),
         })
     }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
 use crate::client::ClientFacts;
+use crate::events::SessionEvent;
 use crate::manager::ManagerInner;
 use crate::secondary::tiers::Lookup;
 use crate::session::Session;
@@ -72,7 +73,8 @@ impl ManagerInner {
     async fn delete_expired_session(&self, hash: &TokenHash) {
         match self.store.delete(hash).await {
             Ok(Some(session)) => {
-                tracing::debug!(session_id = %session.id, "deleted expired session")
+                tracing::debug!(session_id = %session.id, "deleted expired session");
+                self.events.emit(|| SessionEvent::Expired { session });
             }
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "could not delete an expired session"),
@@ -117,6 +119,9 @@ impl ManagerInner {
                 updated.generation = read_generation + 1;
                 match self.store.update(&hash, read_generation, &updated, None).await {
                     Ok(true) if self.mirror(&hash, &updated, None).await => {
+                        self.events.emit(|| SessionEvent::Refreshed {
+                            session: updated.clone(),
+                        });
                         RefreshOutcome::Refreshed(updated)
                     }
                     Ok(true) => RefreshOutcome::Revoked,

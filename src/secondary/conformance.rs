@@ -315,6 +315,20 @@ pub async fn rotation_moves_the_session_to_the_new_token<S: SecondaryStorage + ?
         "old copy came back"
     );
     assert_eq!(get(storage, &old).await, None);
+    // `forget` drops a copy without revoking the session: it can be written again.
+    storage.forget(&new).await.expect("forget failed");
+    assert_eq!(
+        get(storage, &new).await,
+        None,
+        "forgotten copy still served"
+    );
+    let mut again = s.clone();
+    again.generation = 2;
+    assert_eq!(
+        put(storage, &new, &again, None).await,
+        PutOutcome::Written,
+        "forget revoked the session"
+    );
 }
 
 /// 100 concurrent puts for one user: none is lost from the index.

@@ -132,6 +132,10 @@ pub trait SecondaryStorage: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>>;
 
+    /// Deletes the copy stored under this token hash without tombstoning the session
+    /// (it lives on under a new token: rotation). One round trip.
+    fn forget<'a>(&'a self, token_hash: &'a TokenHash) -> BoxFuture<'a, Result<(), StoreError>>;
+
     /// Deletes and tombstones what `revocations` name, atomically, in one round trip.
     /// Tombstones last until `until` at least. Returns the ids of the sessions that are
     /// now tombstoned (including ones that already were).
@@ -165,6 +169,9 @@ impl<S: SecondaryStorage + ?Sized> SecondaryStorage for std::sync::Arc<S> {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         (**self).put(token_hash, session, replaces, now)
+    }
+    fn forget<'a>(&'a self, token_hash: &'a TokenHash) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).forget(token_hash)
     }
     fn revoke<'a>(
         &'a self,

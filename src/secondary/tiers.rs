@@ -88,6 +88,24 @@ impl ManagerInner {
         }
     }
 
+    /// Before a token rotation touches the store: drop the copy under the old token hash,
+    /// so the old token cannot be served from the secondary tier after the store moved
+    /// the session. Fails (and the rotation with it) when the secondary is unreachable.
+    pub(crate) async fn forget_in_secondary_first(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<(), SessionError> {
+        let Some(secondary) = &self.secondary else {
+            return Ok(());
+        };
+        secondary.forget(hash).await.map_err(|error| {
+            SessionError::Store(StoreError::with_source(
+                "secondary storage unreachable; the token was not rotated, retry later",
+                error,
+            ))
+        })
+    }
+
     /// How long a tombstone must last so that no copy of a session revoked now can be
     /// written back: past the longest lifetime a session could have been given.
     fn revocation_horizon(&self, now: DateTime<Utc>) -> DateTime<Utc> {

@@ -167,6 +167,19 @@ impl SecondaryStorage for RedisStorage {
         })
     }
 
+    fn forget<'a>(&'a self, token_hash: &'a TokenHash) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let key = self.key_for_hash(token_hash);
+            self.with_connection(|mut conn| async move {
+                redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+        })
+    }
+
     fn revoke<'a>(
         &'a self,
         revocations: &'a [Revocation<'a>],
