@@ -410,3 +410,97 @@ async fn an_undecodable_redis_value_is_a_miss_not_an_error() {
     assert_eq!(reply.status, StatusCode::OK, "fell back to the store");
     assert_eq!(s.counts.finds(), 1);
 }
+
+/// Rotation, re-authentication and self-service revocation through the handle, with
+/// Redis in front: each is visible to another instance that reads Redis first.
+#[tokio::test]
+async fn handle_writes_and_self_service_revokes_reach_redis() {
+    use axum::routing::post as route_post;
+    let Some(s) = setup() else { return };
+    let store = MemoryStore::new();
+    let a = setup_over(&s.url, &s.prefix, store.clone(), &s.clock, |b| b);
+    let b = setup_over(&s.url, &s.prefix, store.clone(), &s.clock, |b| b);
+    let extra = axum::Router::new()
+        .route(
+            "/rotate",
+            route_post(|h: tower_auth_session::SessionHandle| async move {
+                h.rotate().await.map(|_| ()).map_err(|e| e.to_string())
+            }),
+        )
+        .route(
+            "/reauthenticate",
+            route_post(|h: tower_auth_session::SessionHandle| async move {
+                h.reauthenticate()
+                    .await
+                    .map(|s| s.authenticated_at.to_rfc3339())
+                    .map_err(|e| e.to_string())
+            }),
+        )
+        .route(
+            "/revoke/{id}",
+            route_post(
+                |h: tower_auth_session::SessionHandle,
+                 axum::extract::Path(id): axum::extract::Path<String>| async move {
+                    h.revoke(&id)
+                        .await
+                        .map(|r| r.to_string())
+                        .map_err(|e| e.to_string())
+                },
+            ),
+        )
+        .layer(a.manager.layer());
+    let name = a.manager.session_cookie_name().to_owned();
+
+    // Rotation: the old token is refused by B (which reads Redis first), the new works.
+    let old = sign_in(&a.app, &a.manager, "dave").await;
+    let rotated = send(&extra, post("/rotate", Some(&old))).await;
+    assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
+    let new = format!("{name}={}", rotated.cookie_value(&name).unwrap());
+    assert_eq!(
+        send(&b.app, get("/me", Some(&old))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&b.app, get("/me", Some(&new))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        b.counts.finds(),
+        1,
+        "only the refused old token reached the store"
+    );
+
+    // Re-authentication: B sees the new authenticated_at from Redis.
+    s.clock.advance(Duration::minutes(5));
+    let reauth = send(&extra, post("/reauthenticate", Some(&new))).await;
+    assert_eq!(reauth.status, StatusCode::OK, "{}", reauth.body);
+    let mut headers = http::HeaderMap::new();
+    headers.insert(http::header::COOKIE, new.parse().unwrap());
+    let seen = b.manager.get_session(&headers).await.unwrap().unwrap();
+    assert_eq!(seen.authenticated_at, s.clock.now());
+
+    // Self-service revoke of another of one's own sessions: B refuses it at once; a
+    // foreign id changes nothing.
+    let other = sign_in(&a.app, &a.manager, "dave").await;
+    let other_id = send(&b.app, get("/me", Some(&other))).await.json()["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stranger = sign_in(&a.app, &a.manager, "erin").await;
+    let by_stranger = send(
+        &extra,
+        post(&format!("/revoke/{other_id}"), Some(&stranger)),
+    )
+    .await;
+    assert_eq!(by_stranger.body, "false");
+    assert_eq!(
+        send(&b.app, get("/me", Some(&other))).await.status,
+        StatusCode::OK
+    );
+    let by_owner = send(&extra, post(&format!("/revoke/{other_id}"), Some(&new))).await;
+    assert_eq!(by_owner.body, "true");
+    assert_eq!(
+        send(&b.app, get("/me", Some(&other))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
