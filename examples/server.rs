@@ -12,6 +12,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
@@ -25,7 +26,7 @@ use serde_json::json;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
     ConfigError, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
-    SessionManager, SessionManagerBuilder, SessionStore, SignInOptions,
+    SessionManager, SessionStore, SignInOptions,
 };
 
 /// Everything read from the environment, checked before anything starts.
@@ -141,33 +142,32 @@ impl Config {
     }
 }
 
-async fn open_store(url: &str) -> Result<Box<dyn StoreBuilder>, String> {
+async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
     if url == "memory" {
-        return Ok(Box::new(MemoryStore::new()));
+        return Ok(Arc::new(MemoryStore::new()));
     }
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url)
             .await
             .map_err(|e| format!("DATABASE_URL {url:?}: {e}"))?;
-        return Ok(Box::new(store));
+        return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err("DATABASE_URL: PostgreSQL support is not in this build yet".into());
+        #[cfg(feature = "postgres")]
+        {
+            let store = tower_auth_session::store::PostgresStore::connect(url)
+                .await
+                .map_err(|e| format!("DATABASE_URL (PostgreSQL): {e}"))?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(
+            "DATABASE_URL is a PostgreSQL URL: run the example with `--features postgres`".into(),
+        );
     }
     Err(format!(
         "DATABASE_URL must be `sqlite:<path>`, `postgres://…` or `memory`, got {url:?}"
     ))
-}
-
-/// A store chosen at run time, turned into a manager builder.
-trait StoreBuilder {
-    fn builder(self: Box<Self>) -> SessionManagerBuilder;
-}
-
-impl<S: SessionStore> StoreBuilder for S {
-    fn builder(self: Box<Self>) -> SessionManagerBuilder {
-        SessionManager::builder(*self)
-    }
 }
 
 async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, String> {
@@ -183,8 +183,7 @@ async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, Str
             bytes
         }
     };
-    let mut builder = store
-        .builder()
+    let mut builder = SessionManager::builder(store)
         .secret(secret)
         .expires_in(Duration::from_secs(config.expires_in))
         .update_age(Duration::from_secs(config.update_age))

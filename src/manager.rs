@@ -18,7 +18,9 @@ use crate::layer::SessionLayer;
 use crate::origin::TrustedOrigins;
 use crate::request_token::{PresentedToken, presented_token};
 use crate::resolve::{RefreshGate, Resolved};
-use crate::revocation::Revocation;
+use crate::revocation::Revocation as CacheRevocation;
+use crate::secondary::tiers::Lookup;
+use crate::secondary::{Revocation, SecondaryStorage};
 use crate::session::Session;
 use crate::store::{SessionStore, StoredSession};
 use crate::token::KeyRing;
@@ -47,6 +49,8 @@ pub(crate) struct ManagerInner {
     pub(crate) keys: KeyRing,
     pub(crate) names: CookieNames,
     pub(crate) store: Arc<dyn SessionStore>,
+    /// The secondary tier (Redis) in primary + secondary mode.
+    pub(crate) secondary: Option<Arc<dyn SecondaryStorage>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tracking: ClientTracking,
     pub(crate) refresh_gate: RefreshGate,
@@ -67,13 +71,20 @@ impl std::fmt::Debug for SessionManager {
 impl SessionManager {
     /// Starts configuring a manager over a primary store.
     pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
+        // Secondary-only mode: the same Redis carries cookie cache revocations.
+        let cookie_cache = CacheOptions {
+            #[cfg(feature = "redis")]
+            redis: redis_for_cache_revocations(&store),
+            ..CacheOptions::default()
+        };
         SessionManagerBuilder {
             store: Arc::new(store),
+            secondary: None,
             keys: None,
             config: SessionConfig::default(),
             clock: Arc::new(SystemClock),
             tracking: ClientTracking::default(),
-            cookie_cache: CacheOptions::default(),
+            cookie_cache,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             errors: Vec::new(),
         }
@@ -116,16 +127,23 @@ impl SessionManager {
             _ => return Ok(None),
         };
         let now = self.inner.clock.now();
-        match self.inner.store.find(&hash).await? {
-            Some(session) if !session.is_expired(now) => Ok(Some(session)),
-            Some(_) => {
-                if let Some(session) = self.inner.store.delete(&hash).await? {
-                    self.inner.events.emit(|| SessionEvent::Expired { session });
-                }
-                Ok(None)
+        let (session, cached) = match self.inner.lookup(&hash).await {
+            Lookup::Found { session, cached } => (session, cached),
+            Lookup::Missing => return Ok(None),
+            Lookup::Unavailable => {
+                return Err(StoreError::new("session store unavailable").into());
             }
-            None => Ok(None),
+        };
+        if session.is_expired(now) {
+            if let Some(session) = self.inner.store.delete(&hash).await? {
+                self.inner.events.emit(|| SessionEvent::Expired { session });
+            }
+            return Ok(None);
         }
+        if !cached && !self.inner.mirror(&hash, &session, None).await {
+            return Ok(None);
+        }
+        Ok(Some(session))
     }
 
     /// Resolves a session the way the layer does (with refresh); used by the layer.
@@ -145,10 +163,23 @@ impl SessionManager {
 
     /// Revokes one session by its public id. Returns whether it existed.
     pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::Session {
+                id: session_id,
+                user_id: None,
+                token_hash: None,
+                verified: true,
+            }])
+            .await?;
         let removed = self.inner.store.delete_by_id(session_id, None).await?;
         let existed = removed.is_some();
         self.inner
-            .revoked(removed.into_iter().collect(), RevokeReason::ByAdmin)
+            .revoked_after(
+                removed.into_iter().collect(),
+                RevokeReason::ByAdmin,
+                &covered,
+            )
             .await?;
         Ok(existed)
     }
@@ -156,9 +187,18 @@ impl SessionManager {
     /// Revokes every session of a user (after a password reset, an account lock, …).
     /// Returns how many were revoked.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::User {
+                user_id,
+                except: None,
+            }])
+            .await?;
         let removed = self.inner.store.delete_by_user(user_id, None).await?;
         let count = removed.len();
-        self.inner.revoked(removed, RevokeReason::ByAdmin).await?;
+        self.inner
+            .revoked_after(removed, RevokeReason::ByAdmin, &covered)
+            .await?;
         Ok(count)
     }
 
@@ -168,13 +208,22 @@ impl SessionManager {
         user_id: &str,
         keep_session_id: &str,
     ) -> Result<usize, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::User {
+                user_id,
+                except: Some(keep_session_id),
+            }])
+            .await?;
         let removed = self
             .inner
             .store
             .delete_by_user(user_id, Some(keep_session_id))
             .await?;
         let count = removed.len();
-        self.inner.revoked(removed, RevokeReason::ByAdmin).await?;
+        self.inner
+            .revoked_after(removed, RevokeReason::ByAdmin, &covered)
+            .await?;
         Ok(count)
     }
 
@@ -202,18 +251,35 @@ impl SessionManager {
 impl ManagerInner {
     /// Everything that must happen after sessions were deleted from the source of truth.
     ///
-    /// An error means the cookie caches of other instances could not be confirmed dead
-    /// (the sessions are deleted all the same); the revoke must then not report success.
+    /// Logs, emits events, and tombstones the sessions in the secondary tier (when there
+    /// is one), failing if it cannot be reached: the revocation is then not final until
+    /// retried. Better still, call
+    /// [`revoke_in_secondary_first`](Self::revoke_in_secondary_first) before deleting
+    /// from the store and pass what it returned to [`revoked_after`](Self::revoked_after)
+    /// (see the `secondary` module docs for why that order).
+    #[allow(dead_code)] // every path in the crate runs the first step; kept for new ones
     pub(crate) async fn revoked(
         &self,
         sessions: Vec<StoredSession>,
         reason: RevokeReason,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), SessionError> {
+        self.revoked_after(sessions, reason, &[]).await
+    }
+
+    /// [`revoked`](Self::revoked), skipping in the secondary tier the sessions that
+    /// [`revoke_in_secondary_first`](Self::revoke_in_secondary_first) already covered.
+    pub(crate) async fn revoked_after(
+        &self,
+        sessions: Vec<StoredSession>,
+        reason: RevokeReason,
+        covered: &[String],
+    ) -> Result<(), SessionError> {
         for stored in &sessions {
             tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, ?reason, "session revoked");
         }
-        let revocations = match &self.cookie_cache {
-            Some(_) => Revocation::for_deleted(sessions.iter().map(|s| &s.session)),
+        let secondary = self.revoke_in_secondary_after(&sessions, covered).await;
+        let cache_revocations = match &self.cookie_cache {
+            Some(_) => CacheRevocation::for_deleted(sessions.iter().map(|s| &s.session)),
             None => Vec::new(),
         };
         for stored in sessions {
@@ -222,10 +288,13 @@ impl ManagerInner {
                 reason,
             });
         }
-        match &self.cookie_cache {
-            Some(cache) => cache.revoke(revocations, self.clock.now()).await,
+        // Cookie caches are revoked even if the secondary failed: the store committed.
+        let caches = match &self.cookie_cache {
+            Some(cache) => cache.revoke(cache_revocations, self.clock.now()).await,
             None => Ok(()),
-        }
+        };
+        secondary?;
+        Ok(caches?)
     }
 
     /// Everything that must happen after a session was rewritten in a way that makes its
@@ -235,7 +304,7 @@ impl ManagerInner {
         let Some(cache) = &self.cookie_cache else {
             return Ok(());
         };
-        let revocation = Revocation::Session {
+        let revocation = CacheRevocation::Session {
             session_id: session.id.clone(),
             below_generation: session.generation,
         };
@@ -247,15 +316,19 @@ impl ManagerInner {
         &self,
         hash: &crate::token::TokenHash,
         reason: RevokeReason,
-    ) -> Result<Option<Session>, StoreError> {
+    ) -> Result<Option<Session>, SessionError> {
+        let covered = self
+            .revoke_in_secondary_first(&[Revocation::Token(hash)])
+            .await?;
         let removed = self.store.delete(hash).await?;
         if let Some(session) = &removed {
-            self.revoked(
+            self.revoked_after(
                 vec![StoredSession {
                     token_hash: *hash,
                     session: session.clone(),
                 }],
                 reason,
+                &covered,
             )
             .await?;
         }
@@ -263,10 +336,20 @@ impl ManagerInner {
     }
 }
 
+/// The Redis client and key prefix of `tier` when it is a
+/// [`RedisStorage`](crate::secondary::RedisStorage): with the cookie cache on, instances
+/// that share it also share revocations (and lease their trust in caches) through it.
+#[cfg(feature = "redis")]
+fn redis_for_cache_revocations<T: 'static>(tier: &T) -> Option<(redis::Client, String)> {
+    let redis = (tier as &dyn std::any::Any).downcast_ref::<crate::secondary::RedisStorage>()?;
+    Some((redis.client().clone(), redis.key_prefix().to_owned()))
+}
+
 /// Configures a [`SessionManager`]. Mistakes are reported by [`build`](Self::build).
 #[must_use]
 pub struct SessionManagerBuilder {
     store: Arc<dyn SessionStore>,
+    secondary: Option<Arc<dyn SecondaryStorage>>,
     keys: Option<KeyRing>,
     config: SessionConfig,
     clock: Arc<dyn Clock>,
@@ -394,6 +477,42 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// A secondary tier (Redis) in front of the store: primary + secondary mode.
+    ///
+    /// Reads ask it first and fall back to the store (copying what they find back into
+    /// it); sign-ins and refreshes commit to the store first, then write through. The
+    /// store stays the source of truth: if the secondary is down, requests are served
+    /// from the store and nobody is signed out. Revocations fail while it is down (they
+    /// could not stop it serving the session). For Redis alone, pass the
+    /// [`RedisStorage`](crate::secondary::RedisStorage) to
+    /// [`SessionManager::builder`] instead (secondary-only mode).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// # #[cfg(feature = "redis")]
+    /// # {
+    /// use tower_auth_session::secondary::RedisStorage;
+    ///
+    /// let redis = RedisStorage::builder("redis://127.0.0.1:6379").build()?;
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secondary_storage(redis)
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # }
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn secondary_storage(mut self, secondary: impl SecondaryStorage) -> Self {
+        // The cookie cache shares its revocations through the same Redis, unless
+        // `cookie_cache_redis` already chose one.
+        #[cfg(feature = "redis")]
+        if self.cookie_cache.redis.is_none() {
+            self.cookie_cache.redis = redis_for_cache_revocations(&secondary);
+        }
+        self.secondary = Some(Arc::new(secondary));
+        self
+    }
+
     /// Whether to record the client's IP address and user agent (default `true`).
     pub fn track_client(mut self, track: bool) -> Self {
         self.tracking.disabled = !track;
@@ -418,10 +537,13 @@ impl SessionManagerBuilder {
     /// [`SessionHandle::authoritative`](crate::SessionHandle::authoritative).
     ///
     /// # Warning
-    /// Revocation reaches only the caches of the process that revoked. Run one instance,
-    /// or give every instance the same Redis so that revocations reach them all; several
-    /// instances over a shared database alone would each believe a revoked session's
-    /// cache for up to `max_age`.
+    /// Without Redis, revocation reaches only the caches of the process that revoked. Run
+    /// one instance, or give every instance the same Redis: a
+    /// [`RedisStorage`](crate::secondary::RedisStorage) passed to
+    /// [`secondary_storage`](Self::secondary_storage) (or used as the store) carries
+    /// revocations by itself, otherwise add
+    /// [`cookie_cache_redis`](Self::cookie_cache_redis). Several instances over a shared
+    /// database alone would each believe a revoked session's cache for up to `max_age`.
     ///
     /// ```
     /// use tower_auth_session::{MemoryStore, SessionManager};
@@ -499,7 +621,10 @@ impl SessionManagerBuilder {
     /// Shares cookie cache revocations with every other instance through the Redis at
     /// `url` (keys and channels under `key_prefix`, e.g. `tas:v1:`), so that a revoke on
     /// one instance stops all of them from believing that session's caches before it
-    /// returns. Needed whenever more than one instance runs with the cookie cache on.
+    /// returns. Needed whenever more than one instance runs with the cookie cache on and
+    /// Redis is not already their secondary tier or store (a
+    /// [`RedisStorage`](crate::secondary::RedisStorage) given to the builder is used for
+    /// this automatically; this method overrides it).
     ///
     /// Each instance then trusts caches only under a 2-second lease it renews in Redis:
     /// while Redis is unreachable, requests fall back to the stores instead of believing
@@ -660,6 +785,7 @@ impl SessionManagerBuilder {
                 keys,
                 names,
                 store: self.store,
+                secondary: self.secondary,
                 clock: self.clock,
                 tracking: self.tracking,
                 refresh_gate: RefreshGate::default(),

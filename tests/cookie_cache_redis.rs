@@ -1,7 +1,8 @@
 //! Cookie caches across instances (feature `redis`): two managers share a store and a
-//! Redis; a revoke on one stops the other from believing the session's cache before the
-//! revoke returns, and an instance that lost its subscription falls back to the store for
-//! caches issued before it re-subscribed.
+//! Redis (as their secondary tier, or only for revocations); a revoke on one stops the
+//! other from believing the session's cache before the revoke returns, a cache hit costs
+//! no Redis command, and an instance that lost its subscription falls back to the store
+//! for caches issued before it re-subscribed.
 #![cfg(feature = "redis")]
 
 mod common;
@@ -13,6 +14,7 @@ use axum::Router;
 use chrono::Duration;
 use common::*;
 use http::StatusCode;
+use tower_auth_session::secondary::RedisStorage;
 use tower_auth_session::{ManualClock, MemoryStore, SessionManager};
 
 /// What a browser holds after signing in: the token cookie only (each instance issues its
@@ -36,21 +38,48 @@ struct Instance {
     manager: SessionManager,
     app: Router,
     counts: Counts,
+    /// The secondary tier, when Redis is one.
+    tier: Option<RedisStorage>,
 }
 
-fn instance(store: &MemoryStore, clock: &ManualClock, redis_url: &str, prefix: &str) -> Instance {
+/// How an instance uses Redis.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Redis is the secondary tier (and so also carries cache revocations).
+    Tier,
+    /// The store alone holds sessions; Redis only carries cache revocations.
+    RevocationsOnly,
+}
+
+fn instance(
+    store: &MemoryStore,
+    clock: &ManualClock,
+    redis_url: &str,
+    prefix: &str,
+    mode: Mode,
+) -> Instance {
     let (counting, counts) = CountingStore::new(store.clone());
-    let manager = SessionManager::builder(counting)
+    let builder = SessionManager::builder(counting)
         .secret(SECRET)
         .clock(clock.clone())
-        .cookie_cache(true)
-        .cookie_cache_redis(redis_url, prefix)
-        .build()
-        .unwrap();
+        .cookie_cache(true);
+    let (builder, tier) = match mode {
+        Mode::Tier => {
+            let tier = RedisStorage::builder(redis_url)
+                .key_prefix(prefix)
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            (builder.secondary_storage(tier.clone()), Some(tier))
+        }
+        Mode::RevocationsOnly => (builder.cookie_cache_redis(redis_url, prefix), None),
+    };
+    let manager = builder.build().unwrap();
     Instance {
         app: app(&manager),
         manager,
         counts,
+        tier,
     }
 }
 
@@ -65,12 +94,12 @@ async fn wait_until_active(instances: &[&Instance]) {
 /// Two instances over one store and one Redis, leases live, and the manual clock moved
 /// past the start-up watermark (caches issued before an instance first subscribed are
 /// refused by it).
-async fn pair(redis_url: &str) -> (Instance, Instance, ManualClock) {
+async fn pair(redis_url: &str, mode: Mode) -> (Instance, Instance, ManualClock) {
     let store = MemoryStore::new();
     let clock = ManualClock::new();
     let prefix = format!("{}:", unique_name("tas_cc"));
-    let a = instance(&store, &clock, redis_url, &prefix);
-    let b = instance(&store, &clock, redis_url, &prefix);
+    let a = instance(&store, &clock, redis_url, &prefix, mode);
+    let b = instance(&store, &clock, redis_url, &prefix, mode);
     wait_until_active(&[&a, &b]).await;
     clock.advance(Duration::seconds(6));
     (a, b, clock)
@@ -100,10 +129,10 @@ async fn visit(instance: &Instance, browser: &mut Browser) -> (StatusCode, bool)
     (reply.status, instance.counts.finds() > finds)
 }
 
-/// Signs in on A and warms the cache through B (a store read, then a hit).
+/// Signs in on A and warms the cache through B (a read of a store tier, then a hit).
 async fn warmed_on_b(a: &Instance, b: &Instance, user: &str) -> Browser {
     let mut browser = sign_in_on(a, user).await;
-    assert_eq!(visit(b, &mut browser).await, (StatusCode::OK, true));
+    assert_eq!(visit(b, &mut browser).await.0, StatusCode::OK);
     assert!(browser.cache.is_some(), "B issued a cache");
     assert_eq!(
         visit(b, &mut browser).await,
@@ -118,7 +147,7 @@ async fn revoked_session_is_rejected_on_other_instance_with_cookie_cache() {
     let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
         return;
     };
-    let (a, b, _clock) = pair(&url).await;
+    let (a, b, _clock) = pair(&url, Mode::Tier).await;
     let mut latencies = Vec::new();
     for trial in 0..100 {
         let mut browser = warmed_on_b(&a, &b, &format!("user{trial}")).await;
@@ -143,7 +172,7 @@ async fn revoke_user_reaches_caches_of_sessions_created_on_other_instance() {
     let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
         return;
     };
-    let (a, b, _clock) = pair(&url).await;
+    let (a, b, _clock) = pair(&url, Mode::Tier).await;
     // Sessions created and cached on B only; A never saw them.
     let mut browsers = Vec::new();
     for _ in 0..12 {
@@ -230,7 +259,7 @@ async fn instance_that_lost_its_subscription_falls_back_to_the_store_for_older_c
     let Some(mut redis) = OwnRedis::start() else {
         return;
     };
-    let (a, b, clock) = pair(&redis.url()).await;
+    let (a, b, clock) = pair(&redis.url(), Mode::RevocationsOnly).await;
     let mut doomed = warmed_on_b(&a, &b, "alice").await;
     let mut kept = warmed_on_b(&a, &b, "bob").await;
 
@@ -262,4 +291,67 @@ async fn instance_that_lost_its_subscription_falls_back_to_the_store_for_older_c
     clock.advance(Duration::seconds(6));
     assert_eq!(visit(&b, &mut kept).await, (StatusCode::OK, true));
     assert_eq!(visit(&b, &mut kept).await, (StatusCode::OK, false));
+}
+
+/// `INFO commandstats` as (command, calls) pairs.
+async fn command_stats(url: &str) -> std::collections::HashMap<String, u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .next()?
+                .strip_prefix("calls=")?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cache_hit_makes_no_redis_command_and_no_store_query() {
+    // A server of our own, so that no other test's commands show in its statistics.
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let (a, b, _clock) = pair(&redis.url(), Mode::Tier).await;
+    let mut browser = warmed_on_b(&a, &b, "alice").await;
+    let tier = b.tier.as_ref().unwrap();
+    let (round_trips, finds) = (tier.metrics().round_trips, b.counts.finds());
+    let before = command_stats(&redis.url()).await;
+    for _ in 0..50 {
+        assert_eq!(visit(&b, &mut browser).await, (StatusCode::OK, false));
+    }
+    let after = command_stats(&redis.url()).await;
+    assert_eq!(
+        tier.metrics().round_trips,
+        round_trips,
+        "no call to the Redis tier"
+    );
+    assert_eq!(b.counts.finds(), finds, "no store query");
+    // Only the leases' background traffic (scripts, heartbeats) and our own INFO moved.
+    let background = [
+        "evalsha",
+        "eval",
+        "publish",
+        "info",
+        "script|load",
+        "script",
+        "ping",
+    ];
+    for (command, calls) in &after {
+        let delta = calls - before.get(command).copied().unwrap_or(0);
+        assert!(
+            delta == 0 || background.contains(&command.as_str()),
+            "{command} was called {delta} times during cache hits"
+        );
+    }
 }

@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::{Value, json};
 
+mod common;
+
 fn example_binary() -> PathBuf {
     // Build it first: `cargo test --test example_server` alone does not build examples, and a
     // stale binary would test old code. Cargo has released its build lock while tests run.
@@ -250,4 +252,49 @@ fn bad_configuration_stops_with_one_clear_line() {
         assert!(error_lines[0].contains(expected), "{env:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{env:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn runs_on_postgresql_when_database_url_says_so() {
+    let Some(url) = common::service_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    else {
+        return;
+    };
+    let server = start(&[
+        ("DATABASE_URL", url.as_str()),
+        ("SESSION_SECRET", "a demo secret that is long enough!!"),
+    ]);
+    let base = &server.base;
+    let http = client();
+    let user = common::unique_name("pg_demo_user");
+    let signed_in = http
+        .post(format!("{base}/api/auth/sign-in"))
+        .json(&json!({"userId": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let me: Value = http
+        .get(format!("{base}/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["userId"], user.as_str());
+    let out = http
+        .post(format!("{base}/api/auth/sign-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 }
