@@ -500,6 +500,38 @@ mod tests {
         assert!(issue(&manager, &session_with_field(20_000)).is_none());
     }
 
+    /// Prints what issuing and reading a typical cache costs (no assertion: run with
+    /// `cargo test --release --lib reports_encode -- --nocapture` for real figures).
+    #[test]
+    fn reports_encode_and_decode_cost() {
+        const ROUNDS: u32 = 20_000;
+        for encrypted in [false, true] {
+            let manager = manager(encrypted);
+            let inner = &manager.inner;
+            let cache = inner.cookie_cache.as_ref().unwrap();
+            let session = session_with_field(0);
+            let hash = Token::generate().hash();
+            let now = inner.clock.now();
+            let started = std::time::Instant::now();
+            let mut set = Vec::new();
+            for _ in 0..ROUNDS {
+                set = cache.cookies(inner, &hash, &session, now, now).unwrap();
+            }
+            let encode = started.elapsed() / ROUNDS;
+            let value = set[0].1.to_str().unwrap().split(';').next().unwrap();
+            let value = value.split_once('=').unwrap().1.as_bytes().to_vec();
+            let started = std::time::Instant::now();
+            for _ in 0..ROUNDS {
+                let cached = cache.open(inner, &hash, &value).unwrap();
+                assert!(cache.believes(&cached, now));
+            }
+            let decode = started.elapsed() / ROUNDS;
+            println!(
+                "typical cache, encrypted={encrypted}: issue {encode:?}, open+check {decode:?}"
+            );
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
