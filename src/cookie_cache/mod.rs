@@ -8,7 +8,8 @@
 //! - its own expiry (issued + `max_age`) has not passed, whatever the browser did with
 //!   `Max-Age`, and the session inside has not expired;
 //! - the session is not due for its sliding refresh (that needs the store);
-//! - the [revocation set](crate::revocation) does not refuse it.
+//! - the [revocation set](crate::revocation) does not refuse it, and, when revocations
+//!   are shared through Redis, this instance's lease is live (`revocation_bus`).
 //!
 //! Otherwise the request falls through to the stores as if there were no cache, and a
 //! fresh cache is issued once a store has answered. A hit never writes anything: it does
