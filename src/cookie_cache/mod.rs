@@ -238,13 +238,13 @@ impl CookieCache {
         token_hash: &TokenHash,
         value: &[u8],
     ) -> Option<CachedSession> {
-        let payload = seal::open(
+        seal::open(
             &manager.keys,
             self.protection,
             &self.binding(token_hash),
             value,
-        )?;
-        payload::decode(&payload)
+            payload::decode,
+        )
     }
 
     /// Everything but the MAC: lifetimes, issue time and revocations.

@@ -35,6 +35,10 @@ const FORMAT_AEAD: u8 = 0x02;
 const MAC_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
+/// Bodies up to this size are decoded on the stack.
+const STACK_BODY: usize = 768;
+/// The longest AAD: three length-prefixed parts of at most 255 bytes, the hash, the format.
+const MAX_AAD: usize = 3 * 256 + 32 + 1;
 
 /// Which protection new caches get. Reading accepts only the configured one, so turning
 /// encryption on also retires every readable cache at once.
@@ -63,15 +67,20 @@ impl Binding<'_> {
         mac.update(&[format]);
     }
 
-    fn aad(&self, kid: &str, format: u8) -> Vec<u8> {
-        let mut aad = Vec::with_capacity(self.version.len() + self.cookie_name.len() + 72);
+    /// Writes the AAD into `out`, returning its length.
+    fn aad(&self, kid: &str, format: u8, out: &mut [u8; MAX_AAD]) -> usize {
+        let mut len = 0;
+        let mut push = |bytes: &[u8]| {
+            out[len..len + bytes.len()].copy_from_slice(bytes);
+            len += bytes.len();
+        };
         for part in [self.version, self.cookie_name, kid] {
-            aad.push(part.len() as u8);
-            aad.extend_from_slice(part.as_bytes());
+            push(&[part.len() as u8]);
+            push(part.as_bytes());
         }
-        aad.extend_from_slice(self.token_hash.as_bytes());
-        aad.push(format);
-        aad
+        push(self.token_hash.as_bytes());
+        push(&[format]);
+        len
     }
 }
 
@@ -101,11 +110,12 @@ pub(crate) fn seal(
             body.extend_from_slice(&nonce);
             body.extend_from_slice(payload);
             let cipher = cookie_cipher(key, &nonce);
-            let aad = binding.aad(kid, FORMAT_AEAD);
+            let mut aad = [0u8; MAX_AAD];
+            let aad_len = binding.aad(kid, FORMAT_AEAD, &mut aad);
             let tag = cipher
                 .encrypt_in_place_detached(
                     Nonce::from_slice(&nonce[12..]),
-                    &aad,
+                    &aad[..aad_len],
                     &mut body[1 + NONCE_LEN..],
                 )
                 .expect("a cookie payload is far below the AES-GCM length limit");
@@ -119,20 +129,33 @@ pub(crate) fn seal(
     value
 }
 
-/// Opens a cookie value; the authenticated payload, or `None` for anything not sealed by
-/// a key of the ring with this protection and binding.
-pub(crate) fn open(
+/// Opens a cookie value and hands the authenticated payload to `read`; `None` for
+/// anything not sealed by a key of the ring with this protection and binding.
+///
+/// The body is decoded into a stack buffer when it fits (every cache without large app
+/// fields does), so a hit allocates nothing here.
+pub(crate) fn open<T>(
     keys: &KeyRing,
     protection: Protection,
     binding: &Binding<'_>,
     value: &[u8],
-) -> Option<Vec<u8>> {
+    read: impl FnOnce(&[u8]) -> Option<T>,
+) -> Option<T> {
     let dot = value.iter().position(|&b| b == b'.')?;
     let kid = std::str::from_utf8(&value[..dot]).ok()?;
     let key = keys.get(kid)?;
-    // The base64 engine refuses padding and non-zero trailing bits, so every body has
-    // exactly one accepted spelling.
-    let mut body = B64.decode(&value[dot + 1..]).ok()?;
+    let encoded = &value[dot + 1..];
+    let mut stack = [0u8; STACK_BODY];
+    let mut heap: Vec<u8>;
+    let body: &mut [u8] = if encoded.len() / 4 * 3 + 3 <= STACK_BODY {
+        // The base64 engine refuses padding and non-zero trailing bits, so every body has
+        // exactly one accepted spelling.
+        let len = B64.decode_slice(encoded, &mut stack).ok()?;
+        &mut stack[..len]
+    } else {
+        heap = B64.decode(encoded).ok()?;
+        &mut heap
+    };
     match protection {
         Protection::Mac => {
             if body.len() < 1 + MAC_LEN || body[0] != FORMAT_MAC {
@@ -143,9 +166,7 @@ pub(crate) fn open(
             binding.feed(&mut mac, kid, FORMAT_MAC);
             mac.update(&body[1..tag_at]);
             mac.verify_slice(&body[tag_at..]).ok()?;
-            body.truncate(tag_at);
-            body.remove(0);
-            Some(body)
+            read(&body[1..tag_at])
         }
         Protection::Encrypted => {
             if body.len() < 1 + NONCE_LEN + TAG_LEN || body[0] != FORMAT_AEAD {
@@ -155,18 +176,17 @@ pub(crate) fn open(
             let nonce: [u8; NONCE_LEN] = body[1..1 + NONCE_LEN].try_into().ok()?;
             let tag = *Tag::from_slice(&body[tag_at..]);
             let cipher = cookie_cipher(key, &nonce);
-            let aad = binding.aad(kid, FORMAT_AEAD);
+            let mut aad = [0u8; MAX_AAD];
+            let aad_len = binding.aad(kid, FORMAT_AEAD, &mut aad);
             cipher
                 .decrypt_in_place_detached(
                     Nonce::from_slice(&nonce[12..]),
-                    &aad,
+                    &aad[..aad_len],
                     &mut body[1 + NONCE_LEN..tag_at],
                     &tag,
                 )
                 .ok()?;
-            body.truncate(tag_at);
-            body.drain(..1 + NONCE_LEN);
-            Some(body)
+            read(&body[1 + NONCE_LEN..tag_at])
         }
     }
 }
@@ -185,6 +205,36 @@ mod tests {
     use super::*;
     use crate::token::Token;
 
+    fn open_vec(
+        keys: &KeyRing,
+        protection: Protection,
+        binding: &Binding<'_>,
+        value: &[u8],
+    ) -> Option<Vec<u8>> {
+        open(keys, protection, binding, value, |payload| {
+            Some(payload.to_vec())
+        })
+    }
+
+    #[test]
+    fn large_bodies_open_from_the_heap() {
+        let keys = ring(1);
+        let hash = Token::generate().hash();
+        let binding = Binding {
+            version: "",
+            cookie_name: "n",
+            token_hash: &hash,
+        };
+        let payload = vec![7u8; 5000];
+        for protection in [Protection::Mac, Protection::Encrypted] {
+            let value = seal(&keys, protection, &binding, &payload);
+            assert_eq!(
+                open_vec(&keys, protection, &binding, value.as_bytes()),
+                Some(payload.clone())
+            );
+        }
+    }
+
     fn ring(secret: u8) -> KeyRing {
         KeyRing::from_secret([secret; 32]).unwrap()
     }
@@ -201,7 +251,7 @@ mod tests {
         for protection in [Protection::Mac, Protection::Encrypted] {
             let value = seal(&keys, protection, &binding, b"payload bytes");
             assert_eq!(
-                open(&keys, protection, &binding, value.as_bytes()).as_deref(),
+                open_vec(&keys, protection, &binding, value.as_bytes()).as_deref(),
                 Some(&b"payload bytes"[..])
             );
             let bytes = value.into_bytes();
@@ -210,7 +260,7 @@ mod tests {
                     let mut flipped = bytes.clone();
                     flipped[i] ^= 1 << bit;
                     assert!(
-                        open(&keys, protection, &binding, &flipped).is_none(),
+                        open_vec(&keys, protection, &binding, &flipped).is_none(),
                         "{protection:?} byte {i} bit {bit}"
                     );
                 }
@@ -230,7 +280,8 @@ mod tests {
         };
         for protection in [Protection::Mac, Protection::Encrypted] {
             let value = seal(&keys, protection, &binding, b"p");
-            let refused = |b: Binding<'_>| open(&keys, protection, &b, value.as_bytes()).is_none();
+            let refused =
+                |b: Binding<'_>| open_vec(&keys, protection, &b, value.as_bytes()).is_none();
             assert!(refused(Binding {
                 version: "v2",
                 ..binding
@@ -243,12 +294,12 @@ mod tests {
                 token_hash: &other_hash,
                 ..binding
             }));
-            assert!(open(&ring(2), protection, &binding, value.as_bytes()).is_none());
+            assert!(open_vec(&ring(2), protection, &binding, value.as_bytes()).is_none());
             let other = match protection {
                 Protection::Mac => Protection::Encrypted,
                 Protection::Encrypted => Protection::Mac,
             };
-            assert!(open(&keys, other, &binding, value.as_bytes()).is_none());
+            assert!(open_vec(&keys, other, &binding, value.as_bytes()).is_none());
         }
     }
 
