@@ -355,3 +355,49 @@ async fn a_cache_hit_makes_no_redis_command_and_no_store_query() {
         );
     }
 }
+
+#[tokio::test]
+async fn redis_as_the_only_store_also_carries_cache_revocations() {
+    let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let prefix = format!("{}:", unique_name("tas_cc_only"));
+    let build = || {
+        let redis = RedisStorage::builder(&url)
+            .key_prefix(&prefix)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        SessionManager::builder(redis)
+            .secret(SECRET)
+            .clock(clock.clone())
+            .cookie_cache(true)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    while !(a.cookie_cache_active() && b.cookie_cache_active()) {
+        assert!(Instant::now() < deadline, "no lease in secondary-only mode");
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    clock.advance(Duration::seconds(6));
+    let (app_a, app_b) = (app(&a), app(&b));
+    let reply = send(&app_a, post("/sign-in?user=alice", None)).await;
+    let id = reply.json()["session"]["id"].as_str().unwrap().to_owned();
+    let token = reply.cookie_value(a.session_cookie_name()).unwrap();
+    let token = format!("{}={token}", a.session_cookie_name());
+    let warm = send(&app_b, get("/me", Some(&token))).await;
+    let cache = format!("{CACHE}={}", warm.cookie_value(CACHE).unwrap());
+    let cookies = format!("{token}; {cache}");
+    assert_eq!(
+        send(&app_b, get("/me", Some(&cookies))).await.status,
+        StatusCode::OK
+    );
+    assert!(a.revoke(&id).await.unwrap());
+    assert_eq!(
+        send(&app_b, get("/me", Some(&cookies))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
