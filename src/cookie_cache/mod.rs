@@ -269,7 +269,7 @@ impl CookieCache {
 
     /// Makes every instance stop believing what `revocations` name: at once here, and,
     /// with Redis, on every other leased instance before this returns. An error means
-    /// that could not be confirmed (see [`crate::revocation_bus`]).
+    /// that could not be confirmed (see the `revocation_bus` module).
     pub(crate) async fn revoke(
         &self,
         revocations: Vec<Revocation>,
