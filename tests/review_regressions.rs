@@ -230,3 +230,38 @@ store_suite!(
     fresh_session_sees_a_revoke_that_lands_after_the_layer_resolved,
     fifty_requests_that_all_read_before_any_write_cause_one_write,
 );
+
+/// A duration so long that `now + it` leaves chrono's range used to pass `build()` and then
+/// panic on every sign-in (`expires_in`, `dont_remember_expires_in`, `max_lifetime`) or on
+/// every signed-in request (`update_age`): the demo server accepted
+/// `SESSION_UPDATE_AGE=10000000000000` and reset every connection that carried a cookie.
+#[test]
+fn durations_beyond_any_calendar_are_refused_at_build() {
+    type Configure = fn(
+        tower_auth_session::SessionManagerBuilder,
+        StdDuration,
+    ) -> tower_auth_session::SessionManagerBuilder;
+    let options: [(&str, Configure); 5] = [
+        ("expires_in", |b, d| b.expires_in(d)),
+        ("update_age", |b, d| b.update_age(d)),
+        ("fresh_age", |b, d| b.fresh_age(d)),
+        ("dont_remember_expires_in", |b, d| {
+            b.dont_remember_expires_in(d)
+        }),
+        ("max_lifetime", |b, d| b.max_lifetime(d)),
+    ];
+    let builder = || SessionManager::builder(tower_auth_session::MemoryStore::new()).secret(SECRET);
+    for (option, configure) in options {
+        // ~317,000 years: a valid chrono::TimeDelta, but past DateTime<Utc>'s last year.
+        let huge = StdDuration::from_secs(10_000_000_000_000);
+        let error = configure(builder(), huge)
+            .build()
+            .expect_err(option)
+            .to_string();
+        assert!(error.contains(option), "{error}");
+        // Generous but sane values still build.
+        configure(builder(), StdDuration::from_secs(10 * 365 * 24 * 3600))
+            .build()
+            .unwrap();
+    }
+}
