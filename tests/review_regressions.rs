@@ -265,3 +265,29 @@ fn durations_beyond_any_calendar_are_refused_at_build() {
             .unwrap();
     }
 }
+
+/// PostgreSQL cannot store U+0000 in `text`: a user id containing it made sign-in fail
+/// with a store error, which the demo (and any app following it) answers with 503 for
+/// what is bad input (`{"userId":"a\u0000b"}` → 503 and an ERROR log line). It is refused
+/// up front, like an empty or overlong id, whatever the store.
+#[tokio::test]
+async fn a_user_id_containing_nul_is_invalid_input_not_a_store_error() {
+    use tower_auth_session::{SessionError, SessionHandle, SignInOptions};
+    let manager = SessionManager::builder(tower_auth_session::MemoryStore::new())
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    async fn sign_in_nul(handle: SessionHandle) -> StatusCode {
+        match handle.sign_in("a\0b", SignInOptions::new()).await {
+            Err(SessionError::InvalidUserId) => StatusCode::BAD_REQUEST,
+            Ok(_) => StatusCode::OK,
+            Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+    let app = Router::new()
+        .route("/sign-in", routing::post(sign_in_nul))
+        .layer(manager.layer());
+    let reply = send(&app, post("/sign-in", None)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    assert!(reply.set_cookies().is_empty());
+}
