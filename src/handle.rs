@@ -205,7 +205,9 @@ impl SessionHandle {
         options: SignInOptions,
     ) -> Result<Session, SessionError> {
         let user_id = user_id.into();
-        if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
+        // NUL is refused too: PostgreSQL cannot store it, and bad input must not turn
+        // into a store error (a 503).
+        if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN || user_id.contains('\0') {
             return Err(SessionError::InvalidUserId);
         }
         let manager = &self.shared.manager.inner;
