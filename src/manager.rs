@@ -254,7 +254,7 @@ impl ManagerInner {
         covered: &[String],
     ) -> Result<(), SessionError> {
         for stored in &sessions {
-            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, ?reason, "session revoked");
+            tracing::info!(session_id = %stored.session.id, user_id = ?stored.session.user_id, ?reason, "session revoked");
         }
         let secondary = self.revoke_in_secondary_after(&sessions, covered).await;
         for stored in sessions {
