@@ -555,8 +555,9 @@ mod tests {
                     }
                 }
                 // Only a session that cannot fit three cookies may go uncached: with the
-                // default names and attributes that is about 8.7 KB of app fields.
-                None => prop_assert!(size > 8_600, "{} bytes not cached", size),
+                // default names and attributes that is about 8.5 KB of app fields (a little
+                // less encrypted: nonce and tag outweigh the MAC); 8 KB always fits.
+                None => prop_assert!(size > 8_000, "{} bytes not cached (encrypted: {})", size, encrypted),
             }
         }
     }
