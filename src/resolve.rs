@@ -165,7 +165,14 @@ type GateEntry = (Instant, Arc<OnceCell<RefreshOutcome>>);
 /// generation waits for, and shares, the one write.
 #[derive(Debug, Default)]
 pub(crate) struct RefreshGate {
-    cells: Mutex<HashMap<(TokenHash, u64), GateEntry>>,
+    cells: Mutex<GateCells>,
+}
+
+#[derive(Debug, Default)]
+struct GateCells {
+    entries: HashMap<(TokenHash, u64), GateEntry>,
+    /// The size at which the next sweep runs (at least [`GATE_SWEEP_AT`]).
+    sweep_at: usize,
 }
 
 /// How long a finished refresh stays in the gate, so a request that read the old
@@ -177,16 +184,50 @@ const GATE_SWEEP_AT: usize = 1024;
 impl RefreshGate {
     fn cell(&self, hash: TokenHash, generation: u64) -> Arc<OnceCell<RefreshOutcome>> {
         let mut cells = self.cells.lock().unwrap_or_else(|e| e.into_inner());
-        if cells.len() >= GATE_SWEEP_AT {
+        if cells.entries.len() >= cells.sweep_at.max(GATE_SWEEP_AT) {
             let now = Instant::now();
-            cells.retain(|_, (at, cell)| {
+            cells.entries.retain(|_, (at, cell)| {
                 !cell.initialized() || now.duration_since(*at) < GATE_RETENTION
             });
+            // While more than GATE_SWEEP_AT entries are younger than the retention (a
+            // sustained 35 refreshes/s, or update_age = 0 under load), sweeping on every
+            // call would scan the whole map under this lock on every refresh. Waiting until
+            // the map has doubled makes each sweep pay for the inserts since the last one.
+            cells.sweep_at = cells.entries.len() * 2;
         }
         cells
+            .entries
             .entry((hash, generation))
             .or_insert_with(|| (Instant::now(), Arc::new(OnceCell::new())))
             .1
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gate_sweeps_only_after_the_map_doubles() {
+        let gate = RefreshGate::default();
+        let hash = TokenHash([7; 32]);
+        for generation in 0..GATE_SWEEP_AT as u64 {
+            gate.cell(hash, generation);
+        }
+        // Every entry is younger than the retention, so the sweep keeps them all and the
+        // next one waits for twice as many.
+        gate.cell(hash, u64::MAX);
+        let cells = gate.cells.lock().unwrap();
+        assert_eq!(cells.entries.len(), GATE_SWEEP_AT + 1);
+        assert_eq!(cells.sweep_at, 2 * GATE_SWEEP_AT);
+    }
+
+    #[test]
+    fn requests_that_read_one_generation_share_one_cell() {
+        let gate = RefreshGate::default();
+        let hash = TokenHash([7; 32]);
+        assert!(Arc::ptr_eq(&gate.cell(hash, 3), &gate.cell(hash, 3)));
+        assert!(!Arc::ptr_eq(&gate.cell(hash, 3), &gate.cell(hash, 4)));
     }
 }
