@@ -1,1 +1,447 @@
-fn main() {}
+//! The demo server: tower-auth-session in a small axum app.
+//!
+//! ```text
+//! cargo run --example server
+//! ```
+//!
+//! Configuration and routes follow `DEMO_SERVER.md` (see the README): `PORT`,
+//! `DATABASE_URL` (`sqlite:<path>` — the default, `memory`), `SESSION_SECRET`, the
+//! `SESSION_*` lifetimes, `SESSION_COOKIE_SECURE`, `SESSION_TRUSTED_ORIGINS`,
+//! `SESSION_TRUSTED_PROXIES`. Sign-in trusts the user id it is given: a real app checks a
+//! password or an OAuth callback first.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use tower_auth_session::store::SqliteStore;
+use tower_auth_session::{
+    ConfigError, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
+    SessionManager, SessionStore, SignInOptions,
+};
+
+/// Everything read from the environment, checked before anything starts.
+struct Config {
+    port: u16,
+    database_url: String,
+    secret: Option<String>,
+    expires_in: u64,
+    update_age: u64,
+    max_lifetime: Option<u64>,
+    fresh_age: u64,
+    cookie_secure: bool,
+    /// `None`: the server's own `http://localhost:$PORT` and `http://127.0.0.1:$PORT`,
+    /// filled in once the port is bound (`PORT=0` picks one).
+    trusted_origins: Option<Vec<String>>,
+    trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn seconds(name: &str, default: Option<u64>) -> Result<Option<u64>, String> {
+    match env(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| format!("{name} must be a whole number of seconds, got {v:?}")),
+    }
+}
+
+impl Config {
+    fn from_env() -> Result<Self, String> {
+        let port = match env("PORT") {
+            None => 3000,
+            Some(v) => v
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| format!("PORT must be a port number, got {v:?}"))?,
+        };
+        let storage = env("SESSION_STORAGE").unwrap_or_else(|| "database".into());
+        let redis_url = env("REDIS_URL");
+        match storage.as_str() {
+            "database" => {}
+            "secondary-only" if redis_url.is_none() => {
+                return Err("SESSION_STORAGE=secondary-only needs REDIS_URL".into());
+            }
+            "secondary-only" => {}
+            other => {
+                return Err(format!(
+                    "SESSION_STORAGE must be `database` or `secondary-only`, got {other:?}"
+                ));
+            }
+        }
+        if redis_url.is_some() || storage != "database" {
+            eprintln!(
+                "warning: REDIS_URL and SESSION_STORAGE are accepted but not used yet by this build; sessions live in DATABASE_URL"
+            );
+        }
+        seconds("SESSION_COOKIE_CACHE_MAX_AGE", Some(300))?;
+        let secret = env("SESSION_SECRET");
+        if let Some(s) = &secret {
+            if s.len() < 32 {
+                return Err(format!(
+                    "SESSION_SECRET must be at least 32 bytes, got {}",
+                    s.len()
+                ));
+            }
+        }
+        let cookie_secure = match env("SESSION_COOKIE_SECURE").as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(format!(
+                    "SESSION_COOKIE_SECURE must be `true` or `false`, got {other:?}"
+                ));
+            }
+        };
+        let trusted_origins = env("SESSION_TRUSTED_ORIGINS").map(|list| {
+            list.split(',')
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect()
+        });
+        let trusted_proxies = match env("SESSION_TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| format!("SESSION_TRUSTED_PROXIES: {p:?} is not a CIDR"))
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(Self {
+            port,
+            database_url: env("DATABASE_URL")
+                .unwrap_or_else(|| "sqlite:tower-auth-session-demo.db".into()),
+            secret,
+            expires_in: seconds("SESSION_EXPIRES_IN", Some(604_800))?.unwrap_or(604_800),
+            update_age: seconds("SESSION_UPDATE_AGE", Some(86_400))?.unwrap_or(86_400),
+            max_lifetime: seconds("SESSION_MAX_LIFETIME", None)?,
+            fresh_age: seconds("SESSION_FRESH_AGE", Some(86_400))?.unwrap_or(86_400),
+            cookie_secure,
+            trusted_origins,
+            trusted_proxies,
+        })
+    }
+}
+
+async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
+    if url == "memory" {
+        return Ok(Arc::new(MemoryStore::new()));
+    }
+    if url.starts_with("sqlite:") {
+        let store = SqliteStore::connect(url)
+            .await
+            .map_err(|e| format!("DATABASE_URL {url:?}: {e}"))?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        #[cfg(feature = "postgres")]
+        {
+            let store = tower_auth_session::store::PostgresStore::connect(url)
+                .await
+                .map_err(|e| format!("DATABASE_URL (PostgreSQL): {e}"))?;
+            return Ok(Arc::new(store));
+        }
+        #[cfg(not(feature = "postgres"))]
+        return Err(
+            "DATABASE_URL is a PostgreSQL URL: run the example with `--features postgres`".into(),
+        );
+    }
+    Err(format!(
+        "DATABASE_URL must be `sqlite:<path>`, `postgres://…` or `memory`, got {url:?}"
+    ))
+}
+
+async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, String> {
+    let store = open_store(&config.database_url).await?;
+    let secret = match &config.secret {
+        Some(s) => s.as_bytes().to_vec(),
+        None => {
+            eprintln!(
+                "warning: SESSION_SECRET is not set; using a random secret, so sessions will not survive a restart"
+            );
+            let mut bytes = vec![0u8; 32];
+            getrandom::fill(&mut bytes).map_err(|e| format!("random secret: {e}"))?;
+            bytes
+        }
+    };
+    let mut builder = SessionManager::builder(store)
+        .secret(secret)
+        .expires_in(Duration::from_secs(config.expires_in))
+        .update_age(Duration::from_secs(config.update_age))
+        .fresh_age(Duration::from_secs(config.fresh_age))
+        .secure(config.cookie_secure)
+        .trusted_proxies(config.trusted_proxies.clone())
+        .trusted_origins(config.trusted_origins.clone().unwrap_or_else(|| {
+            vec![
+                format!("http://localhost:{port}"),
+                format!("http://127.0.0.1:{port}"),
+            ]
+        }));
+    if let Some(max) = config.max_lifetime {
+        builder = builder.max_lifetime(Duration::from_secs(max));
+    }
+    builder.build().map_err(|e| match e {
+        ConfigError::Invalid {
+            option: "trusted_origins",
+            ..
+        } => format!("SESSION_TRUSTED_ORIGINS: {e}"),
+        e => e.to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SignInBody {
+    user_id: Option<String>,
+    remember_me: Option<bool>,
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+async fn sign_in(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+    body: Result<Json<SignInBody>, JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return error(StatusCode::BAD_REQUEST, "expected a JSON body with userId");
+    };
+    let Some(user_id) = body.user_id.filter(|u| !u.trim().is_empty()) else {
+        return error(StatusCode::BAD_REQUEST, "userId is required");
+    };
+    let options = SignInOptions::new().remember_me(body.remember_me.unwrap_or(true));
+    match handle.sign_in(user_id, options).await {
+        Ok(session) => Json(json!({ "session": session })).into_response(),
+        Err(tower_auth_session::SessionError::InvalidUserId) => {
+            error(StatusCode::BAD_REQUEST, "userId must be 1-255 bytes")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sign-in failed");
+            error(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
+        }
+    }
+}
+
+async fn me(CurrentSession(session): CurrentSession) -> Json<serde_json::Value> {
+    Json(json!({ "userId": session.user_id, "sessionId": session.id }))
+}
+
+/// `/`: who is signed in, their devices (with a revoke button each), revoke others, sign
+/// out; or the sign-in form. Rendered on the server; the few lines of script only POST to
+/// `/api/auth/*` and reload.
+async fn device_page(handle: SessionHandle) -> Response {
+    let body = match handle.current() {
+        Some(current) => match handle.list().await {
+            Ok(sessions) => signed_in_page(&current, &sessions),
+            Err(e) => {
+                tracing::error!(error = %e, "could not list sessions");
+                UNAVAILABLE_SECTION.to_owned()
+            }
+        },
+        None if handle.is_unavailable() => UNAVAILABLE_SECTION.to_owned(),
+        None => SIGN_IN_SECTION.to_owned(),
+    };
+    let page = format!(
+        "<!doctype html><html lang=en><meta charset=utf-8>\
+         <meta name=viewport content=\"width=device-width,initial-scale=1\">\
+         <title>tower-auth-session demo</title><style>{PAGE_STYLE}</style>\
+         <h1>tower-auth-session demo</h1>{body}<script>{PAGE_SCRIPT}</script></html>"
+    );
+    // The page lists a user's devices: no cache may keep it.
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Html(page),
+    )
+        .into_response()
+}
+
+const PAGE_STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0 1rem}\
+table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd}\
+tr.current{background:#eef6ee}.tag{font-size:.8em;background:#2d7d2d;color:#fff;border-radius:.3em;padding:.05em .4em}\
+.muted{color:#666}button{cursor:pointer}#error{color:#b00}";
+
+// One helper: POST to an auth endpoint, then show the error or reload.
+const PAGE_SCRIPT: &str = "async function call(path,body){\
+const r=await fetch('/api/auth/'+path,{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify(body||{})});\
+if(r.ok){location.reload()}else{document.getElementById('error').textContent=path+': '+r.status+' '+await r.text()}}";
+
+const SIGN_IN_SECTION: &str = "<p>Not signed in.</p>\
+<form onsubmit=\"event.preventDefault();call('sign-in',{userId:this.user.value,rememberMe:this.remember.checked})\">\
+<input name=user placeholder=\"user id\" required autofocus> \
+<label><input type=checkbox name=remember checked> remember me</label> \
+<button>Sign in</button></form><p id=error></p>";
+
+const UNAVAILABLE_SECTION: &str =
+    "<p id=error>The session store is unavailable; you are not signed out. Try again shortly.</p>";
+
+fn signed_in_page(current: &Session, sessions: &[Session]) -> String {
+    let rows: String = sessions
+        .iter()
+        .map(|session| {
+            let is_current = session.id == current.id;
+            let action = if is_current {
+                "<span class=tag>this device</span>".to_owned()
+            } else {
+                // The id goes through a data attribute, never into script text.
+                format!(
+                    "<button data-id=\"{}\" onclick=\"call('revoke-session',{{id:this.dataset.id}})\">Revoke</button>",
+                    html_escape(&session.id)
+                )
+            };
+            format!(
+                "<tr{}><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
+                if is_current { " class=current" } else { "" },
+                html_escape(session.user_agent.as_deref().unwrap_or("")),
+                html_escape(&describe_device(session.user_agent.as_deref())),
+                html_escape(session.ip_address.as_deref().unwrap_or("unknown")),
+                when(session.last_seen_at),
+                when(session.created_at),
+            )
+        })
+        .collect();
+    format!(
+        "<p>Signed in as <strong>{user}</strong>. \
+         <button onclick=\"call('sign-out')\">Sign out</button></p>\
+         <h2>Your sessions</h2>\
+         <table><thead><tr><th>Device</th><th>IP address</th><th>Last seen</th><th>Signed in</th><th></th></tr></thead>\
+         <tbody>{rows}</tbody></table>\
+         <p><button onclick=\"call('revoke-other-sessions')\">Sign out all other devices</button> \
+         <button onclick=\"call('revoke-sessions')\">Sign out everywhere</button></p>\
+         <p class=muted>Last seen is updated at most once per update age (a day by default).</p>\
+         <p id=error></p>",
+        user = html_escape(&current.user_id),
+    )
+}
+
+fn when(time: chrono::DateTime<chrono::Utc>) -> String {
+    time.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// "Firefox on Linux" from a user agent: enough to tell one's devices apart.
+fn describe_device(user_agent: Option<&str>) -> String {
+    let Some(ua) = user_agent.filter(|ua| !ua.is_empty()) else {
+        return "Unknown device".to_owned();
+    };
+    // Order matters: Edge and Chrome also say "Safari", Edge also says "Chrome".
+    let browser = [
+        ("Edg/", "Edge"),
+        ("Firefox/", "Firefox"),
+        ("Chrome/", "Chrome"),
+        ("Safari/", "Safari"),
+        ("curl/", "curl"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    let os = [
+        ("iPhone", "iPhone"),
+        ("iPad", "iPad"),
+        ("Android", "Android"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(needle, _)| ua.contains(needle))
+    .map(|(_, name)| *name);
+    match (browser, os) {
+        (Some(browser), Some(os)) => format!("{browser} on {os}"),
+        (Some(name), None) | (None, Some(name)) => name.to_owned(),
+        (None, None) => ua.chars().take(40).collect(),
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+async fn no_store(request: axum::extract::Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn app(manager: &SessionManager) -> Router {
+    // The crate's endpoints (get-session, list-sessions, revoke-*, sign-out) plus the
+    // app's own sign-in; every POST goes through the cross-site guard.
+    let auth = manager
+        .router()
+        .route("/sign-in", post(sign_in))
+        .layer(middleware::from_fn(no_store));
+    let with_session = Router::new()
+        .nest("/api/auth", auth)
+        .route("/api/me", get(me))
+        .route("/", get(device_page))
+        .layer(manager.layer());
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(with_session)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
+    let config = Config::from_env()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], config.port));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    let manager = build_manager(&config, local.port()).await?;
+    // Sessions of users who never come back are deleted hourly; the task stops with the
+    // server (it is aborted when `_cleanup` is dropped at the end of `run`).
+    let _cleanup = manager.spawn_cleanup(Duration::from_secs(3600));
+    let app = app(&manager);
+    println!("listening on http://{local}");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| e.to_string())
+}

@@ -2,6 +2,8 @@
 
 use chrono::Duration;
 
+use crate::origin::TrustedOrigins;
+
 /// `SameSite` attribute of the session cookies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SameSite {
@@ -36,6 +38,9 @@ pub(crate) struct SessionConfig {
     pub(crate) cookie_secure: bool,
     pub(crate) cookie_domain: Option<String>,
     pub(crate) same_site: SameSite,
+    /// Sign-in revokes the user's oldest sessions past this many live ones.
+    pub(crate) max_sessions_per_user: Option<usize>,
+    pub(crate) trusted_origins: TrustedOrigins,
 }
 
 impl Default for SessionConfig {
@@ -51,6 +56,8 @@ impl Default for SessionConfig {
             cookie_secure: true,
             cookie_domain: None,
             same_site: SameSite::Lax,
+            max_sessions_per_user: None,
+            trusted_origins: TrustedOrigins::default(),
         }
     }
 }

@@ -112,7 +112,12 @@ pub(crate) fn set_cookie(
     out.push_str("; Path=/");
     match lifetime {
         Lifetime::MaxAge(age) => {
-            let secs = age.clamp(Duration::zero(), MAX_COOKIE_AGE).num_seconds();
+            // Round up: the few milliseconds between computing the expiry and writing the
+            // response must not turn a 7-day session into a 604799-second cookie.
+            let millis = age
+                .clamp(Duration::zero(), MAX_COOKIE_AGE)
+                .num_milliseconds();
+            let secs = (millis + 999) / 1000;
             out.push_str("; Max-Age=");
             out.push_str(&secs.to_string());
         }
@@ -240,5 +245,28 @@ mod tests {
         scrub_set_cookies(&mut h, &["n"]);
         let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(left, vec![HeaderValue::from_static("other=1")]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_cookie_headers_never_panic(
+            headers_bytes in proptest::collection::vec(
+                proptest::collection::vec(proptest::num::u8::ANY, 0..300), 0..4)
+        ) {
+            let mut map = HeaderMap::new();
+            for bytes in &headers_bytes {
+                if let Ok(value) = HeaderValue::from_bytes(bytes) {
+                    map.append(header::COOKIE, value);
+                }
+            }
+            let _ = find_cookie(&map, "tas.session_token");
+            let ring = crate::token::KeyRing::from_secret([3u8; 32]).unwrap();
+            if let CookieLookup::One(value) = find_cookie(&map, "n") {
+                let _ = ring.verify_token("n", value);
+            }
+            for bytes in &headers_bytes {
+                let _ = ring.verify_token("n", bytes);
+            }
+        }
     }
 }

@@ -25,6 +25,10 @@ pub enum SessionRejection {
     Unauthenticated,
     /// A store was down: 503.
     Unavailable,
+    /// The session is live but not fresh enough for a sensitive action: 403.
+    NotFresh,
+    /// A state-changing request from a site that is not trusted: 403.
+    CrossSite,
     /// The `SessionLayer` is not installed in front of this handler: 500.
     MissingLayer,
 }
@@ -34,6 +38,8 @@ impl IntoResponse for SessionRejection {
         let (status, error) = match self {
             Self::Unauthenticated => (StatusCode::UNAUTHORIZED, "unauthenticated"),
             Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "session_store_unavailable"),
+            Self::NotFresh => (StatusCode::FORBIDDEN, "session_not_fresh"),
+            Self::CrossSite => (StatusCode::FORBIDDEN, "cross_site_request"),
             Self::MissingLayer => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "SessionHandle not found in request extensions: add SessionManager::layer() around this route",

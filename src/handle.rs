@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use crate::client::ClientFacts;
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::SessionError;
+use crate::events::{RevokeReason, SessionEvent};
 use crate::manager::SessionManager;
 use crate::request_token::TokenSource;
 use crate::resolve::Rejection;
@@ -210,7 +211,7 @@ impl SessionHandle {
         let manager = &self.shared.manager.inner;
         let previous = self.state().token.as_ref().map(|(_, hash)| *hash);
         if let Some(hash) = previous {
-            manager.revoke_hash(&hash).await?;
+            manager.revoke_hash(&hash, RevokeReason::Replaced).await?;
             let mut state = self.state();
             state.token = None;
             state.session = None;
@@ -245,6 +246,10 @@ impl SessionHandle {
         let hash = token.hash();
         manager.store.create(&hash, &session).await?;
         tracing::info!(session_id = %session.id, user_id = %session.user_id, "session created");
+        manager.enforce_session_limit(&hash, &session).await?;
+        manager.events.emit(|| SessionEvent::Created {
+            session: session.clone(),
+        });
 
         let signed = manager
             .keys
@@ -269,7 +274,11 @@ impl SessionHandle {
     pub async fn sign_out(&self) -> Result<(), SessionError> {
         let hash = self.state().token.as_ref().map(|(_, hash)| *hash);
         if let Some(hash) = hash {
-            self.shared.manager.inner.revoke_hash(&hash).await?;
+            self.shared
+                .manager
+                .inner
+                .revoke_hash(&hash, RevokeReason::SignOut)
+                .await?;
         }
         let mut state = self.state();
         state.token = None;

@@ -44,7 +44,7 @@
 //! # Feature flags
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `axum` | yes | extractors ([`CurrentSession`], [`SessionHandle`]) |
+//! | `axum` | yes | extractors ([`CurrentSession`], [`FreshSession`], [`CrossSiteGuard`], [`SessionHandle`]) and the endpoints ([`SessionManager::router`]) |
 //! | `sqlite` | yes | `SqliteStore` (sqlx) |
 //! | `postgres` | no | `PostgresStore` (sqlx) |
 //! | `redis` | no | Redis as secondary storage |
@@ -53,36 +53,55 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
 
+mod cleanup;
 mod client;
 mod clock;
 mod config;
 mod cookies;
 mod error;
+mod events;
 #[cfg(feature = "axum")]
 mod extract;
+mod fresh;
 mod future;
 mod handle;
 mod layer;
+mod limits;
 mod manager;
+mod origin;
 mod request_token;
 mod resolve;
+#[cfg(feature = "axum")]
+mod routes;
+mod self_service;
 mod service;
 mod session;
 pub mod store;
 mod token;
 
+pub use cleanup::CleanupTask;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::SameSite;
 pub use error::{ConfigError, SessionError, StoreError};
+pub use events::{RevokeReason, SessionEvent};
 #[cfg(feature = "axum")]
 pub use extract::{CurrentSession, SessionRejection};
+#[cfg(feature = "axum")]
+pub use fresh::FreshSession;
 pub use future::ResponseFuture;
 pub use handle::{SET_AUTH_TOKEN, SessionHandle, SignInOptions};
 pub use layer::SessionLayer;
 pub use manager::{SessionManager, SessionManagerBuilder};
+#[cfg(feature = "axum")]
+pub use origin::CrossSiteGuard;
 pub use request_token::TokenSource;
 pub use resolve::Rejection;
 pub use service::SessionService;
 pub use session::Session;
 pub use store::{MemoryStore, SessionStore};
 pub use token::{Key, KeyRing, Token, TokenError, TokenHash};
+
+/// Compiles the README's code blocks as doctests, so the quick start cannot drift.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

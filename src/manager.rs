@@ -12,7 +12,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{SameSite, SessionConfig};
 use crate::cookies::CookieNames;
 use crate::error::{ConfigError, SessionError, StoreError};
+use crate::events::{DEFAULT_EVENT_CAPACITY, EventBus, RevokeReason, SessionEvent};
 use crate::layer::SessionLayer;
+use crate::origin::TrustedOrigins;
 use crate::request_token::{PresentedToken, presented_token};
 use crate::resolve::{RefreshGate, Resolved};
 use crate::session::Session;
@@ -46,6 +48,7 @@ pub(crate) struct ManagerInner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tracking: ClientTracking,
     pub(crate) refresh_gate: RefreshGate,
+    pub(crate) events: EventBus,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -66,6 +69,7 @@ impl SessionManager {
             config: SessionConfig::default(),
             clock: Arc::new(SystemClock),
             tracking: ClientTracking::default(),
+            event_capacity: DEFAULT_EVENT_CAPACITY,
             errors: Vec::new(),
         }
     }
@@ -100,7 +104,9 @@ impl SessionManager {
         match self.inner.store.find(&hash).await? {
             Some(session) if !session.is_expired(now) => Ok(Some(session)),
             Some(_) => {
-                self.inner.store.delete(&hash).await?;
+                if let Some(session) = self.inner.store.delete(&hash).await? {
+                    self.inner.events.emit(|| SessionEvent::Expired { session });
+                }
                 Ok(None)
             }
             None => Ok(None),
@@ -126,7 +132,8 @@ impl SessionManager {
     pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
         let removed = self.inner.store.delete_by_id(session_id, None).await?;
         let existed = removed.is_some();
-        self.inner.revoked(removed.into_iter().collect());
+        self.inner
+            .revoked(removed.into_iter().collect(), RevokeReason::ByAdmin);
         Ok(existed)
     }
 
@@ -135,7 +142,7 @@ impl SessionManager {
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, SessionError> {
         let removed = self.inner.store.delete_by_user(user_id, None).await?;
         let count = removed.len();
-        self.inner.revoked(removed);
+        self.inner.revoked(removed, RevokeReason::ByAdmin);
         Ok(count)
     }
 
@@ -151,7 +158,7 @@ impl SessionManager {
             .delete_by_user(user_id, Some(keep_session_id))
             .await?;
         let count = removed.len();
-        self.inner.revoked(removed);
+        self.inner.revoked(removed, RevokeReason::ByAdmin);
         Ok(count)
     }
 
@@ -163,17 +170,30 @@ impl SessionManager {
             let deleted = self.inner.store.delete_expired(now, 1000).await?;
             total += deleted;
             if deleted < 1000 {
+                if total > 0 {
+                    self.inner
+                        .events
+                        .emit(|| SessionEvent::ExpiredSwept { count: total });
+                }
                 return Ok(total);
             }
+            // Let other tasks at the store between batches.
+            tokio::task::yield_now().await;
         }
     }
 }
 
 impl ManagerInner {
     /// Everything that must happen after sessions were deleted from the source of truth.
-    pub(crate) fn revoked(&self, sessions: Vec<StoredSession>) {
+    pub(crate) fn revoked(&self, sessions: Vec<StoredSession>, reason: RevokeReason) {
         for stored in &sessions {
-            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, "session revoked");
+            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, ?reason, "session revoked");
+        }
+        for stored in sessions {
+            self.events.emit(|| SessionEvent::Revoked {
+                session: stored.session,
+                reason,
+            });
         }
     }
 
@@ -181,13 +201,17 @@ impl ManagerInner {
     pub(crate) async fn revoke_hash(
         &self,
         hash: &crate::token::TokenHash,
+        reason: RevokeReason,
     ) -> Result<Option<Session>, StoreError> {
         let removed = self.store.delete(hash).await?;
         if let Some(session) = &removed {
-            self.revoked(vec![StoredSession {
-                token_hash: *hash,
-                session: session.clone(),
-            }]);
+            self.revoked(
+                vec![StoredSession {
+                    token_hash: *hash,
+                    session: session.clone(),
+                }],
+                reason,
+            );
         }
         Ok(removed)
     }
@@ -201,6 +225,7 @@ pub struct SessionManagerBuilder {
     config: SessionConfig,
     clock: Arc<dyn Clock>,
     tracking: ClientTracking,
+    event_capacity: usize,
     errors: Vec<ConfigError>,
 }
 
@@ -335,6 +360,70 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Caps how many live sessions one user may have: a sign-in that goes over revokes
+    /// that user's oldest sessions (default: no cap).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// // At most three devices per user; the fourth sign-in ends the oldest.
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .max_sessions_per_user(3)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.config.max_sessions_per_user = Some(max);
+        self
+    }
+
+    /// Origins (`scheme://host[:port]`) allowed to make state-changing requests to the
+    /// session endpoints (see [`SessionManager::is_cross_site`]). Default: none, which
+    /// allows only same-origin requests (an `Origin` that matches the `Host` header).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .trusted_origins(["https://app.example.com", "http://localhost:3000"])
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    ///
+    /// # Warning
+    /// Every origin listed here can act on a signed-in user's behalf with the user's
+    /// cookies. List only your own front ends, never a wildcard.
+    pub fn trusted_origins<I, S>(self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let origins = TrustedOrigins::parse(origins);
+        self.record(origins, |b, origins| b.config.trusted_origins = origins)
+    }
+
+    /// How many lifecycle events a [`subscribe`](SessionManager::subscribe)r may fall
+    /// behind before it misses some (default 1024).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .event_capacity(16 * 1024)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
     /// Checks the configuration and builds the manager.
     pub fn build(mut self) -> Result<SessionManager, ConfigError> {
         if let Some(error) = self.errors.drain(..).next() {
@@ -374,6 +463,12 @@ impl SessionManagerBuilder {
                 return invalid("cookie_domain", "must be a host name");
             }
         }
+        if config.max_sessions_per_user == Some(0) {
+            return invalid("max_sessions_per_user", "must be at least 1");
+        }
+        if self.event_capacity == 0 {
+            return invalid("event_capacity", "must be at least 1");
+        }
         if config.same_site == SameSite::None && !config.cookie_secure {
             return invalid("same_site", "SameSite=None requires Secure");
         }
@@ -387,6 +482,7 @@ impl SessionManagerBuilder {
                 clock: self.clock,
                 tracking: self.tracking,
                 refresh_gate: RefreshGate::default(),
+                events: EventBus::new(self.event_capacity),
             }),
         })
     }

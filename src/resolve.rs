@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
 use crate::client::ClientFacts;
+use crate::events::SessionEvent;
 use crate::manager::ManagerInner;
 use crate::session::Session;
 use crate::token::TokenHash;
@@ -70,7 +71,8 @@ impl ManagerInner {
     async fn delete_expired_session(&self, hash: &TokenHash) {
         match self.store.delete(hash).await {
             Ok(Some(session)) => {
-                tracing::debug!(session_id = %session.id, "deleted expired session")
+                tracing::debug!(session_id = %session.id, "deleted expired session");
+                self.events.emit(|| SessionEvent::Expired { session });
             }
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "could not delete an expired session"),
@@ -114,7 +116,12 @@ impl ManagerInner {
                 }
                 updated.generation = read_generation + 1;
                 match self.store.update(&hash, read_generation, &updated, None).await {
-                    Ok(true) => RefreshOutcome::Refreshed(updated),
+                    Ok(true) => {
+                        self.events.emit(|| SessionEvent::Refreshed {
+                            session: updated.clone(),
+                        });
+                        RefreshOutcome::Refreshed(updated)
+                    }
                     Ok(false) => RefreshOutcome::Lost,
                     Err(error) => {
                         tracing::warn!(%error, "session refresh write failed; serving the session unrefreshed");

@@ -48,6 +48,37 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new remembered session for `user_id`, created at `now` and expiring at
+    /// `expires_at`, with a fresh random id, generation 0 and no app fields.
+    ///
+    /// The layer builds sessions itself at sign-in; this is for store implementations and
+    /// their tests (the struct is `#[non_exhaustive]`).
+    ///
+    /// ```
+    /// use chrono::{Duration, Utc};
+    /// use tower_auth_session::Session;
+    /// let now = Utc::now();
+    /// let session = Session::new("alice", now, now + Duration::days(7));
+    /// assert_eq!(session.user_id, "alice");
+    /// assert!(!session.is_expired(now));
+    /// ```
+    pub fn new(user_id: impl Into<String>, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Self {
+        Self {
+            id: crate::token::random_id(),
+            user_id: user_id.into(),
+            expires_at,
+            created_at: now,
+            updated_at: now,
+            authenticated_at: now,
+            last_seen_at: now,
+            ip_address: None,
+            user_agent: None,
+            remember: true,
+            generation: 0,
+            fields: Map::new(),
+        }
+    }
+
     /// Reads the app-defined fields as a typed value.
     ///
     /// ```

@@ -400,6 +400,51 @@ async fn anonymous_requests_touch_no_store_and_set_no_cookie(kind: StoreKind) {
     assert_eq!(counts.total(), 0);
 }
 
+async fn app_fields_round_trip_typed_through_the_store(kind: StoreKind) {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Login {
+        method: String,
+        mfa: bool,
+    }
+    let (store, _dir) = make_store(kind).await;
+    let manager = SessionManager::builder(store)
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    async fn sign_in_with_fields(handle: tower_auth_session::SessionHandle) -> String {
+        let options = tower_auth_session::SignInOptions::new()
+            .fields(&serde_json::json!({"method": "passkey", "mfa": true}))
+            .unwrap();
+        handle.sign_in("alice", options).await.unwrap();
+        String::new()
+    }
+    async fn read_fields(
+        tower_auth_session::CurrentSession(session): tower_auth_session::CurrentSession,
+    ) -> axum::Json<serde_json::Value> {
+        let login: Login = session.fields_as().unwrap();
+        assert_eq!(
+            login,
+            Login {
+                method: "passkey".into(),
+                mfa: true
+            }
+        );
+        axum::Json(serde_json::to_value(&session).unwrap())
+    }
+    let app = axum::Router::new()
+        .route("/sign-in", axum::routing::post(sign_in_with_fields))
+        .route("/fields", axum::routing::get(read_fields))
+        .layer(manager.layer());
+    let reply = send(&app, post("/sign-in", None)).await;
+    let name = manager.session_cookie_name();
+    let cookie = format!("{name}={}", reply.cookie_value(name).unwrap());
+    let reply = send(&app, get("/fields", Some(&cookie))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    // App fields are flattened into the session's JSON, beside the core fields.
+    assert_eq!(reply.json()["method"], "passkey");
+    assert_eq!(reply.json()["userId"], "alice");
+}
+
 store_suite!(
     sign_in_sets_hardened_cookie_that_resolves_the_user,
     insecure_cookies_drop_the_host_prefix,
@@ -414,6 +459,7 @@ store_suite!(
     key_rotation_keeps_old_cookies_until_the_key_is_dropped,
     bearer_token_wins_over_cookie,
     anonymous_requests_touch_no_store_and_set_no_cookie,
+    app_fields_round_trip_typed_through_the_store,
 );
 
 trait NowUtc {

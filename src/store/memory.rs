@@ -105,15 +105,18 @@ impl SessionStore for MemoryStore {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let applied = {
             let mut tables = self.write();
+            let target = new_token_hash.copied().unwrap_or(*token_hash);
             match tables.by_hash.get(token_hash) {
+                // Moving onto another session's hash would silently replace that session.
+                Some(_) if target != *token_hash && tables.by_hash.contains_key(&target) => false,
                 Some(stored) if stored.generation == expected_generation => {
-                    let id = stored.id.clone();
-                    let target = new_token_hash.copied().unwrap_or(*token_hash);
-                    tables.by_hash.remove(token_hash);
                     let mut updated = session.clone();
-                    updated.id = id.clone();
+                    updated.id.clone_from(&stored.id);
+                    updated.user_id.clone_from(&stored.user_id);
+                    updated.created_at = stored.created_at;
+                    tables.by_hash.remove(token_hash);
+                    tables.hash_by_id.insert(updated.id.clone(), target);
                     tables.by_hash.insert(target, updated);
-                    tables.hash_by_id.insert(id, target);
                     true
                 }
                 _ => false,

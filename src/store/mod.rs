@@ -21,6 +21,14 @@ mod sqlite;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::SqliteStore;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
+#[cfg(feature = "conformance")]
+#[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
+pub mod conformance;
 
 /// A boxed, `Send` future: the return type of store methods (so stores can be trait objects).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -41,7 +49,8 @@ pub struct StoredSession {
 /// or resurrecting a revoked session: it writes only if the stored `generation` still equals
 /// the one the caller read.
 pub trait SessionStore: Send + Sync + 'static {
-    /// Inserts a new session. The token hash is unique.
+    /// Inserts a new session. The token hash and the session id are each unique: a
+    /// second session with either is an error.
     fn create<'a>(
         &'a self,
         token_hash: &'a TokenHash,
@@ -55,10 +64,12 @@ pub trait SessionStore: Send + Sync + 'static {
         token_hash: &'a TokenHash,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
 
-    /// Replaces the mutable fields of the session stored under `token_hash` with those of
-    /// `session` (including its new `generation`), and moves it to `new_token_hash` when
-    /// given, but only if the stored generation is `expected_generation`. Returns whether
-    /// the write happened; `false` means the session changed or is gone.
+    /// Replaces the mutable fields of the session stored under `token_hash` (all but `id`,
+    /// `user_id` and `created_at`) with those of `session` (including its new
+    /// `generation`), and moves it to `new_token_hash` when given, but only if the stored
+    /// generation is `expected_generation`. Returns whether the write happened; `false`
+    /// means the session changed or is gone. Moving onto a token hash that another session
+    /// has is an error or `false`, and changes neither session.
     fn update<'a>(
         &'a self,
         token_hash: &'a TokenHash,
@@ -96,7 +107,8 @@ pub trait SessionStore: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>>;
 
-    /// Deletes up to `limit` sessions that expired before `now`; returns how many.
+    /// Deletes up to `limit` sessions expired at `now` (`expires_at <= now`, as
+    /// [`Session::is_expired`]); returns how many.
     fn delete_expired(
         &self,
         now: DateTime<Utc>,

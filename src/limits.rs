@@ -1,0 +1,56 @@
+//! The per-user session cap: how many devices one user may keep signed in at once.
+
+use crate::error::StoreError;
+use crate::events::RevokeReason;
+use crate::manager::ManagerInner;
+use crate::session::Session;
+use crate::token::TokenHash;
+
+impl ManagerInner {
+    /// After `new` was created: revokes the user's oldest live sessions past the cap.
+    ///
+    /// Fails closed: if the cap cannot be enforced, the new session is taken back and the
+    /// error returned, so a sign-in never leaves more sessions than the app allows.
+    /// Concurrent sign-ins may each revoke an old session, leaving fewer than the cap,
+    /// never more.
+    pub(crate) async fn enforce_session_limit(
+        &self,
+        new_hash: &TokenHash,
+        new: &Session,
+    ) -> Result<(), StoreError> {
+        let Some(max) = self.config.max_sessions_per_user else {
+            return Ok(());
+        };
+        let mut revoked = Vec::new();
+        let outcome = self.revoke_oldest(new, max, &mut revoked).await;
+        self.revoked(revoked, RevokeReason::SessionLimit);
+        if let Err(error) = outcome {
+            tracing::error!(%error, user_id = %new.user_id, "could not enforce the per-user session limit; taking the new session back");
+            if let Err(error) = self.store.delete(new_hash).await {
+                tracing::warn!(%error, session_id = %new.id, "could not take back a new session (it has no cookie and will expire)");
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn revoke_oldest(
+        &self,
+        new: &Session,
+        max: usize,
+        revoked: &mut Vec<crate::store::StoredSession>,
+    ) -> Result<(), StoreError> {
+        let live = self
+            .store
+            .list_by_user(&new.user_id, self.clock.now())
+            .await?;
+        let excess = live.len().saturating_sub(max);
+        // `list_by_user` is oldest first; the new session is never the one to go.
+        for old in live.iter().filter(|s| s.id != new.id).take(excess) {
+            if let Some(stored) = self.store.delete_by_id(&old.id, Some(&new.user_id)).await? {
+                revoked.push(stored);
+            }
+        }
+        Ok(())
+    }
+}

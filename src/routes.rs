@@ -1,0 +1,209 @@
+//! The session endpoints (feature `axum`): get the session, list the user's devices,
+//! revoke one, the others or all, sign out.
+//!
+//! They are a plain axum [`Router`] that the app nests where it likes (the demo uses
+//! `/api/auth`) inside [`SessionManager::layer`]; they read everything from the
+//! [`SessionHandle`] the layer puts in each request. Every response says
+//! `Cache-Control: no-store`, no body ever contains a token, and every POST passes the
+//! cross-site guard ([`CrossSiteGuard`]) before anything else happens.
+
+use axum::body::Bytes;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use http::{HeaderValue, StatusCode, header};
+use serde_json::{Value, json};
+
+use crate::error::SessionError;
+use crate::extract::SessionRejection;
+use crate::handle::SessionHandle;
+use crate::manager::SessionManager;
+use crate::origin::CrossSiteGuard;
+use crate::session::Session;
+
+/// Longest session id accepted in a revoke body; ours are 22 characters.
+const MAX_SESSION_ID_LEN: usize = 128;
+
+impl SessionManager {
+    /// The session endpoints, to nest inside an app that runs [`layer`](Self::layer):
+    ///
+    /// | route | answer |
+    /// |---|---|
+    /// | `GET /get-session` | 200 `{"session": {…}}`, or 200 `null` without a valid session |
+    /// | `GET /list-sessions` | 200 `[{…session, "current": bool}, …]`: the caller's live sessions; 401 without a session |
+    /// | `POST /revoke-session` | body `{"id": "…"}`: revokes that session if it is the caller's; 200 `{"status": true}` either way; 401 without a session |
+    /// | `POST /revoke-other-sessions` | revokes the caller's other sessions; 200 `{"status": true}`; 401 without a session |
+    /// | `POST /revoke-sessions` | revokes all the caller's sessions and clears its cookies; 200 `{"status": true}`; 401 without a session |
+    /// | `POST /sign-out` | revokes the current session and clears its cookies; 200 `{"success": true}` |
+    ///
+    /// POSTs refused by the cross-site guard answer 403 `{"error":"cross_site_request"}`
+    /// (configure [`trusted_origins`](crate::SessionManagerBuilder::trusted_origins)); a
+    /// store outage answers 503 and signs nobody out.
+    ///
+    /// ```
+    /// use axum::Router;
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .trusted_origins(["https://app.example.com"])
+    ///     .build()
+    ///     .unwrap();
+    /// let app: Router = Router::new()
+    ///     .nest("/api/auth", manager.router())
+    ///     .layer(manager.layer());
+    /// # let _ = app;
+    /// ```
+    pub fn router<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        Router::new()
+            .route("/get-session", get(get_session))
+            .route("/list-sessions", get(list_sessions))
+            .route("/revoke-session", post(revoke_session))
+            .route("/revoke-other-sessions", post(revoke_other_sessions))
+            .route("/revoke-sessions", post(revoke_sessions))
+            .route("/sign-out", post(sign_out))
+            .layer(axum::middleware::map_response(no_store))
+    }
+}
+
+/// Session answers are personal: no shared cache may keep them, no browser may reuse them.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A handler's failure, as the response it becomes.
+enum Failure {
+    Rejected(SessionRejection),
+    BadRequest(&'static str),
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Rejected(rejection) => rejection.into_response(),
+            Self::BadRequest(error) => {
+                (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response()
+            }
+        }
+    }
+}
+
+impl From<SessionError> for Failure {
+    fn from(error: SessionError) -> Self {
+        match error {
+            SessionError::NoSession => Self::Rejected(SessionRejection::Unauthenticated),
+            error => {
+                tracing::error!(%error, "session endpoint could not reach the store");
+                Self::Rejected(SessionRejection::Unavailable)
+            }
+        }
+    }
+}
+
+/// The caller's session, or 401 (503 when a store was down: that is not a sign-out).
+fn require_session(handle: &SessionHandle) -> Result<Session, Failure> {
+    match handle.current() {
+        Some(session) => Ok(session),
+        None if handle.is_unavailable() => Err(Failure::Rejected(SessionRejection::Unavailable)),
+        None => Err(Failure::Rejected(SessionRejection::Unauthenticated)),
+    }
+}
+
+fn status_true() -> Json<Value> {
+    Json(json!({ "status": true }))
+}
+
+async fn get_session(handle: SessionHandle) -> Result<Json<Value>, Failure> {
+    match handle.current() {
+        Some(session) => Ok(Json(json!({ "session": session }))),
+        None if handle.is_unavailable() => Err(Failure::Rejected(SessionRejection::Unavailable)),
+        None => Ok(Json(Value::Null)),
+    }
+}
+
+async fn list_sessions(handle: SessionHandle) -> Result<Json<Vec<Value>>, Failure> {
+    let current = require_session(&handle)?;
+    let sessions = handle.list().await?;
+    let listed = sessions
+        .into_iter()
+        .map(|session| {
+            let is_current = session.id == current.id;
+            let mut value = serde_json::to_value(session).unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut value {
+                map.insert("current".to_owned(), Value::Bool(is_current));
+            }
+            value
+        })
+        .collect();
+    Ok(Json(listed))
+}
+
+/// The `id` of a `{"id": "…"}` body. Parsed by hand so that any content type works (the
+/// cross-site guard, not the content type, is what stops forged requests) and a bad body
+/// is a 400 with a JSON answer.
+fn session_id_from(body: &[u8]) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    let id = value.get("id")?.as_str()?;
+    (!id.is_empty() && id.len() <= MAX_SESSION_ID_LEN).then(|| id.to_owned())
+}
+
+async fn revoke_session(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+    body: Bytes,
+) -> Result<Json<Value>, Failure> {
+    require_session(&handle)?;
+    let id = session_id_from(&body).ok_or(Failure::BadRequest("invalid_body"))?;
+    // Whether it was ours or existed at all is not the caller's business: same answer.
+    handle.revoke(&id).await?;
+    Ok(status_true())
+}
+
+async fn revoke_other_sessions(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+) -> Result<Json<Value>, Failure> {
+    require_session(&handle)?;
+    handle.revoke_others().await?;
+    Ok(status_true())
+}
+
+async fn revoke_sessions(_: CrossSiteGuard, handle: SessionHandle) -> Result<Json<Value>, Failure> {
+    require_session(&handle)?;
+    handle.revoke_all().await?;
+    Ok(status_true())
+}
+
+async fn sign_out(_: CrossSiteGuard, handle: SessionHandle) -> Result<Json<Value>, Failure> {
+    handle.sign_out().await?;
+    Ok(Json(json!({ "success": true })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_body_needs_a_plausible_id() {
+        assert_eq!(session_id_from(br#"{"id":"abc"}"#).as_deref(), Some("abc"));
+        for bad in [
+            &b""[..],
+            b"null",
+            b"{}",
+            br#"{"id":""}"#,
+            br#"{"id":7}"#,
+            b"\xff\xfe",
+            b"[1,2]",
+        ] {
+            assert_eq!(session_id_from(bad), None, "{bad:?}");
+        }
+        let long = format!(r#"{{"id":"{}"}}"#, "a".repeat(MAX_SESSION_ID_LEN + 1));
+        assert_eq!(session_id_from(long.as_bytes()), None);
+    }
+}

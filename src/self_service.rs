@@ -1,0 +1,255 @@
+//! What a signed-in user can do to their own sessions from inside a request: list their
+//! devices, revoke one, the others or all, prove who they are again, and get a new token.
+//!
+//! Every method acts only on the sessions of the user the request is signed in as, reads
+//! the source of truth (never a cached copy) before it writes, and writes conditionally on
+//! the session's `generation`, so it cannot bring back a session that was revoked while
+//! the request ran. When the request's own session ends, the response clears its cookies;
+//! when its token changes, the response carries the new one.
+
+use crate::error::{SessionError, StoreError};
+use crate::events::{RevokeReason, SessionEvent};
+use crate::handle::{CookieAction, SessionHandle, Status};
+use crate::request_token::TokenSource;
+use crate::resolve::Rejection;
+use crate::session::Session;
+use crate::token::{Token, TokenHash};
+
+/// How often a conditional write is retried when a concurrent request (a refresh) wrote
+/// the session between our read and our write.
+const WRITE_ATTEMPTS: usize = 3;
+
+impl SessionHandle {
+    /// The signed-in session and its token hash; `NoSession` without one, a store error
+    /// when the store was down as the request arrived (that is not a sign-out).
+    fn signed_in(&self) -> Result<(Session, TokenHash), SessionError> {
+        let state = self.state();
+        match (&state.session, &state.token) {
+            (Some(session), Some((_, hash))) => Ok((session.clone(), *hash)),
+            _ if state.status == Status::Unavailable => Err(SessionError::Store(StoreError::new(
+                "the session store was unavailable when the request arrived",
+            ))),
+            _ => Err(SessionError::NoSession),
+        }
+    }
+
+    /// The request's own session is gone: forget it and have the response clear cookies.
+    fn ended_here(&self, rejection: Option<Rejection>) {
+        let mut state = self.state();
+        state.token = None;
+        state.session = None;
+        state.issued = None;
+        state.status = Status::Decided;
+        state.rejection = rejection;
+        state.cookie_action = CookieAction::Clear;
+    }
+
+    /// Reads the session from the source of truth, bypassing anything cached, and updates
+    /// what [`current`](Self::current) returns. `Ok(None)` when the request has no
+    /// session or its session has been revoked or has expired since (its cookies are then
+    /// cleared); an error when the store cannot be reached.
+    ///
+    /// Use it before sensitive actions; [`FreshSession`](crate::FreshSession) does.
+    pub async fn authoritative(&self) -> Result<Option<Session>, SessionError> {
+        let Some(hash) = self.state().token.as_ref().map(|(_, hash)| *hash) else {
+            return Ok(None);
+        };
+        let manager = &self.manager().inner;
+        let found = manager.store.find(&hash).await?;
+        let now = manager.clock.now();
+        match found {
+            Some(session) if !session.is_expired(now) => {
+                let mut state = self.state();
+                state.session = Some(session.clone());
+                state.status = Status::Decided;
+                Ok(Some(session))
+            }
+            found => {
+                let rejection = if found.is_some() {
+                    Rejection::Expired
+                } else {
+                    Rejection::Unknown
+                };
+                if self.token_source() == Some(TokenSource::Cookie) {
+                    self.ended_here(Some(rejection));
+                } else {
+                    let mut state = self.state();
+                    state.token = None;
+                    state.session = None;
+                    state.status = Status::Decided;
+                    state.rejection = Some(rejection);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The signed-in user's live sessions, oldest first (the current one included; compare
+    /// ids with [`current`](Self::current) to mark it).
+    ///
+    /// ```
+    /// use tower_auth_session::{SessionError, SessionHandle};
+    ///
+    /// async fn devices(session: SessionHandle) -> Result<String, SessionError> {
+    ///     let current = session.current().map(|s| s.id);
+    ///     let lines: Vec<String> = session
+    ///         .list()
+    ///         .await?
+    ///         .into_iter()
+    ///         .map(|s| {
+    ///             let marker = if Some(&s.id) == current.as_ref() { "*" } else { " " };
+    ///             format!("{marker} {} {:?}", s.id, s.user_agent)
+    ///         })
+    ///         .collect();
+    ///     Ok(lines.join("\n"))
+    /// }
+    /// # let _ = devices;
+    /// ```
+    pub async fn list(&self) -> Result<Vec<Session>, SessionError> {
+        let (session, _) = self.signed_in()?;
+        let manager = self.manager();
+        manager.list_user_sessions(&session.user_id).await
+    }
+
+    /// Revokes one of the signed-in user's sessions by id; another user's id (or an
+    /// unknown one) changes nothing. Returns whether a session was revoked. Revoking the
+    /// current session signs this request out (its cookies are cleared).
+    pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
+        let (current, _) = self.signed_in()?;
+        let manager = &self.manager().inner;
+        let removed = manager
+            .store
+            .delete_by_id(session_id, Some(&current.user_id))
+            .await?;
+        let Some(removed) = removed else {
+            return Ok(false);
+        };
+        let was_current = removed.session.id == current.id;
+        manager.revoked(vec![removed], RevokeReason::ByUser);
+        if was_current {
+            self.ended_here(None);
+        }
+        Ok(true)
+    }
+
+    /// Revokes every session of the signed-in user except this one (for "sign out my
+    /// other devices"). Returns how many were revoked.
+    pub async fn revoke_others(&self) -> Result<usize, SessionError> {
+        let (current, _) = self.signed_in()?;
+        let manager = &self.manager().inner;
+        let removed = manager
+            .store
+            .delete_by_user(&current.user_id, Some(&current.id))
+            .await?;
+        let count = removed.len();
+        manager.revoked(removed, RevokeReason::ByUser);
+        Ok(count)
+    }
+
+    /// Revokes every session of the signed-in user, this one included, and clears this
+    /// request's cookies. Returns how many were revoked.
+    pub async fn revoke_all(&self) -> Result<usize, SessionError> {
+        let (current, _) = self.signed_in()?;
+        let manager = &self.manager().inner;
+        let removed = manager.store.delete_by_user(&current.user_id, None).await?;
+        let count = removed.len();
+        manager.revoked(removed, RevokeReason::ByUser);
+        self.ended_here(None);
+        Ok(count)
+    }
+
+    /// Records that the user just proved who they are again (the app re-checked the
+    /// password, a second factor, …): `authenticated_at` becomes now, which makes the
+    /// session fresh for [`FreshSession`](crate::FreshSession) again.
+    ///
+    /// ```
+    /// use tower_auth_session::{SessionError, SessionHandle};
+    ///
+    /// async fn confirm_password(session: SessionHandle, password_ok: bool) -> Result<(), SessionError> {
+    ///     if password_ok {
+    ///         session.reauthenticate().await?;
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # let _ = confirm_password;
+    /// ```
+    pub async fn reauthenticate(&self) -> Result<Session, SessionError> {
+        let (_, hash) = self.signed_in()?;
+        let updated = self
+            .rewrite(hash, None, |session, now| {
+                session.authenticated_at = now;
+                session.updated_at = now;
+            })
+            .await?;
+        let manager = &self.manager().inner;
+        manager.events.emit(|| SessionEvent::Reauthenticated {
+            session: updated.clone(),
+        });
+        self.state().session = Some(updated.clone());
+        Ok(updated)
+    }
+
+    /// Gives the current session a new token, for privilege changes (after a role change
+    /// or a re-authentication): the old token stops working at once, the response sets the
+    /// new cookie (and `set-auth-token` for bearer clients). The session keeps its id,
+    /// expiry and fields.
+    pub async fn rotate(&self) -> Result<Session, SessionError> {
+        let (_, hash) = self.signed_in()?;
+        let token = Token::generate();
+        let new_hash = token.hash();
+        let updated = self
+            .rewrite(hash, Some(new_hash), |session, now| {
+                session.updated_at = now
+            })
+            .await?;
+        let manager = &self.manager().inner;
+        tracing::info!(session_id = %updated.id, user_id = %updated.user_id, "session token rotated");
+        manager.events.emit(|| SessionEvent::Rotated {
+            session: updated.clone(),
+        });
+        let signed = manager
+            .keys
+            .sign_token(&manager.names.session_token, &token);
+        let mut state = self.state();
+        state.token = Some((token, new_hash));
+        state.session = Some(updated.clone());
+        state.issued = Some(signed.clone());
+        state.cookie_action = CookieAction::Set {
+            signed,
+            remember: updated.remember,
+            expires_at: updated.expires_at,
+        };
+        Ok(updated)
+    }
+
+    /// Re-reads the session, applies `change`, and writes it back if nobody wrote it in
+    /// between (moving it to `new_hash` when given). A session that is gone signs this
+    /// request out and answers `NoSession`.
+    async fn rewrite(
+        &self,
+        hash: TokenHash,
+        new_hash: Option<TokenHash>,
+        change: impl Fn(&mut Session, chrono::DateTime<chrono::Utc>),
+    ) -> Result<Session, SessionError> {
+        let manager = &self.manager().inner;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(stored) = self.authoritative().await? else {
+                return Err(SessionError::NoSession);
+            };
+            let now = manager.clock.now();
+            let mut updated = stored.clone();
+            change(&mut updated, now);
+            updated.generation = stored.generation + 1;
+            if manager
+                .store
+                .update(&hash, stored.generation, &updated, new_hash.as_ref())
+                .await?
+            {
+                return Ok(updated);
+            }
+        }
+        Err(SessionError::Store(StoreError::new(
+            "the session kept changing under a conditional write; try again",
+        )))
+    }
+}

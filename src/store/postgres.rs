@@ -1,0 +1,696 @@
+//! [`PostgresStore`]: sessions in PostgreSQL (sqlx), for apps that run more than one
+//! instance.
+//!
+//! The store owns two tables, `tas_sessions` and `tas_migrations`, in the schema you
+//! choose (see [`PostgresStoreBuilder::schema`]). It brings its own migrations, applied
+//! on connect in one transaction under an advisory lock, so several instances can start at
+//! once and the app's own sqlx migrations are never touched. Every method is one
+//! statement, and so one round trip.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Connection, Row};
+
+use super::{BoxFuture, SessionStore, StoredSession};
+use crate::error::{ConfigError, StoreError};
+use crate::session::Session;
+use crate::token::TokenHash;
+
+/// Schema changes: statements applied in order, once per version, recorded in
+/// `tas_migrations`. `{schema}` stands for the quoted schema name and a dot, or nothing.
+///
+/// One statement per string, each run with `sqlx::query`: a multi-statement
+/// `sqlx::raw_sql` would make `connect`'s future fail to be provably `Send` (so it could
+/// not be `tokio::spawn`ed).
+const MIGRATIONS: &[(i64, &[&str])] = &[(
+    1,
+    &[
+        "CREATE TABLE {schema}tas_sessions (
+            id TEXT PRIMARY KEY,
+            token_hash BYTEA NOT NULL UNIQUE CHECK (octet_length(token_hash) = 32),
+            user_id TEXT NOT NULL,
+            expires_at TIMESTAMPTZ NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL,
+            authenticated_at TIMESTAMPTZ NOT NULL,
+            last_seen_at TIMESTAMPTZ NOT NULL,
+            ip_address TEXT,
+            user_agent TEXT,
+            remember BOOLEAN NOT NULL,
+            generation BIGINT NOT NULL,
+            fields JSONB NOT NULL
+        )",
+        "CREATE INDEX tas_sessions_user_id ON {schema}tas_sessions (user_id)",
+        "CREATE INDEX tas_sessions_expires_at ON {schema}tas_sessions (expires_at)",
+    ],
+)];
+
+/// First half of the advisory lock key that serialises migrations ("tas" in ASCII); the
+/// second half is a hash of the schema name, so stores in different schemas do not wait
+/// for each other.
+const MIGRATION_LOCK: i32 = 0x0074_6173;
+
+/// Connections idle for longer than this are pinged before use; fresher ones are not,
+/// so a query costs one round trip instead of two (sqlx pings every connection on
+/// acquire by default, and again when it is released).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
+
+const MIGRATION_FAILED: &str = "could not apply the session store's migrations";
+
+const COLUMNS: &str = "id, token_hash, user_id, expires_at, created_at, updated_at, \
+    authenticated_at, last_seen_at, ip_address, user_agent, remember, generation, \
+    fields::text AS fields";
+
+/// Sessions in PostgreSQL. Cheap to clone (clones share the pool).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_auth_session::SessionManager;
+/// use tower_auth_session::store::PostgresStore;
+///
+/// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
+/// let manager = SessionManager::builder(store)
+///     .secret(b"an example secret of at least 32 bytes!")
+///     .build()?;
+/// # let _ = manager;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Times are stored as `timestamptz`, truncated to whole milliseconds (as the crate's
+/// clocks produce them), app fields as `jsonb`. PostgreSQL cannot store the character
+/// U+0000 in `text` or `jsonb`: a session whose user id, user agent or app fields contain
+/// it cannot be written (the write fails with an error; nothing is stored).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    schema: Option<Arc<str>>,
+    queries: Arc<Queries>,
+}
+
+/// Options for a [`PostgresStore`], from [`PostgresStore::builder`].
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_auth_session::store::PostgresStore;
+///
+/// let store = PostgresStore::builder()
+///     .schema("auth")?
+///     .connect("postgres://app@localhost/app")
+///     .await?;
+/// # let _ = store;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use]
+pub struct PostgresStoreBuilder {
+    schema: Option<String>,
+}
+
+impl PostgresStoreBuilder {
+    /// Puts the store's tables in `schema` (created on connect if it does not exist)
+    /// instead of the first schema of the connection's `search_path`.
+    ///
+    /// The name is spliced into SQL, so only plain lower-case identifiers are accepted:
+    /// 1–63 characters of `a-z`, `0-9` and `_`, not starting with a digit or `pg_`.
+    ///
+    /// ```
+    /// use tower_auth_session::store::PostgresStore;
+    ///
+    /// assert!(PostgresStore::builder().schema("auth").is_ok());
+    /// assert!(PostgresStore::builder().schema("auth; DROP TABLE users").is_err());
+    /// assert!(PostgresStore::builder().schema("Auth").is_err());
+    /// ```
+    pub fn schema(mut self, schema: impl Into<String>) -> Result<Self, ConfigError> {
+        let schema = schema.into();
+        validate_schema(&schema)?;
+        self.schema = Some(schema);
+        Ok(self)
+    }
+
+    /// Opens a pool to `url` and applies the schema (see [`PostgresStore::connect`]).
+    pub async fn connect(self, url: &str) -> Result<PostgresStore, StoreError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StoreError::with_source("invalid PostgreSQL URL", e))?;
+        let options = if options.get_application_name().is_none() {
+            options.application_name("tower-auth-session")
+        } else {
+            options
+        };
+        let pool = PgPoolOptions::new()
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(db_error("could not connect to PostgreSQL"))?;
+        self.from_pool(pool).await
+    }
+
+    /// Uses an existing pool and applies the schema (see [`PostgresStore::from_pool`]).
+    pub async fn from_pool(self, pool: PgPool) -> Result<PostgresStore, StoreError> {
+        let prefix = match &self.schema {
+            Some(schema) => format!("\"{schema}\"."),
+            None => String::new(),
+        };
+        let store = PostgresStore {
+            pool,
+            schema: self.schema.map(Arc::from),
+            queries: Arc::new(Queries::new(&prefix)),
+        };
+        store.migrate(&prefix).await?;
+        Ok(store)
+    }
+}
+
+fn validate_schema(schema: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        option: "schema",
+        reason: format!("{schema:?} {reason}"),
+    };
+    if schema.is_empty() || schema.len() > 63 {
+        return Err(invalid("must be 1-63 characters long"));
+    }
+    if !schema
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(invalid("may only contain a-z, 0-9 and _"));
+    }
+    if schema.as_bytes()[0].is_ascii_digit() {
+        return Err(invalid("must not start with a digit"));
+    }
+    if schema.starts_with("pg_") {
+        return Err(invalid("must not start with pg_ (reserved for PostgreSQL)"));
+    }
+    Ok(())
+}
+
+/// The statements, with the schema spliced in once rather than on every call.
+#[derive(Debug)]
+struct Queries {
+    insert: String,
+    find: String,
+    update: String,
+    delete: String,
+    delete_by_id: String,
+    delete_by_user: String,
+    list_by_user: String,
+    delete_expired: String,
+}
+
+impl Queries {
+    fn new(prefix: &str) -> Self {
+        let table = format!("{prefix}tas_sessions");
+        Self {
+            insert: format!(
+                "INSERT INTO {table} (id, token_hash, user_id, expires_at, created_at, \
+                 updated_at, authenticated_at, last_seen_at, ip_address, user_agent, remember, \
+                 generation, fields) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
+            ),
+            find: format!("SELECT {COLUMNS} FROM {table} WHERE token_hash = $1"),
+            update: format!(
+                "UPDATE {table} SET token_hash = $1, expires_at = $2, updated_at = $3, \
+                 authenticated_at = $4, last_seen_at = $5, ip_address = $6, user_agent = $7, \
+                 remember = $8, generation = $9, fields = $10::jsonb \
+                 WHERE token_hash = $11 AND generation = $12"
+            ),
+            delete: format!("DELETE FROM {table} WHERE token_hash = $1 RETURNING {COLUMNS}"),
+            delete_by_id: format!(
+                "DELETE FROM {table} WHERE id = $1 AND ($2::text IS NULL OR user_id = $2) \
+                 RETURNING {COLUMNS}"
+            ),
+            delete_by_user: format!(
+                "DELETE FROM {table} WHERE user_id = $1 AND ($2::text IS NULL OR id <> $2) \
+                 RETURNING {COLUMNS}"
+            ),
+            // `COLLATE "C"` orders ties by bytes, as the other stores do, whatever the
+            // database's collation.
+            list_by_user: format!(
+                "SELECT {COLUMNS} FROM {table} WHERE user_id = $1 AND expires_at > $2 \
+                 ORDER BY created_at, id COLLATE \"C\""
+            ),
+            // SKIP LOCKED lets several cleanup tasks run at once without waiting on each
+            // other's rows.
+            delete_expired: format!(
+                "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at <= $1 \
+                 ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED)"
+            ),
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Opens a pool to `url` (`postgres://user:password@host/database`) and applies the
+    /// schema, with the tables in the first schema of the connection's `search_path`
+    /// (normally `public`). Use [`PostgresStore::builder`] to choose a schema.
+    ///
+    /// The pool has sqlx's defaults, except that a connection is only pinged before use
+    /// when it has been idle for more than 10 seconds, so that each store call is one
+    /// round trip. For other pool settings, build the pool yourself and use
+    /// [`PostgresStore::from_pool`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tower_auth_session::StoreError> {
+    /// use tower_auth_session::store::PostgresStore;
+    /// let store = PostgresStore::connect("postgres://app@localhost/app").await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::builder().connect(url).await
+    }
+
+    /// Uses an existing pool and applies the schema, with the tables in the first schema
+    /// of the connection's `search_path`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use sqlx::postgres::PgPoolOptions;
+    /// use tower_auth_session::store::PostgresStore;
+    ///
+    /// let pool = PgPoolOptions::new()
+    ///     .max_connections(20)
+    ///     .connect("postgres://app@localhost/app")
+    ///     .await?;
+    /// let store = PostgresStore::from_pool(pool).await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
+        Self::builder().from_pool(pool).await
+    }
+
+    /// Options: the schema.
+    ///
+    /// ```
+    /// use tower_auth_session::store::PostgresStore;
+    /// let builder = PostgresStore::builder().schema("auth").unwrap();
+    /// # let _ = builder;
+    /// ```
+    pub fn builder() -> PostgresStoreBuilder {
+        PostgresStoreBuilder::default()
+    }
+
+    /// The pool, for the app's own queries or for inspection in tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The schema the tables live in, when one was given.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    async fn migrate(&self, prefix: &str) -> Result<(), StoreError> {
+        let lock = "SELECT pg_advisory_xact_lock($1, hashtext(coalesce($2, current_schema(), '')))";
+        let create_schema = self
+            .schema
+            .as_deref()
+            .map(|schema| format!("CREATE SCHEMA \"{schema}\""));
+        let create_migrations = format!(
+            "CREATE TABLE IF NOT EXISTS {prefix}tas_migrations (\
+             version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+        );
+        let applied = format!("SELECT MAX(version) FROM {prefix}tas_migrations");
+        let record = format!("INSERT INTO {prefix}tas_migrations (version) VALUES ($1)");
+        let fail = db_error(MIGRATION_FAILED);
+
+        let mut tx = self.pool.begin().await.map_err(&fail)?;
+        // Serialises concurrent starts: without it, two processes both see no migration
+        // applied and both try to create the tables. The lock ends with the transaction.
+        sqlx::query(lock)
+            .bind(MIGRATION_LOCK)
+            .bind(self.schema.as_deref())
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        if let (Some(schema), Some(create_schema)) = (self.schema.as_deref(), &create_schema) {
+            // Checked first, so that an existing schema needs no CREATE privilege.
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                    .bind(schema)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(&fail)?;
+            if !exists {
+                sqlx::query(create_schema)
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error("could not create the session store's schema"))?;
+            }
+        }
+        sqlx::query(&create_migrations)
+            .persistent(false)
+            .execute(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        let applied: Option<i64> = sqlx::query_scalar(&applied)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(&fail)?;
+        for (version, statements) in MIGRATIONS {
+            if applied.is_some_and(|v| v >= *version) {
+                continue;
+            }
+            for statement in *statements {
+                let statement = statement.replace("{schema}", prefix);
+                sqlx::query(&statement)
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(&fail)?;
+            }
+            sqlx::query(&record)
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+        }
+        tx.commit().await.map_err(&fail)
+    }
+}
+
+/// A PostgreSQL error without its `DETAIL`, `WHERE` and `HINT`.
+///
+/// PostgreSQL describes a constraint violation by quoting the offending row in `DETAIL`
+/// (`Key (token_hash)=(\x…) already exists`), and sqlx's `Debug` prints it. The message
+/// (which names the constraint) and the SQLSTATE are enough to diagnose, and leaving the
+/// rest out keeps token hashes (and users' IP addresses) out of logs.
+#[derive(Debug)]
+struct DatabaseError {
+    message: String,
+    code: Option<String>,
+}
+
+impl fmt::Display for DatabaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)?;
+        if let Some(code) = &self.code {
+            write!(f, " (SQLSTATE {code})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DatabaseError {}
+
+fn db_error(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError + Send + Sync {
+    move |e| match e {
+        sqlx::Error::Database(e) => StoreError::with_source(
+            context,
+            DatabaseError {
+                message: e.message().to_owned(),
+                code: e.code().map(|c| c.into_owned()),
+            },
+        ),
+        e => StoreError::with_source(context, e),
+    }
+}
+
+/// Stored times are truncated to milliseconds, so that every store returns the same
+/// instant (`timestamptz` itself keeps microseconds).
+fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(3)
+}
+
+fn to_i64(generation: u64) -> Result<i64, StoreError> {
+    i64::try_from(generation).map_err(|_| StoreError::new("session generation exceeds i64::MAX"))
+}
+
+fn session_from_row(row: &PgRow) -> Result<Session, sqlx::Error> {
+    let fields: String = row.try_get("fields")?;
+    let generation: i64 = row.try_get("generation")?;
+    Ok(Session {
+        id: row.try_get("id")?,
+        user_id: row.try_get("user_id")?,
+        expires_at: row.try_get("expires_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        authenticated_at: row.try_get("authenticated_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        ip_address: row.try_get("ip_address")?,
+        user_agent: row.try_get("user_agent")?,
+        remember: row.try_get("remember")?,
+        generation: u64::try_from(generation).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "generation".into(),
+            source: Box::new(e),
+        })?,
+        fields: serde_json::from_str(&fields).map_err(|e| sqlx::Error::ColumnDecode {
+            index: "fields".into(),
+            source: Box::new(e),
+        })?,
+    })
+}
+
+fn stored_from_row(row: &PgRow) -> Result<StoredSession, sqlx::Error> {
+    let hash: Vec<u8> = row.try_get("token_hash")?;
+    Ok(StoredSession {
+        token_hash: TokenHash::from_slice(&hash).ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: "token_hash".into(),
+            source: "token hash is not 32 bytes".into(),
+        })?,
+        session: session_from_row(row)?,
+    })
+}
+
+fn fields_json(session: &Session) -> String {
+    serde_json::Value::Object(session.fields.clone()).to_string()
+}
+
+impl SessionStore for PostgresStore {
+    fn create<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        session: &'a Session,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(&self.queries.insert)
+                .bind(&session.id)
+                .bind(&token_hash.as_bytes()[..])
+                .bind(&session.user_id)
+                .bind(millis(session.expires_at))
+                .bind(millis(session.created_at))
+                .bind(millis(session.updated_at))
+                .bind(millis(session.authenticated_at))
+                .bind(millis(session.last_seen_at))
+                .bind(&session.ip_address)
+                .bind(&session.user_agent)
+                .bind(session.remember)
+                .bind(to_i64(session.generation)?)
+                .bind(fields_json(session))
+                .execute(&self.pool)
+                .await
+                .map_err(db_error("could not create the session"))?;
+            Ok(())
+        })
+    }
+
+    fn find<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(&self.queries.find)
+                .bind(&token_hash.as_bytes()[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error("could not read the session"))?;
+            row.as_ref()
+                .map(session_from_row)
+                .transpose()
+                .map_err(db_error("could not decode the session"))
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        expected_generation: u64,
+        session: &'a Session,
+        new_token_hash: Option<&'a TokenHash>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            // A generation no row can have matches nothing.
+            let Ok(expected_generation) = i64::try_from(expected_generation) else {
+                return Ok(false);
+            };
+            let target = new_token_hash.unwrap_or(token_hash);
+            let result = sqlx::query(&self.queries.update)
+                .bind(&target.as_bytes()[..])
+                .bind(millis(session.expires_at))
+                .bind(millis(session.updated_at))
+                .bind(millis(session.authenticated_at))
+                .bind(millis(session.last_seen_at))
+                .bind(&session.ip_address)
+                .bind(&session.user_agent)
+                .bind(session.remember)
+                .bind(to_i64(session.generation)?)
+                .bind(fields_json(session))
+                .bind(&token_hash.as_bytes()[..])
+                .bind(expected_generation)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error("could not update the session"))?;
+            Ok(result.rows_affected() == 1)
+        })
+    }
+
+    fn delete<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(&self.queries.delete)
+                .bind(&token_hash.as_bytes()[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error("could not delete the session"))?;
+            row.as_ref()
+                .map(session_from_row)
+                .transpose()
+                .map_err(db_error("could not decode the session"))
+        })
+    }
+
+    fn delete_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+        user_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(&self.queries.delete_by_id)
+                .bind(session_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error("could not delete the session"))?;
+            row.as_ref()
+                .map(stored_from_row)
+                .transpose()
+                .map_err(db_error("could not decode the session"))
+        })
+    }
+
+    fn delete_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        keep_session_id: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&self.queries.delete_by_user)
+                .bind(user_id)
+                .bind(keep_session_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error("could not delete the user's sessions"))?;
+            rows.iter()
+                .map(stored_from_row)
+                .collect::<Result<_, _>>()
+                .map_err(db_error("could not decode the session"))
+        })
+    }
+
+    fn list_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(&self.queries.list_by_user)
+                .bind(user_id)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error("could not list the user's sessions"))?;
+            rows.iter()
+                .map(session_from_row)
+                .collect::<Result<_, _>>()
+                .map_err(db_error("could not decode the session"))
+        })
+    }
+
+    fn delete_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(async move {
+            let result = sqlx::query(&self.queries.delete_expired)
+                .bind(now)
+                .bind(i64::from(limit))
+                .execute(&self.pool)
+                .await
+                .map_err(db_error("could not delete expired sessions"))?;
+            Ok(result.rows_affected())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_lower_case_schema_names_are_accepted() {
+        for name in ["auth", "_private", "tas_sessions_2", &"a".repeat(63)] {
+            assert!(validate_schema(name).is_ok(), "{name}");
+        }
+    }
+
+    #[test]
+    fn schema_names_that_could_break_out_of_quotes_are_refused() {
+        for name in [
+            "",
+            "Auth",
+            "auth\"; DROP TABLE users; --",
+            "auth.sessions",
+            "au th",
+            "1auth",
+            "pg_catalog",
+            "sch\u{e9}ma",
+            "a\0b",
+            &"a".repeat(64),
+        ] {
+            let error = validate_schema(name).expect_err(name);
+            assert!(
+                matches!(
+                    error,
+                    ConfigError::Invalid {
+                        option: "schema",
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn database_errors_keep_message_and_code_but_not_the_detail() {
+        let error = DatabaseError {
+            message: "duplicate key value violates unique constraint \"x\"".into(),
+            code: Some("23505".into()),
+        };
+        assert_eq!(
+            error.to_string(),
+            "duplicate key value violates unique constraint \"x\" (SQLSTATE 23505)"
+        );
+    }
+}

@@ -1,0 +1,300 @@
+//! Drives `examples/server.rs` as a black box over real HTTP, the way DEMO_SERVER.md
+//! describes it. `cargo test` builds the example next to the test binaries.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+mod common;
+
+fn example_binary() -> PathBuf {
+    // Build it first: `cargo test --test example_server` alone does not build examples, and a
+    // stale binary would test old code. Cargo has released its build lock while tests run.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--example", "server", "--all-features"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building the example server failed");
+    });
+    // target/<profile>/deps/<this test> → target/<profile>/examples/server
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join("server")
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the server on a free port with an SQLite file in a temp dir and no other service.
+fn start(extra_env: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(example_binary());
+    command
+        .env_clear()
+        .env("PORT", "0")
+        .env(
+            "DATABASE_URL",
+            format!("sqlite:{}", dir.path().join("demo.db").display()),
+        )
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in extra_env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+        .to_owned();
+    Server {
+        child,
+        base,
+        _dir: dir,
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sign_in_me_sign_out_over_real_http() {
+    let server = start(&[("SESSION_SECRET", "a demo secret that is long enough!!")]);
+    let base = &server.base;
+    let http = client();
+
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    let me = http.get(format!("{base}/api/me")).send().await.unwrap();
+    assert_eq!(me.status(), 401);
+    assert_eq!(
+        me.json::<Value>().await.unwrap(),
+        json!({"error": "unauthenticated"})
+    );
+
+    let anonymous = http
+        .get(format!("{base}/api/auth/get-session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 200);
+    assert_eq!(anonymous.headers()["cache-control"], "no-store");
+    assert_eq!(anonymous.json::<Value>().await.unwrap(), Value::Null);
+
+    let missing = http
+        .post(format!("{base}/api/auth/sign-in"))
+        .json(&json!({"userId": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 400);
+
+    let signed_in = http
+        .post(format!("{base}/api/auth/sign-in"))
+        .json(&json!({"userId": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let set_cookie: Vec<String> = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        set_cookie
+            .iter()
+            .any(|c| c.starts_with("tas.session_token=") && c.contains("Max-Age=604800")),
+        "{set_cookie:?}"
+    );
+    let bearer = signed_in.headers()["set-auth-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let body: Value = signed_in.json().await.unwrap();
+    let session = &body["session"];
+    for field in [
+        "id",
+        "userId",
+        "expiresAt",
+        "createdAt",
+        "updatedAt",
+        "authenticatedAt",
+        "lastSeenAt",
+        "ipAddress",
+        "userAgent",
+    ] {
+        assert!(session.get(field).is_some(), "{field} missing in {session}");
+    }
+    assert_eq!(session["userId"], "alice");
+    assert_eq!(session["ipAddress"], "127.0.0.1");
+    let token_part = bearer.split('.').nth(1).unwrap();
+    assert!(
+        !body.to_string().contains(token_part),
+        "a JSON body carries the token"
+    );
+
+    let me = http.get(format!("{base}/api/me")).send().await.unwrap();
+    assert_eq!(me.status(), 200);
+    let me: Value = me.json().await.unwrap();
+    assert_eq!(me["userId"], "alice");
+    assert_eq!(me["sessionId"], session["id"]);
+
+    // A client without cookies uses the bearer token.
+    let bearer_me = reqwest::Client::new()
+        .get(format!("{base}/api/me"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer_me.status(), 200);
+
+    // A cross-site POST is refused and signs nobody out.
+    let evil = http
+        .post(format!("{base}/api/auth/sign-out"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(evil.status(), 403);
+    assert_eq!(
+        http.get(format!("{base}/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let out = http
+        .post(format!("{base}/api/auth/sign-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    assert_eq!(out.json::<Value>().await.unwrap(), json!({"success": true}));
+    assert_eq!(
+        http.get(format!("{base}/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // The bearer token was the same session: it is revoked too.
+    let bearer_me = reqwest::Client::new()
+        .get(format!("{base}/api/me"))
+        .bearer_auth(&bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer_me.status(), 401);
+
+    let page = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<form"));
+}
+
+#[test]
+fn bad_configuration_stops_with_one_clear_line() {
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[("SESSION_SECRET", "short")], "SESSION_SECRET"),
+        (&[("PORT", "eighty")], "PORT"),
+        (&[("SESSION_EXPIRES_IN", "1w")], "SESSION_EXPIRES_IN"),
+        (&[("SESSION_STORAGE", "cloud")], "SESSION_STORAGE"),
+        (&[("SESSION_STORAGE", "secondary-only")], "REDIS_URL"),
+        (&[("DATABASE_URL", "mysql://x")], "DATABASE_URL"),
+        (
+            &[("SESSION_TRUSTED_PROXIES", "not-a-cidr")],
+            "SESSION_TRUSTED_PROXIES",
+        ),
+    ];
+    for (env, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(example_binary());
+        command.env_clear().env("PORT", "0").current_dir(dir.path());
+        command.env("DATABASE_URL", "memory");
+        for (k, v) in *env {
+            command.env(k, v);
+        }
+        let output = command.output().unwrap();
+        assert!(!output.status.success(), "{env:?} should fail");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let error_lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(error_lines.len(), 1, "{env:?}: {stderr}");
+        assert!(error_lines[0].contains(expected), "{env:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{env:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn runs_on_postgresql_when_database_url_says_so() {
+    let Some(url) = common::service_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+    else {
+        return;
+    };
+    let server = start(&[
+        ("DATABASE_URL", url.as_str()),
+        ("SESSION_SECRET", "a demo secret that is long enough!!"),
+    ]);
+    let base = &server.base;
+    let http = client();
+    let user = common::unique_name("pg_demo_user");
+    let signed_in = http
+        .post(format!("{base}/api/auth/sign-in"))
+        .json(&json!({"userId": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let me: Value = http
+        .get(format!("{base}/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["userId"], user.as_str());
+    let out = http
+        .post(format!("{base}/api/auth/sign-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
