@@ -295,14 +295,21 @@ fn main() {
         o,
         rt,
         "router/no_token",
-        fixture::router().layer(manager.layer()),
+        fixture::layered_router(&manager),
+        hello,
+    );
+    path(
+        o,
+        rt,
+        "outer_layer/no_token",
+        manager.layer().layer(fixture::router()),
         hello,
     );
     path(
         o,
         rt,
         "router/memory_hit_me",
-        fixture::router().layer(manager.layer()),
+        fixture::layered_router(&manager),
         with("/me", &memory_cookie),
     );
 }

@@ -13,7 +13,7 @@
 //!
 //! | group | lines |
 //! |---|---|
-//! | `no_token` | bare `service_fn` / layer, bare `Router` / layer: no cookie at all |
+//! | `no_token` | no cookie at all: bare `service_fn` / layer; bare `Router` / `Router::layer` / the layer around the whole router |
 //! | `cookie_parsing` | a dozen unrelated cookies, none of ours: bare / layer |
 //! | `bad_mac` | a well-formed token signed with an unknown key: bare / layer (no I/O) |
 //! | `store_hit` | a valid session: bare / `MemoryStore` / `SqliteStore` (temp file), and `/me` through the `CurrentSession` extractor |
@@ -92,7 +92,14 @@ fn no_token(c: &mut Criterion) {
         &mut group,
         "layer/router",
         &runtime,
-        fixture::router().layer(manager.layer()),
+        fixture::layered_router(&manager),
+        hello,
+    );
+    bench_service(
+        &mut group,
+        "outer_layer/router",
+        &runtime,
+        manager.layer().layer(fixture::router()),
         hello,
     );
     group.finish();
@@ -161,7 +168,7 @@ fn store_hit(c: &mut Criterion) {
         &mut group,
         "memory/router_me",
         &runtime,
-        fixture::router().layer(memory.layer()),
+        fixture::layered_router(&memory),
         with(&memory_cookie, "/me"),
     );
     bench_service(
@@ -214,7 +221,7 @@ fn sign_in(c: &mut Criterion) {
         &mut group,
         "router/no_token",
         &runtime,
-        fixture::router().layer(manager.layer()),
+        fixture::layered_router(&manager),
         || get_request("/hello", None),
     );
     let sign_in_request = || {
@@ -229,7 +236,7 @@ fn sign_in(c: &mut Criterion) {
                 let mut done = 0;
                 while done < iters {
                     let manager = fixture::memory_manager(|b| b);
-                    let mut app = fixture::router().layer(manager.layer());
+                    let mut app = fixture::layered_router(&manager);
                     let chunk = (iters - done).min(SIGN_INS_PER_STORE);
                     let start = Instant::now();
                     for _ in 0..chunk {
@@ -249,7 +256,7 @@ fn sign_in(c: &mut Criterion) {
                 let mut done = 0;
                 while done < iters {
                     let (manager, _dir) = fixture::sqlite_manager(|b| b).await;
-                    let mut app = fixture::router().layer(manager.layer());
+                    let mut app = fixture::layered_router(&manager);
                     let chunk = (iters - done).min(SIGN_INS_PER_STORE);
                     let start = Instant::now();
                     for _ in 0..chunk {
