@@ -23,6 +23,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+#[cfg(feature = "redis")]
+use tower_auth_session::secondary::RedisStorage;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
     ConfigError, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
@@ -33,6 +35,11 @@ use tower_auth_session::{
 struct Config {
     port: u16,
     database_url: String,
+    // Read only when the example is built with `--features redis`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    redis_url: Option<String>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    secondary_only: bool,
     secret: Option<String>,
     expires_in: u64,
     update_age: u64,
@@ -71,22 +78,20 @@ impl Config {
         };
         let storage = env("SESSION_STORAGE").unwrap_or_else(|| "database".into());
         let redis_url = env("REDIS_URL");
-        match storage.as_str() {
-            "database" => {}
+        let secondary_only = match storage.as_str() {
+            "database" => false,
             "secondary-only" if redis_url.is_none() => {
                 return Err("SESSION_STORAGE=secondary-only needs REDIS_URL".into());
             }
-            "secondary-only" => {}
+            "secondary-only" => true,
             other => {
                 return Err(format!(
                     "SESSION_STORAGE must be `database` or `secondary-only`, got {other:?}"
                 ));
             }
-        }
-        if redis_url.is_some() || storage != "database" {
-            eprintln!(
-                "warning: REDIS_URL and SESSION_STORAGE are accepted but not used yet by this build; sessions live in DATABASE_URL"
-            );
+        };
+        if redis_url.is_some() && !cfg!(feature = "redis") {
+            return Err("REDIS_URL is set: run the example with `--features redis`".into());
         }
         seconds("SESSION_COOKIE_CACHE_MAX_AGE", Some(300))?;
         let secret = env("SESSION_SECRET");
@@ -128,6 +133,8 @@ impl Config {
         };
         Ok(Self {
             port,
+            redis_url,
+            secondary_only,
             database_url: env("DATABASE_URL")
                 .unwrap_or_else(|| "sqlite:tower-auth-session-demo.db".into()),
             secret,
@@ -170,8 +177,48 @@ async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
     ))
 }
 
+/// The source of truth: the database, or Redis alone (`SESSION_STORAGE=secondary-only`).
+async fn open_primary(config: &Config) -> Result<Arc<dyn SessionStore>, String> {
+    #[cfg(feature = "redis")]
+    if config.secondary_only {
+        let url = config.redis_url.as_deref().unwrap_or_default();
+        // Redis is the only store here: unreachable at start is a start-up error.
+        let redis = RedisStorage::builder(url)
+            .connect()
+            .await
+            .map_err(|e| format!("REDIS_URL {url:?}: {e}"))?;
+        return Ok(Arc::new(redis));
+    }
+    open_store(&config.database_url).await
+}
+
+/// Redis in front of the database (`REDIS_URL` with `SESSION_STORAGE=database`).
+#[cfg(feature = "redis")]
+async fn open_secondary(config: &Config) -> Result<Option<RedisStorage>, String> {
+    let Some(url) = config
+        .redis_url
+        .as_deref()
+        .filter(|_| !config.secondary_only)
+    else {
+        return Ok(None);
+    };
+    match RedisStorage::builder(url).connect().await {
+        Ok(redis) => Ok(Some(redis)),
+        // The database is the source of truth: start anyway and let the breaker find Redis.
+        Err(e) => {
+            eprintln!(
+                "warning: REDIS_URL {url:?} does not answer yet ({e}); serving from the database until it does"
+            );
+            RedisStorage::builder(url)
+                .build()
+                .map(Some)
+                .map_err(|e| format!("REDIS_URL: {e}"))
+        }
+    }
+}
+
 async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, String> {
-    let store = open_store(&config.database_url).await?;
+    let store = open_primary(config).await?;
     let secret = match &config.secret {
         Some(s) => s.as_bytes().to_vec(),
         None => {
@@ -198,6 +245,10 @@ async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, Str
         }));
     if let Some(max) = config.max_lifetime {
         builder = builder.max_lifetime(Duration::from_secs(max));
+    }
+    #[cfg(feature = "redis")]
+    if let Some(redis) = open_secondary(config).await? {
+        builder = builder.secondary_storage(redis);
     }
     builder.build().map_err(|e| match e {
         ConfigError::Invalid {

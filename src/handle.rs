@@ -247,6 +247,9 @@ impl SessionHandle {
         manager.store.create(&hash, &session).await?;
         tracing::info!(session_id = %session.id, user_id = %session.user_id, "session created");
         manager.enforce_session_limit(&hash, &session).await?;
+        // Store first (the source of truth), then one atomic write to the secondary tier;
+        // after the limit check, which may take the new session back.
+        manager.mirror(&hash, &session, None).await;
         manager.events.emit(|| SessionEvent::Created {
             session: session.clone(),
         });

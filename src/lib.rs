@@ -47,8 +47,8 @@
 //! | `axum` | yes | extractors ([`CurrentSession`], [`FreshSession`], [`CrossSiteGuard`], [`SessionHandle`]) and the endpoints ([`SessionManager::router`]) |
 //! | `sqlite` | yes | `SqliteStore` (sqlx) |
 //! | `postgres` | no | `PostgresStore` (sqlx) |
-//! | `redis` | no | Redis as secondary storage |
-//! | `conformance` | no | the public test suite for third-party stores |
+//! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
+//! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
@@ -73,6 +73,7 @@ mod request_token;
 mod resolve;
 #[cfg(feature = "axum")]
 mod routes;
+pub mod secondary;
 mod self_service;
 mod service;
 mod session;

@@ -1,8 +1,9 @@
 //! The per-user session cap: how many devices one user may keep signed in at once.
 
-use crate::error::StoreError;
+use crate::error::{SessionError, StoreError};
 use crate::events::RevokeReason;
 use crate::manager::ManagerInner;
+use crate::secondary::Revocation;
 use crate::session::Session;
 use crate::token::TokenHash;
 
@@ -22,8 +23,19 @@ impl ManagerInner {
             return Ok(());
         };
         let mut revoked = Vec::new();
-        let outcome = self.revoke_oldest(new, max, &mut revoked).await;
-        self.revoked(revoked, RevokeReason::SessionLimit);
+        let mut covered = Vec::new();
+        let mut outcome = self
+            .revoke_oldest(new, max, &mut revoked, &mut covered)
+            .await;
+        let secondary = self
+            .revoked_after(revoked, RevokeReason::SessionLimit, &covered)
+            .await;
+        if let (Ok(()), Err(error)) = (&outcome, secondary) {
+            outcome = Err(match error {
+                SessionError::Store(error) => error,
+                other => StoreError::new(other.to_string()),
+            });
+        }
         if let Err(error) = outcome {
             tracing::error!(%error, user_id = %new.user_id, "could not enforce the per-user session limit; taking the new session back");
             if let Err(error) = self.store.delete(new_hash).await {
@@ -39,6 +51,7 @@ impl ManagerInner {
         new: &Session,
         max: usize,
         revoked: &mut Vec<crate::store::StoredSession>,
+        covered: &mut Vec<String>,
     ) -> Result<(), StoreError> {
         let live = self
             .store
@@ -46,7 +59,30 @@ impl ManagerInner {
             .await?;
         let excess = live.len().saturating_sub(max);
         // `list_by_user` is oldest first; the new session is never the one to go.
-        for old in live.iter().filter(|s| s.id != new.id).take(excess) {
+        let doomed: Vec<&Session> = live
+            .iter()
+            .filter(|s| s.id != new.id)
+            .take(excess)
+            .collect();
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        // The secondary tier first (see the `secondary` module docs for the order).
+        let revocations: Vec<Revocation<'_>> = doomed
+            .iter()
+            .map(|old| Revocation::Session {
+                id: &old.id,
+                user_id: Some(&new.user_id),
+                token_hash: None,
+                verified: true,
+            })
+            .collect();
+        *covered = match self.revoke_in_secondary_first(&revocations).await {
+            Ok(covered) => covered,
+            Err(SessionError::Store(error)) => return Err(error),
+            Err(other) => return Err(StoreError::new(other.to_string())),
+        };
+        for old in doomed {
             if let Some(stored) = self.store.delete_by_id(&old.id, Some(&new.user_id)).await? {
                 revoked.push(stored);
             }

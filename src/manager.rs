@@ -17,6 +17,8 @@ use crate::layer::SessionLayer;
 use crate::origin::TrustedOrigins;
 use crate::request_token::{PresentedToken, presented_token};
 use crate::resolve::{RefreshGate, Resolved};
+use crate::secondary::tiers::Lookup;
+use crate::secondary::{Revocation, SecondaryStorage};
 use crate::session::Session;
 use crate::store::{SessionStore, StoredSession};
 use crate::token::KeyRing;
@@ -45,6 +47,8 @@ pub(crate) struct ManagerInner {
     pub(crate) keys: KeyRing,
     pub(crate) names: CookieNames,
     pub(crate) store: Arc<dyn SessionStore>,
+    /// The secondary tier (Redis) in primary + secondary mode.
+    pub(crate) secondary: Option<Arc<dyn SecondaryStorage>>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tracking: ClientTracking,
     pub(crate) refresh_gate: RefreshGate,
@@ -65,6 +69,7 @@ impl SessionManager {
     pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
         SessionManagerBuilder {
             store: Arc::new(store),
+            secondary: None,
             keys: None,
             config: SessionConfig::default(),
             clock: Arc::new(SystemClock),
@@ -101,16 +106,23 @@ impl SessionManager {
             _ => return Ok(None),
         };
         let now = self.inner.clock.now();
-        match self.inner.store.find(&hash).await? {
-            Some(session) if !session.is_expired(now) => Ok(Some(session)),
-            Some(_) => {
-                if let Some(session) = self.inner.store.delete(&hash).await? {
-                    self.inner.events.emit(|| SessionEvent::Expired { session });
-                }
-                Ok(None)
+        let (session, cached) = match self.inner.lookup(&hash).await {
+            Lookup::Found { session, cached } => (session, cached),
+            Lookup::Missing => return Ok(None),
+            Lookup::Unavailable => {
+                return Err(StoreError::new("session store unavailable").into());
             }
-            None => Ok(None),
+        };
+        if session.is_expired(now) {
+            if let Some(session) = self.inner.store.delete(&hash).await? {
+                self.inner.events.emit(|| SessionEvent::Expired { session });
+            }
+            return Ok(None);
         }
+        if !cached && !self.inner.mirror(&hash, &session, None).await {
+            return Ok(None);
+        }
+        Ok(Some(session))
     }
 
     /// Resolves a session the way the layer does (with refresh); used by the layer.
@@ -130,19 +142,42 @@ impl SessionManager {
 
     /// Revokes one session by its public id. Returns whether it existed.
     pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::Session {
+                id: session_id,
+                user_id: None,
+                token_hash: None,
+                verified: true,
+            }])
+            .await?;
         let removed = self.inner.store.delete_by_id(session_id, None).await?;
         let existed = removed.is_some();
         self.inner
-            .revoked(removed.into_iter().collect(), RevokeReason::ByAdmin);
+            .revoked_after(
+                removed.into_iter().collect(),
+                RevokeReason::ByAdmin,
+                &covered,
+            )
+            .await?;
         Ok(existed)
     }
 
     /// Revokes every session of a user (after a password reset, an account lock, …).
     /// Returns how many were revoked.
     pub async fn revoke_user(&self, user_id: &str) -> Result<usize, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::User {
+                user_id,
+                except: None,
+            }])
+            .await?;
         let removed = self.inner.store.delete_by_user(user_id, None).await?;
         let count = removed.len();
-        self.inner.revoked(removed, RevokeReason::ByAdmin);
+        self.inner
+            .revoked_after(removed, RevokeReason::ByAdmin, &covered)
+            .await?;
         Ok(count)
     }
 
@@ -152,13 +187,22 @@ impl SessionManager {
         user_id: &str,
         keep_session_id: &str,
     ) -> Result<usize, SessionError> {
+        let covered = self
+            .inner
+            .revoke_in_secondary_first(&[Revocation::User {
+                user_id,
+                except: Some(keep_session_id),
+            }])
+            .await?;
         let removed = self
             .inner
             .store
             .delete_by_user(user_id, Some(keep_session_id))
             .await?;
         let count = removed.len();
-        self.inner.revoked(removed, RevokeReason::ByAdmin);
+        self.inner
+            .revoked_after(removed, RevokeReason::ByAdmin, &covered)
+            .await?;
         Ok(count)
     }
 
@@ -185,16 +229,41 @@ impl SessionManager {
 
 impl ManagerInner {
     /// Everything that must happen after sessions were deleted from the source of truth.
-    pub(crate) fn revoked(&self, sessions: Vec<StoredSession>, reason: RevokeReason) {
+    ///
+    /// Logs, emits events, and tombstones the sessions in the secondary tier (when there
+    /// is one), failing if it cannot be reached: the revocation is then not final until
+    /// retried. Better still, call
+    /// [`revoke_in_secondary_first`](Self::revoke_in_secondary_first) before deleting
+    /// from the store and pass what it returned to [`revoked_after`](Self::revoked_after)
+    /// (see the `secondary` module docs for why that order).
+    #[allow(dead_code)] // every path in the crate runs the first step; kept for new ones
+    pub(crate) async fn revoked(
+        &self,
+        sessions: Vec<StoredSession>,
+        reason: RevokeReason,
+    ) -> Result<(), SessionError> {
+        self.revoked_after(sessions, reason, &[]).await
+    }
+
+    /// [`revoked`](Self::revoked), skipping in the secondary tier the sessions that
+    /// [`revoke_in_secondary_first`](Self::revoke_in_secondary_first) already covered.
+    pub(crate) async fn revoked_after(
+        &self,
+        sessions: Vec<StoredSession>,
+        reason: RevokeReason,
+        covered: &[String],
+    ) -> Result<(), SessionError> {
         for stored in &sessions {
             tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, ?reason, "session revoked");
         }
+        let secondary = self.revoke_in_secondary_after(&sessions, covered).await;
         for stored in sessions {
             self.events.emit(|| SessionEvent::Revoked {
                 session: stored.session,
                 reason,
             });
         }
+        secondary
     }
 
     /// Deletes the session with this token hash from the source of truth.
@@ -202,16 +271,21 @@ impl ManagerInner {
         &self,
         hash: &crate::token::TokenHash,
         reason: RevokeReason,
-    ) -> Result<Option<Session>, StoreError> {
+    ) -> Result<Option<Session>, SessionError> {
+        let covered = self
+            .revoke_in_secondary_first(&[Revocation::Token(hash)])
+            .await?;
         let removed = self.store.delete(hash).await?;
         if let Some(session) = &removed {
-            self.revoked(
+            self.revoked_after(
                 vec![StoredSession {
                     token_hash: *hash,
                     session: session.clone(),
                 }],
                 reason,
-            );
+                &covered,
+            )
+            .await?;
         }
         Ok(removed)
     }
@@ -221,6 +295,7 @@ impl ManagerInner {
 #[must_use]
 pub struct SessionManagerBuilder {
     store: Arc<dyn SessionStore>,
+    secondary: Option<Arc<dyn SecondaryStorage>>,
     keys: Option<KeyRing>,
     config: SessionConfig,
     clock: Arc<dyn Clock>,
@@ -344,6 +419,36 @@ impl SessionManagerBuilder {
     /// [`ManualClock`](crate::ManualClock).
     pub fn clock(mut self, clock: impl Clock) -> Self {
         self.clock = Arc::new(clock);
+        self
+    }
+
+    /// A secondary tier (Redis) in front of the store: primary + secondary mode.
+    ///
+    /// Reads ask it first and fall back to the store (copying what they find back into
+    /// it); sign-ins and refreshes commit to the store first, then write through. The
+    /// store stays the source of truth: if the secondary is down, requests are served
+    /// from the store and nobody is signed out. Revocations fail while it is down (they
+    /// could not stop it serving the session). For Redis alone, pass the
+    /// [`RedisStorage`](crate::secondary::RedisStorage) to
+    /// [`SessionManager::builder`] instead (secondary-only mode).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// # #[cfg(feature = "redis")]
+    /// # {
+    /// use tower_auth_session::secondary::RedisStorage;
+    ///
+    /// let redis = RedisStorage::builder("redis://127.0.0.1:6379").build()?;
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secondary_storage(redis)
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # }
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn secondary_storage(mut self, secondary: impl SecondaryStorage) -> Self {
+        self.secondary = Some(Arc::new(secondary));
         self
     }
 
@@ -479,6 +584,7 @@ impl SessionManagerBuilder {
                 keys,
                 names,
                 store: self.store,
+                secondary: self.secondary,
                 clock: self.clock,
                 tracking: self.tracking,
                 refresh_gate: RefreshGate::default(),

@@ -16,6 +16,7 @@ use tokio::sync::OnceCell;
 use crate::client::ClientFacts;
 use crate::events::SessionEvent;
 use crate::manager::ManagerInner;
+use crate::secondary::tiers::Lookup;
 use crate::session::Session;
 use crate::token::TokenHash;
 
@@ -46,13 +47,10 @@ impl ManagerInner {
     /// Looks the session up by token hash, deletes it lazily if expired, and slides it if
     /// it is due for a refresh.
     pub(crate) async fn resolve(&self, hash: TokenHash, client: &ClientFacts) -> Resolved {
-        let session = match self.store.find(&hash).await {
-            Ok(Some(session)) => session,
-            Ok(None) => return Resolved::Gone(Rejection::Unknown),
-            Err(error) => {
-                tracing::error!(%error, "session store lookup failed");
-                return Resolved::Unavailable;
-            }
+        let (session, cached) = match self.lookup(&hash).await {
+            Lookup::Found { session, cached } => (session, cached),
+            Lookup::Missing => return Resolved::Gone(Rejection::Unknown),
+            Lookup::Unavailable => return Resolved::Unavailable,
         };
         let now = self.clock.now();
         if session.is_expired(now) {
@@ -60,6 +58,10 @@ impl ManagerInner {
             return Resolved::Gone(Rejection::Expired);
         }
         if !self.refresh_due(&session, now) {
+            // Read-repair: conditional, so it can reveal a revocation but never undo one.
+            if !cached && !self.mirror(&hash, &session, None).await {
+                return Resolved::Gone(Rejection::Unknown);
+            }
             return Resolved::Valid {
                 session,
                 refreshed: false,
@@ -116,12 +118,13 @@ impl ManagerInner {
                 }
                 updated.generation = read_generation + 1;
                 match self.store.update(&hash, read_generation, &updated, None).await {
-                    Ok(true) => {
+                    Ok(true) if self.mirror(&hash, &updated, None).await => {
                         self.events.emit(|| SessionEvent::Refreshed {
                             session: updated.clone(),
                         });
                         RefreshOutcome::Refreshed(updated)
                     }
+                    Ok(true) => RefreshOutcome::Revoked,
                     Ok(false) => RefreshOutcome::Lost,
                     Err(error) => {
                         tracing::warn!(%error, "session refresh write failed; serving the session unrefreshed");
@@ -141,12 +144,19 @@ impl ManagerInner {
                 session,
                 refreshed: false,
             },
-            // Someone else changed or deleted it since we read it: read again.
+            RefreshOutcome::Revoked => Resolved::Gone(Rejection::Unknown),
+            // Someone else changed or deleted it since we read it (or the copy we read
+            // from the secondary tier was behind the store): read the store again.
             RefreshOutcome::Lost => match self.store.find(&hash).await {
-                Ok(Some(current)) if !current.is_expired(now) => Resolved::Valid {
-                    session: current,
-                    refreshed: false,
-                },
+                Ok(Some(current)) if !current.is_expired(now) => {
+                    if !self.mirror(&hash, &current, None).await {
+                        return Resolved::Gone(Rejection::Unknown);
+                    }
+                    Resolved::Valid {
+                        session: current,
+                        refreshed: false,
+                    }
+                }
                 Ok(Some(_)) => Resolved::Gone(Rejection::Expired),
                 Ok(None) => Resolved::Gone(Rejection::Unknown),
                 Err(error) => {
@@ -161,6 +171,8 @@ impl ManagerInner {
 #[derive(Debug, Clone)]
 enum RefreshOutcome {
     Refreshed(Session),
+    /// Written to the store, then the secondary tier said a revoke got there first.
+    Revoked,
     Lost,
     Failed,
 }

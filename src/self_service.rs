@@ -12,6 +12,7 @@ use crate::events::{RevokeReason, SessionEvent};
 use crate::handle::{CookieAction, SessionHandle, Status};
 use crate::request_token::TokenSource;
 use crate::resolve::Rejection;
+use crate::secondary::Revocation;
 use crate::session::Session;
 use crate::token::{Token, TokenHash};
 
@@ -117,6 +118,14 @@ impl SessionHandle {
     pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
         let (current, _) = self.signed_in()?;
         let manager = &self.manager().inner;
+        let covered = manager
+            .revoke_in_secondary_first(&[Revocation::Session {
+                id: session_id,
+                user_id: Some(&current.user_id),
+                token_hash: None,
+                verified: false,
+            }])
+            .await?;
         let removed = manager
             .store
             .delete_by_id(session_id, Some(&current.user_id))
@@ -125,7 +134,9 @@ impl SessionHandle {
             return Ok(false);
         };
         let was_current = removed.session.id == current.id;
-        manager.revoked(vec![removed], RevokeReason::ByUser);
+        manager
+            .revoked_after(vec![removed], RevokeReason::ByUser, &covered)
+            .await?;
         if was_current {
             self.ended_here(None);
         }
@@ -137,12 +148,20 @@ impl SessionHandle {
     pub async fn revoke_others(&self) -> Result<usize, SessionError> {
         let (current, _) = self.signed_in()?;
         let manager = &self.manager().inner;
+        let covered = manager
+            .revoke_in_secondary_first(&[Revocation::User {
+                user_id: &current.user_id,
+                except: Some(&current.id),
+            }])
+            .await?;
         let removed = manager
             .store
             .delete_by_user(&current.user_id, Some(&current.id))
             .await?;
         let count = removed.len();
-        manager.revoked(removed, RevokeReason::ByUser);
+        manager
+            .revoked_after(removed, RevokeReason::ByUser, &covered)
+            .await?;
         Ok(count)
     }
 
@@ -151,9 +170,17 @@ impl SessionHandle {
     pub async fn revoke_all(&self) -> Result<usize, SessionError> {
         let (current, _) = self.signed_in()?;
         let manager = &self.manager().inner;
+        let covered = manager
+            .revoke_in_secondary_first(&[Revocation::User {
+                user_id: &current.user_id,
+                except: None,
+            }])
+            .await?;
         let removed = manager.store.delete_by_user(&current.user_id, None).await?;
         let count = removed.len();
-        manager.revoked(removed, RevokeReason::ByUser);
+        manager
+            .revoked_after(removed, RevokeReason::ByUser, &covered)
+            .await?;
         self.ended_here(None);
         Ok(count)
     }
@@ -232,6 +259,9 @@ impl SessionHandle {
         change: impl Fn(&mut Session, chrono::DateTime<chrono::Utc>),
     ) -> Result<Session, SessionError> {
         let manager = &self.manager().inner;
+        if new_hash.is_some() {
+            manager.forget_in_secondary_first(&hash).await?;
+        }
         for _ in 0..WRITE_ATTEMPTS {
             let Some(stored) = self.authoritative().await? else {
                 return Err(SessionError::NoSession);
@@ -245,6 +275,13 @@ impl SessionHandle {
                 .update(&hash, stored.generation, &updated, new_hash.as_ref())
                 .await?
             {
+                // Store first, then the secondary tier (conditional: a revoke that got
+                // there first wins).
+                let target = new_hash.unwrap_or(hash);
+                let replaces = new_hash.map(|_| hash);
+                if !manager.mirror(&target, &updated, replaces.as_ref()).await {
+                    return Err(SessionError::NoSession);
+                }
                 return Ok(updated);
             }
         }

@@ -298,3 +298,92 @@ async fn runs_on_postgresql_when_database_url_says_so() {
         401
     );
 }
+
+/// Signs in, reads `/api/me`, signs out and checks the cookie is dead, against `server`.
+async fn sign_in_me_sign_out(server: &Server, user: &str) {
+    let base = &server.base;
+    let http = client();
+    let signed_in = http
+        .post(format!("{base}/api/auth/sign-in"))
+        .json(&json!({"userId": user}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let me: Value = http
+        .get(format!("{base}/api/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["userId"], user);
+    let listed: Value = http
+        .get(format!("{base}/api/auth/list-sessions"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let out = http
+        .post(format!("{base}/api/auth/sign-out"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 200);
+    assert_eq!(
+        http.get(format!("{base}/api/me"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn uses_redis_in_front_of_the_database_when_redis_url_is_set() {
+    let Some(redis) = common::service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    let server = start(&[
+        ("REDIS_URL", redis.as_str()),
+        ("SESSION_STORAGE", "database"),
+    ]);
+    sign_in_me_sign_out(&server, &common::unique_name("redis_demo_user")).await;
+}
+
+#[tokio::test]
+async fn runs_on_redis_alone_in_secondary_only_mode() {
+    let Some(redis) = common::service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    let server = start(&[
+        ("REDIS_URL", redis.as_str()),
+        ("SESSION_STORAGE", "secondary-only"),
+        ("DATABASE_URL", "sqlite:/nonexistent-dir/never-opened.db"),
+    ]);
+    sign_in_me_sign_out(&server, &common::unique_name("redis_only_user")).await;
+}
+
+#[test]
+fn secondary_only_with_unreachable_redis_stops_at_start() {
+    let output = Command::new(example_binary())
+        .env_clear()
+        .env("PORT", "0")
+        .env("SESSION_STORAGE", "secondary-only")
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.starts_with("error:") && l.contains("REDIS_URL")),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,222 @@
+//! [`RedisStorage`] as the secondary tier in front of a primary store.
+
+use chrono::{DateTime, Utc};
+use redis::Value;
+
+use super::RedisStorage;
+use super::encoding::{decode, encode};
+use crate::error::StoreError;
+use crate::secondary::{PutOutcome, Revocation, SecondaryStorage};
+use crate::session::Session;
+use crate::store::BoxFuture;
+use crate::token::TokenHash;
+
+impl RedisStorage {
+    pub(super) async fn get_session(
+        &self,
+        token_hash: &TokenHash,
+    ) -> Result<Option<Session>, StoreError> {
+        let key = self.key_for_hash(token_hash);
+        let bytes: Option<Vec<u8>> = self
+            .with_connection(|mut conn| async move {
+                redis::cmd("GET").arg(&key).query_async(&mut conn).await
+            })
+            .await?;
+        Ok(bytes.and_then(|bytes| {
+            let session = decode(&bytes);
+            if session.is_none() {
+                tracing::warn!(
+                    token_hash = ?token_hash,
+                    "undecodable session value in redis; treated as absent"
+                );
+            }
+            session
+        }))
+    }
+
+    /// Runs the revoke script. `extend`: tombstones also last until each session's own
+    /// expiry. Returns (id, token hash, value) per tombstoned session.
+    pub(super) async fn run_revoke(
+        &self,
+        revocations: &[Revocation<'_>],
+        until_ms: i64,
+        now_ms: i64,
+        extend: bool,
+    ) -> Result<Vec<(String, Option<TokenHash>, Option<Vec<u8>>)>, StoreError> {
+        let mut invocation = self.inner.scripts.revoke.prepare_invoke();
+        invocation
+            .arg(&self.inner.prefix)
+            .arg(until_ms)
+            .arg(now_ms)
+            .arg(if extend { "1" } else { "0" });
+        for revocation in revocations {
+            match *revocation {
+                Revocation::Token(hash) => {
+                    invocation.arg("t").arg(hash.to_hex()).arg("").arg("");
+                }
+                Revocation::Session {
+                    id,
+                    user_id,
+                    token_hash,
+                    verified,
+                } => {
+                    invocation
+                        .arg("s")
+                        .arg(id)
+                        .arg(user_id.unwrap_or(""))
+                        .arg(token_hash.map(TokenHash::to_hex).unwrap_or_default())
+                        .arg(if verified { "1" } else { "0" });
+                }
+                Revocation::User { user_id, except } => {
+                    invocation
+                        .arg("u")
+                        .arg(user_id)
+                        .arg(except.unwrap_or(""))
+                        .arg("");
+                }
+            }
+        }
+        let flat: Vec<Vec<u8>> = self
+            .with_connection(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let mut out = Vec::with_capacity(flat.len() / 3);
+        for triple in flat.chunks_exact(3) {
+            let id = String::from_utf8_lossy(&triple[0]).into_owned();
+            let hash = hex_hash(&triple[1]);
+            let value = (!triple[2].is_empty()).then(|| triple[2].clone());
+            out.push((id, hash, value));
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn run_list(
+        &self,
+        user_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut invocation = self.inner.scripts.list.prepare_invoke();
+        invocation
+            .arg(&self.inner.prefix)
+            .arg(user_id)
+            .arg(now.timestamp_millis());
+        let values: Vec<Vec<u8>> = self
+            .with_connection(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let mut sessions: Vec<Session> = values
+            .iter()
+            .filter_map(|v| decode(v))
+            .filter(|s| !s.is_expired(now))
+            .collect();
+        sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(sessions)
+    }
+}
+
+/// Parses the lower-case hex the scripts hand back.
+fn hex_hash(hex: &[u8]) -> Option<TokenHash> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut bytes = [0u8; 32];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        bytes[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
+    }
+    Some(TokenHash(bytes))
+}
+
+impl SecondaryStorage for RedisStorage {
+    fn get<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        Box::pin(self.get_session(token_hash))
+    }
+
+    fn put<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        session: &'a Session,
+        replaces: Option<&'a TokenHash>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        Box::pin(async move {
+            let mut invocation = self.inner.scripts.put.prepare_invoke();
+            invocation
+                .arg(&self.inner.prefix)
+                .arg(token_hash.to_hex())
+                .arg(&session.id)
+                .arg(&session.user_id)
+                .arg(encode(session))
+                .arg(session.expires_at.timestamp_millis())
+                .arg(session.generation)
+                .arg(now.timestamp_millis())
+                .arg(replaces.map(TokenHash::to_hex).unwrap_or_default());
+            let outcome: Value = self
+                .with_connection(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+                .await?;
+            match outcome {
+                Value::BulkString(ref s) if s == b"written" => Ok(PutOutcome::Written),
+                Value::BulkString(ref s) if s == b"stale" => Ok(PutOutcome::Stale),
+                Value::BulkString(ref s) if s == b"revoked" => Ok(PutOutcome::Revoked),
+                Value::BulkString(ref s) if s == b"expired" => Ok(PutOutcome::Expired),
+                other => Err(StoreError::new(format!(
+                    "unexpected reply from the redis put script: {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn forget<'a>(&'a self, token_hash: &'a TokenHash) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let key = self.key_for_hash(token_hash);
+            self.with_connection(|mut conn| async move {
+                redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+        })
+    }
+
+    fn revoke<'a>(
+        &'a self,
+        revocations: &'a [Revocation<'a>],
+        until: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        Box::pin(async move {
+            let revoked = self
+                .run_revoke(
+                    revocations,
+                    until.timestamp_millis(),
+                    now.timestamp_millis(),
+                    true,
+                )
+                .await?;
+            Ok(revoked.into_iter().map(|(id, _, _)| id).collect())
+        })
+    }
+
+    fn list_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
+        Box::pin(self.run_list(user_id, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_hash_round_trips_and_rejects_junk() {
+        let hash = TokenHash([0xab; 32]);
+        assert_eq!(hex_hash(hash.to_hex().as_bytes()), Some(hash));
+        assert_eq!(hex_hash(b""), None);
+        assert_eq!(hex_hash(&[b'z'; 64]), None);
+    }
+}

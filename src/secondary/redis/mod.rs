@@ -1,0 +1,394 @@
+//! [`RedisStorage`]: Redis as the secondary tier (or, explicitly, the only store).
+//!
+//! Every call has a bounded timeout and goes through a circuit breaker, so an unreachable
+//! Redis costs at most one timeout per probe interval. See [`scripts`] for the key layout
+//! and [`encoding`] for the value format.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{ErrorKind, RedisError, RedisResult, Script};
+use tokio::sync::OnceCell;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{ConfigError, StoreError};
+
+mod breaker;
+mod cache_tier;
+mod encoding;
+mod scripts;
+mod sole_store;
+
+use breaker::{Admission, Breaker};
+
+/// The default key prefix: namespaced and versioned, so a layout change can move to
+/// `tas:v2:` without reading old values.
+pub const DEFAULT_KEY_PREFIX: &str = "tas:v1:";
+const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// DESIGN §6: Redis is probed at least every 2 s while the circuit is open.
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Sessions in Redis: the secondary tier in front of a primary store
+/// ([`SessionManagerBuilder::secondary_storage`](crate::SessionManagerBuilder::secondary_storage)),
+/// or the only store (`SessionManager::builder(redis)`, "secondary-only").
+///
+/// Cheap to clone; clones share the connection, the circuit breaker and the counters, so
+/// keep a clone to read [`metrics`](Self::metrics).
+///
+/// Each session costs one value (`SET … PXAT`, about 200 bytes for a browser session),
+/// one id pointer and one sorted-set entry in its user's index; no key or value contains
+/// a token, only `SHA-256(token)`. Configure Redis with `maxmemory-policy noeviction` (or
+/// a `volatile-*` policy in a Redis shared with a cache, accepting that an evicted session
+/// is a cache miss in primary + secondary mode and a sign-out in secondary-only mode).
+///
+/// ```no_run
+/// use tower_auth_session::{MemoryStore, SessionManager};
+/// use tower_auth_session::secondary::RedisStorage;
+///
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = RedisStorage::builder("redis://127.0.0.1:6379").connect().await?;
+/// // Primary + secondary: the store is the source of truth, Redis answers most reads.
+/// let manager = SessionManager::builder(MemoryStore::new())
+///     .secondary_storage(redis.clone())
+///     .secret(b"an example secret of at least 32 bytes!")
+///     .build()?;
+/// // Secondary-only: Redis holds everything.
+/// let redis_only = SessionManager::builder(redis.clone())
+///     .secret(b"an example secret of at least 32 bytes!")
+///     .build()?;
+/// println!("{:?}", redis.metrics());
+/// # let _ = (manager, redis_only);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct RedisStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    prefix: String,
+    timeout: Duration,
+    clock: Arc<dyn Clock>,
+    connection: OnceCell<ConnectionManager>,
+    breaker: Breaker,
+    round_trips: AtomicU64,
+    failures: AtomicU64,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    put: Script,
+    create: Script,
+    update: Script,
+    revoke: Script,
+    list: Script,
+}
+
+impl std::fmt::Debug for RedisStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The connection info may hold a password: show only the prefix and settings.
+        f.debug_struct("RedisStorage")
+            .field("prefix", &self.inner.prefix)
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of a [`RedisStorage`] (shared by its clones), for dashboards and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisMetrics {
+    /// Calls sent to Redis (each one round trip).
+    pub round_trips: u64,
+    /// Calls that timed out or lost their connection.
+    pub failures: u64,
+    /// Calls refused at once because the circuit was open.
+    pub short_circuited: u64,
+    /// How many times the circuit opened.
+    pub circuit_opened: u64,
+    /// Whether the circuit is open now.
+    pub circuit_open: bool,
+}
+
+/// Configures a [`RedisStorage`]; see [`RedisStorage::builder`].
+#[must_use]
+pub struct RedisStorageBuilder {
+    url: String,
+    prefix: String,
+    timeout: Duration,
+    probe_interval: Duration,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for RedisStorageBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStorageBuilder")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("probe_interval", &self.probe_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStorage {
+    /// Starts configuring a storage for the Redis at `url` (`redis://host:port/db`,
+    /// `rediss://…` is not compiled in).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_auth_session::secondary::RedisStorage;
+    ///
+    /// // `build` does no I/O: the connection is made on first use.
+    /// let redis = RedisStorage::builder("redis://127.0.0.1:6379")
+    ///     .key_prefix("myapp:sessions:v1:")
+    ///     .timeout(Duration::from_millis(100))
+    ///     .build()?;
+    /// assert_eq!(redis.key_prefix(), "myapp:sessions:v1:");
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn builder(url: impl Into<String>) -> RedisStorageBuilder {
+        RedisStorageBuilder {
+            url: url.into(),
+            prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The key prefix every key starts with.
+    pub fn key_prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The underlying client, for connections this type does not manage (pub/sub).
+    pub fn client(&self) -> &redis::Client {
+        &self.inner.client
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> RedisMetrics {
+        let inner = &self.inner;
+        RedisMetrics {
+            round_trips: inner.round_trips.load(Ordering::Relaxed),
+            failures: inner.failures.load(Ordering::Relaxed),
+            short_circuited: inner.breaker.short_circuited.load(Ordering::Relaxed),
+            circuit_opened: inner.breaker.opened.load(Ordering::Relaxed),
+            circuit_open: inner.breaker.is_open(),
+        }
+    }
+
+    /// Runs `call` on the shared connection with this storage's timeout and circuit
+    /// breaker, counting it as one round trip. For other parts of the crate (and apps)
+    /// that keep their own keys next to the sessions; prefix them with
+    /// [`key_prefix`](Self::key_prefix).
+    ///
+    /// ```no_run
+    /// # use tower_auth_session::secondary::RedisStorage;
+    /// # async fn demo(redis: RedisStorage) -> Result<(), tower_auth_session::StoreError> {
+    /// let key = format!("{}lease:instance-1", redis.key_prefix());
+    /// redis
+    ///     .with_connection(|mut conn| async move {
+    ///         redis::cmd("SET").arg(&key).arg(1).arg("PX").arg(2000).query_async::<()>(&mut conn).await
+    ///     })
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn with_connection<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let inner = &self.inner;
+        let admission = inner.breaker.admit();
+        if admission == Admission::Reject {
+            return Err(StoreError::new("redis unavailable (circuit open)"));
+        }
+        inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        let attempt = async {
+            let connection = inner
+                .connection
+                .get_or_try_init(|| {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(inner.timeout)
+                        .set_response_timeout(inner.timeout)
+                        // One attempt per reconnect: the breaker paces the retries.
+                        .set_number_of_retries(0);
+                    ConnectionManager::new_with_config(inner.client.clone(), config)
+                })
+                .await?
+                .clone();
+            call(connection).await
+        };
+        match tokio::time::timeout(inner.timeout, attempt).await {
+            Ok(Ok(value)) => {
+                inner.breaker.succeeded(admission);
+                Ok(value)
+            }
+            Ok(Err(error)) if !is_outage(&error) => {
+                inner.breaker.succeeded(admission);
+                Err(StoreError::with_source("redis refused the command", error))
+            }
+            Ok(Err(error)) => {
+                inner.failures.fetch_add(1, Ordering::Relaxed);
+                inner.breaker.failed(admission, &error);
+                Err(StoreError::with_source("redis unreachable", error))
+            }
+            Err(_elapsed) => {
+                inner.failures.fetch_add(1, Ordering::Relaxed);
+                let error = format!("no answer within {} ms", inner.timeout.as_millis());
+                inner.breaker.failed(admission, &error);
+                Err(StoreError::new(format!("redis timed out: {error}")))
+            }
+        }
+    }
+
+    fn key_for_hash(&self, token_hash: &crate::token::TokenHash) -> String {
+        format!("{}s:{}", self.inner.prefix, token_hash.to_hex())
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.inner.clock.now().timestamp_millis()
+    }
+}
+
+/// Whether an error says "Redis is not there" (as opposed to "Redis answered no").
+fn is_outage(error: &RedisError) -> bool {
+    !matches!(
+        error.kind(),
+        ErrorKind::ResponseError
+            | ErrorKind::TypeError
+            | ErrorKind::ExtensionError
+            | ErrorKind::NoScriptError
+            | ErrorKind::ExecAbortError
+    )
+}
+
+impl RedisStorageBuilder {
+    /// The prefix of every key (default `tas:v1:`). Give each application (and each
+    /// layout version) its own.
+    ///
+    /// ```
+    /// # use tower_auth_session::secondary::RedisStorage;
+    /// let redis = RedisStorage::builder("redis://127.0.0.1").key_prefix("shop:v1:").build()?;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long one call may take, connecting included (default 250 ms). Past it the
+    /// call fails, the circuit opens, and in primary + secondary mode the request reads
+    /// the store instead.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_auth_session::secondary::RedisStorage;
+    /// let redis = RedisStorage::builder("redis://127.0.0.1")
+    ///     .timeout(Duration::from_millis(50))
+    ///     .build()?;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long the circuit stays open before one call probes Redis again (default 1 s,
+    /// at most 2 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use tower_auth_session::secondary::RedisStorage;
+    /// let redis = RedisStorage::builder("redis://127.0.0.1")
+    ///     .probe_interval(Duration::from_millis(500))
+    ///     .build()?;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = interval;
+        self
+    }
+
+    /// Where time comes from (default the system clock). Give it the manager's clock
+    /// when the manager has a [`ManualClock`](crate::ManualClock), so expiries agree.
+    ///
+    /// ```
+    /// # use tower_auth_session::{ManualClock, secondary::RedisStorage};
+    /// let clock = ManualClock::new();
+    /// let redis = RedisStorage::builder("redis://127.0.0.1").clock(clock.clone()).build()?;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Checks the configuration and builds the storage, without connecting.
+    pub fn build(self) -> Result<RedisStorage, ConfigError> {
+        let invalid = |option, reason: &str| ConfigError::Invalid {
+            option,
+            reason: reason.to_owned(),
+        };
+        let client = redis::Client::open(self.url.as_str())
+            .map_err(|e| invalid("redis_url", &e.to_string()))?;
+        if self.prefix.is_empty() {
+            return Err(invalid("key_prefix", "must not be empty"));
+        }
+        if self.timeout.is_zero() {
+            return Err(invalid("timeout", "must be positive"));
+        }
+        if self.probe_interval.is_zero() || self.probe_interval > MAX_PROBE_INTERVAL {
+            return Err(invalid("probe_interval", "must be between 1 ms and 2 s"));
+        }
+        Ok(RedisStorage {
+            inner: Arc::new(Inner {
+                client,
+                prefix: self.prefix,
+                timeout: self.timeout,
+                clock: self.clock,
+                connection: OnceCell::new(),
+                breaker: Breaker::new(self.probe_interval),
+                round_trips: AtomicU64::new(0),
+                failures: AtomicU64::new(0),
+                scripts: Scripts {
+                    put: Script::new(scripts::PUT),
+                    create: Script::new(scripts::CREATE),
+                    update: Script::new(scripts::UPDATE),
+                    revoke: Script::new(scripts::REVOKE),
+                    list: Script::new(scripts::LIST),
+                },
+            }),
+        })
+    }
+
+    /// Builds the storage and checks that Redis answers (`PING`), for a clear error at
+    /// start-up.
+    ///
+    /// ```no_run
+    /// # use tower_auth_session::secondary::RedisStorage;
+    /// # async fn demo() -> Result<(), tower_auth_session::StoreError> {
+    /// let redis = RedisStorage::builder("redis://127.0.0.1:6379").connect().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect(self) -> Result<RedisStorage, StoreError> {
+        let storage = self
+            .build()
+            .map_err(|e| StoreError::with_source("invalid redis configuration", e))?;
+        storage
+            .with_connection(|mut conn| async move {
+                redis::cmd("PING").query_async::<String>(&mut conn).await
+            })
+            .await?;
+        Ok(storage)
+    }
+}
