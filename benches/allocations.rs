@@ -10,7 +10,9 @@
 //!
 //! Only the service call is counted (the request is built beforehand; the response is
 //! dropped inside the counted window). The `sqlite` paths include what sqlx's worker
-//! thread allocates for the query.
+//! thread allocates for the query. The `store` and `redis` columns are primary-store calls
+//! and Redis round trips per request; the Redis paths need `--features redis` and
+//! `redis-server` on the `PATH` (the bench starts its own on a free loopback port).
 //!
 //! The same binary gives instruction counts under callgrind: the measured loop runs inside
 //! `measured`, so collect only there and divide by `--iters`:
@@ -101,6 +103,37 @@ struct Counters {
     allocations: usize,
     reallocations: usize,
     bytes: usize,
+    store_calls: u64,
+    redis_trips: u64,
+}
+
+impl Counters {
+    fn since(self, before: Self) -> Self {
+        Self {
+            allocations: self.allocations - before.allocations,
+            reallocations: self.reallocations - before.reallocations,
+            bytes: self.bytes - before.bytes,
+            store_calls: self.store_calls - before.store_calls,
+            redis_trips: self.redis_trips - before.redis_trips,
+        }
+    }
+}
+
+/// The storages of the Redis paths, for their round-trip counters.
+#[cfg(feature = "redis")]
+static REDIS: std::sync::Mutex<Vec<tower_auth_session::secondary::RedisStorage>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn redis_trips() -> u64 {
+    #[cfg(feature = "redis")]
+    return REDIS
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .map(|storage| storage.metrics().round_trips)
+        .sum();
+    #[cfg(not(feature = "redis"))]
+    0
 }
 
 fn counters() -> Counters {
@@ -108,6 +141,8 @@ fn counters() -> Counters {
         allocations: ALLOCATIONS.load(Relaxed),
         reallocations: REALLOCATIONS.load(Relaxed),
         bytes: BYTES.load(Relaxed),
+        store_calls: fixture::stores::store_calls(),
+        redis_trips: redis_trips(),
     }
 }
 
@@ -170,12 +205,7 @@ where
             }
         })
     });
-    let after = counters();
-    Counters {
-        allocations: after.allocations - before.allocations,
-        reallocations: after.reallocations - before.reallocations,
-        bytes: after.bytes - before.bytes,
-    }
+    counters().since(before)
 }
 
 /// Sizes of each allocation of one request through `service`.
@@ -209,12 +239,14 @@ fn path<S>(
     // Warm-up fills lazily grown tables (tracing callsites, pools, hash maps) first.
     count(runtime, &mut service, &make_request, 100);
     let total = count(runtime, &mut service, &make_request, options.iters);
-    let per_request = |n: usize| n as f64 / options.iters as f64;
+    let per_request = |n: u64| n as f64 / options.iters as f64;
     println!(
-        "| {name:<28} | {:>8.2} | {:>8.2} | {:>8.0} |",
-        per_request(total.allocations),
-        per_request(total.reallocations),
-        per_request(total.bytes),
+        "| {name:<28} | {:>8.2} | {:>8.2} | {:>8.0} | {:>8.2} | {:>8.2} |",
+        per_request(total.allocations as u64),
+        per_request(total.reallocations as u64),
+        per_request(total.bytes as u64),
+        per_request(total.store_calls),
+        per_request(total.redis_trips),
     );
     if options.trace {
         let sizes = trace(runtime, &mut service, make_request());
@@ -237,8 +269,8 @@ fn main() {
     let forged = forged_cookie(&manager);
 
     println!(
-        "| path                         | allocs   | reallocs | bytes    |\n\
-         |------------------------------|----------|----------|----------|"
+        "| path                         | allocs   | reallocs | bytes    | store    | redis    |\n\
+         |------------------------------|----------|----------|----------|----------|----------|"
     );
     let o = &options;
     let rt = &runtime;
@@ -290,6 +322,8 @@ fn main() {
         sqlite.layer().layer(trivial()),
         with("/hello", &sqlite_cookie),
     );
+    #[cfg(feature = "redis")]
+    let _redis = redis_paths(o, rt);
     path(o, rt, "bare/router", fixture::router(), hello);
     path(
         o,
@@ -312,4 +346,39 @@ fn main() {
         fixture::layered_router(&manager),
         with("/me", &memory_cookie),
     );
+}
+
+/// SQLite + Redis: a Redis hit, and a refresh (store write, then Redis). Returns the
+/// Redis process, which must outlive the table.
+#[cfg(feature = "redis")]
+fn redis_paths(options: &Options, runtime: &Runtime) -> Option<fixture::redis::RedisProcess> {
+    let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
+    if !wanted("layer/redis_hit") && !wanted("layer/redis_refresh") {
+        return None;
+    }
+    let redis = fixture::redis::RedisProcess::start()?;
+    let (hit, storage, _hit_dir) = runtime.block_on(redis.sqlite_redis_manager(|b| b));
+    let (refreshing, refreshing_storage, _refresh_dir) =
+        runtime.block_on(redis.sqlite_redis_manager(|b| b.update_age(Duration::ZERO)));
+    let hit_cookie = runtime.block_on(fixture::sign_in(&hit, "alice"));
+    let refresh_cookie = runtime.block_on(fixture::sign_in(&refreshing, "alice"));
+    REDIS
+        .lock()
+        .expect("not poisoned")
+        .extend([storage, refreshing_storage]);
+    path(
+        options,
+        runtime,
+        "layer/redis_hit",
+        hit.layer().layer(trivial()),
+        move || get_request("/hello", Some(&hit_cookie)),
+    );
+    path(
+        options,
+        runtime,
+        "layer/redis_refresh",
+        refreshing.layer().layer(trivial()),
+        move || get_request("/hello", Some(&refresh_cookie)),
+    );
+    Some(redis)
 }

@@ -16,8 +16,11 @@
 //! | `no_token` | no cookie at all: bare `service_fn` / layer; bare `Router` / `Router::layer` / the layer around the whole router |
 //! | `cookie_parsing` | a dozen unrelated cookies, none of ours: bare / layer |
 //! | `bad_mac` | a well-formed token signed with an unknown key: bare / layer (no I/O) |
-//! | `store_hit` | a valid session: bare / `MemoryStore` / `SqliteStore` (temp file), and `/me` through the `CurrentSession` extractor |
+//! | `store_hit` | a valid session: bare / `MemoryStore` / `SqliteStore` (temp file) / SQLite + Redis (a Redis hit), and `/me` through the `CurrentSession` extractor |
 //! | `refresh` | `update_age = 0`, so every request slides the expiry: hit / refresh per store |
+//!
+//! The Redis lines need `--features redis` and `redis-server` on the `PATH`: the bench
+//! starts its own on a free loopback port and stops it at the end.
 //! | `sign_in` | `POST /sign-in` (new token, one insert) next to a no-token request |
 //! | `token` | token generation, hashing, signing and MAC verification alone |
 
@@ -178,6 +181,18 @@ fn store_hit(c: &mut Criterion) {
         sqlite.layer().layer(trivial()),
         with(&sqlite_cookie, "/hello"),
     );
+    #[cfg(feature = "redis")]
+    if let Some(redis) = fixture::redis::RedisProcess::start() {
+        let (manager, _storage, _dir) = runtime.block_on(redis.sqlite_redis_manager(|b| b));
+        let cookie = runtime.block_on(fixture::sign_in(&manager, "alice"));
+        bench_service(
+            &mut group,
+            "redis/service_fn",
+            &runtime,
+            manager.layer().layer(trivial()),
+            with(&cookie, "/hello"),
+        );
+    }
     group.finish();
 }
 
@@ -189,14 +204,29 @@ fn refresh(c: &mut Criterion) {
     let (sqlite_hit, _hit_dir) = runtime.block_on(fixture::sqlite_manager(|b| b));
     let (sqlite_refresh, _refresh_dir) = runtime.block_on(fixture::sqlite_manager(every_request));
 
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut managers = vec![
+        ("memory/hit", memory_hit),
+        ("memory/refresh", memory_refresh),
+        ("sqlite/hit", sqlite_hit),
+        ("sqlite/refresh", sqlite_refresh),
+    ];
+    #[cfg(feature = "redis")]
+    let (_redis, _redis_dirs) = match fixture::redis::RedisProcess::start() {
+        Some(redis) => {
+            let (hit, _, hit_dir) = runtime.block_on(redis.sqlite_redis_manager(|b| b));
+            let (refresh, _, refresh_dir) =
+                runtime.block_on(redis.sqlite_redis_manager(every_request));
+            managers.push(("sqlite_redis/hit", hit));
+            managers.push(("sqlite_redis/refresh", refresh));
+            (Some(redis), vec![hit_dir, refresh_dir])
+        }
+        None => (None, Vec::new()),
+    };
+
     let mut group = c.benchmark_group("refresh");
     group.sample_size(20);
-    for (id, manager) in [
-        ("memory/hit", &memory_hit),
-        ("memory/refresh", &memory_refresh),
-        ("sqlite/hit", &sqlite_hit),
-        ("sqlite/refresh", &sqlite_refresh),
-    ] {
+    for (id, manager) in &managers {
         let cookie = runtime.block_on(fixture::sign_in(manager, "alice"));
         bench_service(
             &mut group,
