@@ -284,9 +284,10 @@ async fn sign_in(
     let options = SignInOptions::new().remember_me(body.remember_me.unwrap_or(true));
     match handle.sign_in(user_id, options).await {
         Ok(session) => Json(json!({ "session": session })).into_response(),
-        Err(tower_auth_session::SessionError::InvalidUserId) => {
-            error(StatusCode::BAD_REQUEST, "userId must be 1-255 bytes")
-        }
+        Err(tower_auth_session::SessionError::InvalidUserId) => error(
+            StatusCode::BAD_REQUEST,
+            "userId must be 1-255 bytes without NUL",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "sign-in failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")

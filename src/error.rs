@@ -110,7 +110,7 @@ pub enum SessionError {
     NoSession,
     /// App-defined fields could not be (de)serialized.
     Fields(serde_json::Error),
-    /// The user id is empty or longer than 255 bytes.
+    /// The user id is empty, longer than 255 bytes, or contains NUL.
     InvalidUserId,
 }
 
@@ -120,7 +120,7 @@ impl fmt::Display for SessionError {
             Self::Store(e) => write!(f, "session store unavailable: {e}"),
             Self::NoSession => f.write_str("no valid session"),
             Self::Fields(e) => write!(f, "session fields: {e}"),
-            Self::InvalidUserId => f.write_str("user id must be 1-255 bytes"),
+            Self::InvalidUserId => f.write_str("user id must be 1-255 bytes without NUL"),
         }
     }
 }

@@ -205,7 +205,9 @@ impl SessionHandle {
         options: SignInOptions,
     ) -> Result<Session, SessionError> {
         let user_id = user_id.into();
-        if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN {
+        // NUL is refused too: PostgreSQL cannot store it, and bad input must not turn
+        // into a store error (a 503).
+        if user_id.is_empty() || user_id.len() > MAX_USER_ID_LEN || user_id.contains('\0') {
             return Err(SessionError::InvalidUserId);
         }
         let manager = &self.shared.manager.inner;
@@ -245,7 +247,7 @@ impl SessionHandle {
         let token = Token::generate();
         let hash = token.hash();
         manager.store.create(&hash, &session).await?;
-        tracing::info!(session_id = %session.id, user_id = %session.user_id, "session created");
+        tracing::info!(session_id = %session.id, user_id = ?session.user_id, "session created");
         manager.enforce_session_limit(&hash, &session).await?;
         // Store first (the source of truth), then one atomic write to the secondary tier;
         // after the limit check, which may take the new session back.
@@ -310,6 +312,9 @@ impl SessionHandle {
                 remember,
                 expires_at,
             } => {
+                // A response carrying a live token must never be stored by a shared cache,
+                // whatever the handler said.
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 let lifetime = if remember {
                     Lifetime::MaxAge(expires_at - manager.clock.now())
                 } else {

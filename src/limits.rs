@@ -37,7 +37,7 @@ impl ManagerInner {
             });
         }
         if let Err(error) = outcome {
-            tracing::error!(%error, user_id = %new.user_id, "could not enforce the per-user session limit; taking the new session back");
+            tracing::error!(%error, user_id = ?new.user_id, "could not enforce the per-user session limit; taking the new session back");
             if let Err(error) = self.store.delete(new_hash).await {
                 tracing::warn!(%error, session_id = %new.id, "could not take back a new session (it has no cookie and will expire)");
             }

@@ -254,7 +254,7 @@ impl ManagerInner {
         covered: &[String],
     ) -> Result<(), SessionError> {
         for stored in &sessions {
-            tracing::info!(session_id = %stored.session.id, user_id = %stored.session.user_id, ?reason, "session revoked");
+            tracing::info!(session_id = %stored.session.id, user_id = ?stored.session.user_id, ?reason, "session revoked");
         }
         let secondary = self.revoke_in_secondary_after(&sessions, covered).await;
         for stored in sessions {
@@ -312,7 +312,18 @@ impl std::fmt::Debug for SessionManagerBuilder {
     }
 }
 
+/// The longest any duration option may be: far beyond any session, and far enough from
+/// the end of chrono's calendar that `now + duration` can never overflow (and panic).
+const MAX_OPTION_DURATION: std::time::Duration =
+    std::time::Duration::from_secs(1000 * 366 * 24 * 3600);
+
 fn to_chrono(option: &'static str, d: std::time::Duration) -> Result<Duration, ConfigError> {
+    if d > MAX_OPTION_DURATION {
+        return Err(ConfigError::Invalid {
+            option,
+            reason: "must be at most 1000 years".into(),
+        });
+    }
     Duration::from_std(d).map_err(|_| ConfigError::Invalid {
         option,
         reason: "duration out of range".into(),

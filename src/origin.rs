@@ -100,14 +100,11 @@ fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Whether the request authenticates with `Authorization: Bearer …`.
+/// Whether the request authenticates with `Authorization: Bearer …`, judged exactly as the
+/// layer judges it: a header the layer would not read as a bearer token (say, an empty
+/// one, after which the cookie counts) does not exempt the request from the guard.
 fn has_bearer(headers: &HeaderMap) -> bool {
-    headers.get(header::AUTHORIZATION).is_some_and(|value| {
-        value
-            .as_bytes()
-            .get(..7)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "))
-    })
+    crate::request_token::bearer_value(headers).is_some()
 }
 
 impl SessionManager {

@@ -52,7 +52,7 @@ pub(crate) fn presented_token(manager: &ManagerInner, headers: &HeaderMap) -> Pr
 }
 
 /// The credentials of an `Authorization: Bearer …` header (scheme case-insensitive).
-fn bearer_value(headers: &HeaderMap) -> Option<&[u8]> {
+pub(crate) fn bearer_value(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(header::AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {

@@ -230,7 +230,7 @@ impl SessionHandle {
             })
             .await?;
         let manager = &self.manager().inner;
-        tracing::info!(session_id = %updated.id, user_id = %updated.user_id, "session token rotated");
+        tracing::info!(session_id = %updated.id, user_id = ?updated.user_id, "session token rotated");
         manager.events.emit(|| SessionEvent::Rotated {
             session: updated.clone(),
         });
