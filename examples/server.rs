@@ -40,6 +40,7 @@ struct Config {
     redis_url: Option<String>,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     secondary_only: bool,
+    cookie_cache_max_age: u64,
     secret: Option<String>,
     expires_in: u64,
     update_age: u64,
@@ -93,7 +94,8 @@ impl Config {
         if redis_url.is_some() && !cfg!(feature = "redis") {
             return Err("REDIS_URL is set: run the example with `--features redis`".into());
         }
-        seconds("SESSION_COOKIE_CACHE_MAX_AGE", Some(300))?;
+        let cookie_cache_max_age =
+            seconds("SESSION_COOKIE_CACHE_MAX_AGE", Some(300))?.unwrap_or(300);
         let secret = env("SESSION_SECRET");
         if let Some(s) = &secret {
             if s.len() < 32 {
@@ -135,6 +137,7 @@ impl Config {
             port,
             redis_url,
             secondary_only,
+            cookie_cache_max_age,
             database_url: env("DATABASE_URL")
                 .unwrap_or_else(|| "sqlite:tower-auth-session-demo.db".into()),
             secret,
@@ -246,6 +249,9 @@ async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, Str
     if let Some(max) = config.max_lifetime {
         builder = builder.max_lifetime(Duration::from_secs(max));
     }
+    // 0 turns the cache off. With Redis configured below, cache revocations reach every
+    // instance; without it, this demo is one process and the in-process set suffices.
+    builder = builder.cookie_cache_max_age(Duration::from_secs(config.cookie_cache_max_age));
     #[cfg(feature = "redis")]
     if let Some(redis) = open_secondary(config).await? {
         builder = builder.secondary_storage(redis);

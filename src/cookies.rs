@@ -51,28 +51,31 @@ pub(crate) enum CookieLookup<'a> {
 /// Finds the cookie called `name` in every `Cookie` header of the request.
 pub(crate) fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> CookieLookup<'a> {
     let mut found = CookieLookup::Absent;
-    for header_value in headers.get_all(header::COOKIE) {
-        for pair in header_value.as_bytes().split(|&b| b == b';') {
+    for (_, value) in cookie_pairs(headers).filter(|(n, _)| *n == name.as_bytes()) {
+        found = match found {
+            CookieLookup::Absent if value.len() <= MAX_COOKIE_VALUE_LEN => CookieLookup::One(value),
+            _ => CookieLookup::Bad,
+        };
+    }
+    found
+}
+
+/// Every `name=value` pair of every `Cookie` header, names and values trimmed and values
+/// unquoted, as raw bytes (nothing is percent-decoded).
+pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .get_all(header::COOKIE)
+        .into_iter()
+        .flat_map(|header_value| header_value.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
             let pair = trim(pair);
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if trim(&pair[..eq]) != name.as_bytes() {
-                continue;
-            }
+            let eq = pair.iter().position(|&b| b == b'=')?;
             let mut value = trim(&pair[eq + 1..]);
             if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
                 value = &value[1..value.len() - 1];
             }
-            found = match found {
-                CookieLookup::Absent if value.len() <= MAX_COOKIE_VALUE_LEN => {
-                    CookieLookup::One(value)
-                }
-                _ => CookieLookup::Bad,
-            };
-        }
-    }
-    found
+            Some((trim(&pair[..eq]), value))
+        })
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {

@@ -33,6 +33,7 @@ pub(crate) struct Pending<S, B> {
     pub(crate) source: TokenSource,
     pub(crate) client: ClientFacts,
     pub(crate) had_dont_remember: bool,
+    pub(crate) cache: crate::cookie_cache::CacheState,
 }
 
 pin_project! {
@@ -113,6 +114,7 @@ where
                         source,
                         client,
                         had_dont_remember,
+                        cache,
                     } = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
@@ -125,6 +127,8 @@ where
                         client,
                         had_dont_remember,
                     );
+                    // A cache is issued from it only if a session was found (see `finish`).
+                    handle.state().cache = cache;
                     request.extensions_mut().insert(handle.clone());
                     *this.handle = Some(handle);
                     let future = inner.call(request);

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::client::ClientFacts;
+use crate::cookie_cache::{CacheCookies, CacheState};
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::SessionError;
 use crate::events::{RevokeReason, SessionEvent};
@@ -120,6 +121,8 @@ pub(crate) struct HandleState {
     pub(crate) cookie_action: CookieAction,
     /// A signed token issued in this request, for the `set-auth-token` header.
     pub(crate) issued: Option<String>,
+    /// The cookie cache: what the request carried, whether it was used, whether to issue.
+    pub(crate) cache: CacheState,
 }
 
 struct Shared {
@@ -270,6 +273,8 @@ impl SessionHandle {
             remember: session.remember,
             expires_at: session.expires_at,
         };
+        state.cache.hit = false;
+        state.cache.issue_from = Some(now);
         Ok(session)
     }
 
@@ -290,6 +295,7 @@ impl SessionHandle {
         state.session = None;
         state.issued = None;
         state.cookie_action = CookieAction::Clear;
+        state.cache.issue_from = None;
         Ok(())
     }
 
@@ -298,11 +304,13 @@ impl SessionHandle {
         let manager = &self.shared.manager.inner;
         let names = &manager.names;
         let config = &manager.config;
-        let (action, issued) = {
+        let (action, issued, cache_cookies) = {
             let mut state = self.state();
+            let cache_cookies = CacheCookies::decide(manager, &state);
             (
                 std::mem::replace(&mut state.cookie_action, CookieAction::Keep),
                 state.issued.take(),
+                cache_cookies,
             )
         };
         match action {
@@ -356,6 +364,7 @@ impl SessionHandle {
                 }
             }
         }
+        cache_cookies.apply(config, headers);
         if let Some(signed) = issued {
             if let Ok(value) = HeaderValue::try_from(signed) {
                 headers.insert(SET_AUTH_TOKEN, value);

@@ -57,6 +57,7 @@ mod cleanup;
 mod client;
 mod clock;
 mod config;
+mod cookie_cache;
 mod cookies;
 mod error;
 mod events;
@@ -71,6 +72,9 @@ mod manager;
 mod origin;
 mod request_token;
 mod resolve;
+mod revocation;
+#[cfg(feature = "redis")]
+mod revocation_bus;
 #[cfg(feature = "axum")]
 mod routes;
 pub mod secondary;

@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use crate::client::{ClientFacts, ClientTracking};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{SameSite, SessionConfig};
+use crate::cookie_cache::{CacheOptions, CookieCache};
 use crate::cookies::CookieNames;
 use crate::error::{ConfigError, SessionError, StoreError};
 use crate::events::{DEFAULT_EVENT_CAPACITY, EventBus, RevokeReason, SessionEvent};
@@ -17,6 +18,7 @@ use crate::layer::SessionLayer;
 use crate::origin::TrustedOrigins;
 use crate::request_token::{PresentedToken, presented_token};
 use crate::resolve::{RefreshGate, Resolved};
+use crate::revocation::Revocation as CacheRevocation;
 use crate::secondary::tiers::Lookup;
 use crate::secondary::{Revocation, SecondaryStorage};
 use crate::session::Session;
@@ -52,6 +54,8 @@ pub(crate) struct ManagerInner {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) tracking: ClientTracking,
     pub(crate) refresh_gate: RefreshGate,
+    /// The `session_data` cookie cache, when turned on.
+    pub(crate) cookie_cache: Option<CookieCache>,
     pub(crate) events: EventBus,
 }
 
@@ -67,6 +71,12 @@ impl std::fmt::Debug for SessionManager {
 impl SessionManager {
     /// Starts configuring a manager over a primary store.
     pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
+        // Secondary-only mode: the same Redis carries cookie cache revocations.
+        let cookie_cache = CacheOptions {
+            #[cfg(feature = "redis")]
+            redis: redis_for_cache_revocations(&store),
+            ..CacheOptions::default()
+        };
         SessionManagerBuilder {
             store: Arc::new(store),
             secondary: None,
@@ -74,6 +84,7 @@ impl SessionManager {
             config: SessionConfig::default(),
             clock: Arc::new(SystemClock),
             tracking: ClientTracking::default(),
+            cookie_cache,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             errors: Vec::new(),
         }
@@ -87,6 +98,16 @@ impl SessionManager {
     /// The name of the `session_token` cookie (with its `__Host-`/`__Secure-` prefix).
     pub fn session_cookie_name(&self) -> &str {
         &self.inner.names.session_token
+    }
+
+    /// Whether this instance believes cookie caches right now: the cache is on and, when
+    /// revocations are shared through Redis, its lease is live. For health checks and
+    /// dashboards; requests fall back to the stores while it is `false`.
+    pub fn cookie_cache_active(&self) -> bool {
+        self.inner
+            .cookie_cache
+            .as_ref()
+            .is_some_and(|cache| cache.leased())
     }
 
     /// The name of the `dont_remember` marker cookie.
@@ -257,13 +278,37 @@ impl ManagerInner {
             tracing::info!(session_id = %stored.session.id, user_id = ?stored.session.user_id, ?reason, "session revoked");
         }
         let secondary = self.revoke_in_secondary_after(&sessions, covered).await;
+        let cache_revocations = match &self.cookie_cache {
+            Some(_) => CacheRevocation::for_deleted(sessions.iter().map(|s| &s.session)),
+            None => Vec::new(),
+        };
         for stored in sessions {
             self.events.emit(|| SessionEvent::Revoked {
                 session: stored.session,
                 reason,
             });
         }
-        secondary
+        // Cookie caches are revoked even if the secondary failed: the store committed.
+        let caches = match &self.cookie_cache {
+            Some(cache) => cache.revoke(cache_revocations, self.clock.now()).await,
+            None => Ok(()),
+        };
+        secondary?;
+        Ok(caches?)
+    }
+
+    /// Everything that must happen after a session was rewritten in a way that makes its
+    /// older copies wrong (token rotation): cookie caches of generations below
+    /// `session.generation` are no longer believed. Call it after the store committed.
+    pub(crate) async fn superseded(&self, session: &Session) -> Result<(), StoreError> {
+        let Some(cache) = &self.cookie_cache else {
+            return Ok(());
+        };
+        let revocation = CacheRevocation::Session {
+            session_id: session.id.clone(),
+            below_generation: session.generation,
+        };
+        cache.revoke(vec![revocation], self.clock.now()).await
     }
 
     /// Deletes the session with this token hash from the source of truth.
@@ -291,6 +336,15 @@ impl ManagerInner {
     }
 }
 
+/// The Redis client and key prefix of `tier` when it is a
+/// [`RedisStorage`](crate::secondary::RedisStorage): with the cookie cache on, instances
+/// that share it also share revocations (and lease their trust in caches) through it.
+#[cfg(feature = "redis")]
+fn redis_for_cache_revocations<T: 'static>(tier: &T) -> Option<(redis::Client, String)> {
+    let redis = (tier as &dyn std::any::Any).downcast_ref::<crate::secondary::RedisStorage>()?;
+    Some((redis.client().clone(), redis.key_prefix().to_owned()))
+}
+
 /// Configures a [`SessionManager`]. Mistakes are reported by [`build`](Self::build).
 #[must_use]
 pub struct SessionManagerBuilder {
@@ -300,6 +354,7 @@ pub struct SessionManagerBuilder {
     config: SessionConfig,
     clock: Arc<dyn Clock>,
     tracking: ClientTracking,
+    cookie_cache: CacheOptions,
     event_capacity: usize,
     errors: Vec<ConfigError>,
 }
@@ -459,6 +514,12 @@ impl SessionManagerBuilder {
     /// # Ok::<(), tower_auth_session::ConfigError>(())
     /// ```
     pub fn secondary_storage(mut self, secondary: impl SecondaryStorage) -> Self {
+        // The cookie cache shares its revocations through the same Redis, unless
+        // `cookie_cache_redis` already chose one.
+        #[cfg(feature = "redis")]
+        if self.cookie_cache.redis.is_none() {
+            self.cookie_cache.redis = redis_for_cache_revocations(&secondary);
+        }
         self.secondary = Some(Arc::new(secondary));
         self
     }
@@ -474,6 +535,145 @@ impl SessionManagerBuilder {
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
         self.tracking.trusted_proxies = proxies.into_iter().collect();
         self
+    }
+
+    /// Turns the `session_data` cookie cache on or off (default off).
+    ///
+    /// With the cache on, the session is also sent as a signed cookie that lives
+    /// `max_age` (default 5 minutes, see [`cookie_cache_max_age`](Self::cookie_cache_max_age));
+    /// a request that brings a valid one is resolved without any store or Redis call. The
+    /// cache is bound to the session token, checked against its own expiry on every read,
+    /// and a revocation (sign-out, [`SessionManager::revoke`], [`SessionManager::revoke_user`])
+    /// stops this process from believing it at once. Sensitive handlers bypass it with
+    /// [`SessionHandle::authoritative`](crate::SessionHandle::authoritative).
+    ///
+    /// # Warning
+    /// Without Redis, revocation reaches only the caches of the process that revoked. Run
+    /// one instance, or give every instance the same Redis: a
+    /// [`RedisStorage`](crate::secondary::RedisStorage) passed to
+    /// [`secondary_storage`](Self::secondary_storage) (or used as the store) carries
+    /// revocations by itself, otherwise add
+    /// [`cookie_cache_redis`](Self::cookie_cache_redis). Several instances over a shared
+    /// database alone would each believe a revoked session's cache for up to `max_age`.
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .cookie_cache(true)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn cookie_cache(mut self, enabled: bool) -> Self {
+        self.cookie_cache.enabled = enabled;
+        self
+    }
+
+    /// How long a cookie cache is believed (default 5 minutes, at most 1 day); a non-zero
+    /// value also turns the cache on, zero turns it off (as `SESSION_COOKIE_CACHE_MAX_AGE`
+    /// does in the example server).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .cookie_cache_max_age(Duration::from_secs(60))
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn cookie_cache_max_age(mut self, max_age: std::time::Duration) -> Self {
+        self.cookie_cache.enabled = !max_age.is_zero();
+        if !max_age.is_zero() {
+            self.cookie_cache.max_age = max_age;
+        }
+        self
+    }
+
+    /// A version string bound into every cache (default empty, at most 255 bytes): change
+    /// it in a deploy that changes what sessions mean, and every older cache is ignored.
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .cookie_cache(true)
+    ///     .cookie_cache_version("2026-11-28")
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn cookie_cache_version(mut self, version: impl Into<String>) -> Self {
+        self.cookie_cache.version = version.into();
+        self
+    }
+
+    /// Encrypts the cache with AES-256-GCM instead of only signing it (default off), so
+    /// the browser cannot read the session's user id, IP address, user agent or app
+    /// fields. Costs 8 bytes more per cache than the MAC and about a microsecond per read.
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .cookie_cache(true)
+    ///     .cookie_cache_encryption(true)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn cookie_cache_encryption(mut self, encrypted: bool) -> Self {
+        self.cookie_cache.encrypted = encrypted;
+        self
+    }
+
+    /// Shares cookie cache revocations with every other instance through the Redis at
+    /// `url` (keys and channels under `key_prefix`, e.g. `tas:v1:`), so that a revoke on
+    /// one instance stops all of them from believing that session's caches before it
+    /// returns. Needed whenever more than one instance runs with the cookie cache on and
+    /// Redis is not already their secondary tier or store (a
+    /// [`RedisStorage`](crate::secondary::RedisStorage) given to the builder is used for
+    /// this automatically; this method overrides it).
+    ///
+    /// Each instance then trusts caches only under a 2-second lease it renews in Redis:
+    /// while Redis is unreachable, requests fall back to the stores instead of believing
+    /// caches, and a revoke that cannot reach Redis returns an error. After (re)connecting,
+    /// caches issued before the reconnection are read from the store once. The manager
+    /// starts its lease on the Tokio runtime it is built (or first used) in.
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .cookie_cache(true)
+    ///     .cookie_cache_redis("redis://127.0.0.1:6379", "myapp:v1:")
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn cookie_cache_redis(self, url: &str, key_prefix: impl Into<String>) -> Self {
+        let key_prefix = key_prefix.into();
+        let client = redis::Client::open(url).map_err(|e| ConfigError::Invalid {
+            option: "cookie_cache_redis",
+            reason: e.to_string(),
+        });
+        let client = client.and_then(|client| {
+            if key_prefix.is_empty() {
+                Err(ConfigError::Invalid {
+                    option: "cookie_cache_redis",
+                    reason: "the key prefix must not be empty".into(),
+                })
+            } else {
+                Ok(client)
+            }
+        });
+        self.record(client, |b, client| {
+            b.cookie_cache.redis = Some((client, key_prefix));
+        })
     }
 
     /// Caps how many live sessions one user may have: a sign-in that goes over revokes
@@ -589,6 +789,7 @@ impl SessionManagerBuilder {
             return invalid("same_site", "SameSite=None requires Secure");
         }
         let names = CookieNames::new(&config);
+        let cookie_cache = self.cookie_cache.build(&config, &names, &self.clock)?;
         Ok(SessionManager {
             inner: Arc::new(ManagerInner {
                 config,
@@ -599,6 +800,7 @@ impl SessionManagerBuilder {
                 clock: self.clock,
                 tracking: self.tracking,
                 refresh_gate: RefreshGate::default(),
+                cookie_cache,
                 events: EventBus::new(self.event_capacity),
             }),
         })

@@ -50,12 +50,28 @@ impl SessionHandle {
     /// session or its session has been revoked or has expired since (its cookies are then
     /// cleared); an error when the store cannot be reached.
     ///
-    /// Use it before sensitive actions; [`FreshSession`](crate::FreshSession) does.
+    /// Use it before sensitive actions; [`FreshSession`](crate::FreshSession) does. It
+    /// always bypasses the cookie cache: a session revoked on another instance (or in the
+    /// store directly) is seen here even while its cache cookie would still be believed.
+    ///
+    /// ```
+    /// use tower_auth_session::SessionHandle;
+    ///
+    /// async fn change_password(session: SessionHandle) -> Result<String, String> {
+    ///     let Some(current) = session.authoritative().await.map_err(|e| e.to_string())? else {
+    ///         return Err("signed out".into());
+    ///     };
+    ///     Ok(format!("changing the password of {}", current.user_id))
+    /// }
+    /// # let _ = change_password;
+    /// ```
     pub async fn authoritative(&self) -> Result<Option<Session>, SessionError> {
         let Some(hash) = self.state().token.as_ref().map(|(_, hash)| *hash) else {
             return Ok(None);
         };
         let manager = &self.manager().inner;
+        // Taken before the read: a cookie cache issued from this answer must not outlive it.
+        let read_at = manager.clock.now();
         let found = manager.store.find(&hash).await?;
         let now = manager.clock.now();
         match found {
@@ -63,6 +79,10 @@ impl SessionHandle {
                 let mut state = self.state();
                 state.session = Some(session.clone());
                 state.status = Status::Decided;
+                state.cache.hit = false;
+                if self.token_source() == Some(TokenSource::Cookie) {
+                    state.cache.issue_from = Some(read_at);
+                }
                 Ok(Some(session))
             }
             found => {
@@ -134,12 +154,14 @@ impl SessionHandle {
             return Ok(false);
         };
         let was_current = removed.session.id == current.id;
-        manager
+        // The session is gone from the store whatever happens next: end it here too.
+        let confirmed = manager
             .revoked_after(vec![removed], RevokeReason::ByUser, &covered)
-            .await?;
+            .await;
         if was_current {
             self.ended_here(None);
         }
+        confirmed?;
         Ok(true)
     }
 
@@ -178,10 +200,11 @@ impl SessionHandle {
             .await?;
         let removed = manager.store.delete_by_user(&current.user_id, None).await?;
         let count = removed.len();
-        manager
+        let confirmed = manager
             .revoked_after(removed, RevokeReason::ByUser, &covered)
-            .await?;
+            .await;
         self.ended_here(None);
+        confirmed?;
         Ok(count)
     }
 
@@ -237,15 +260,20 @@ impl SessionHandle {
         let signed = manager
             .keys
             .sign_token(&manager.names.session_token, &token);
-        let mut state = self.state();
-        state.token = Some((token, new_hash));
-        state.session = Some(updated.clone());
-        state.issued = Some(signed.clone());
-        state.cookie_action = CookieAction::Set {
-            signed,
-            remember: updated.remember,
-            expires_at: updated.expires_at,
-        };
+        {
+            let mut state = self.state();
+            state.token = Some((token, new_hash));
+            state.session = Some(updated.clone());
+            state.issued = Some(signed.clone());
+            state.cookie_action = CookieAction::Set {
+                signed,
+                remember: updated.remember,
+                expires_at: updated.expires_at,
+            };
+        }
+        // Copies of the session under its old token must die with that token. The new
+        // cookie is set either way: the old token no longer works.
+        manager.superseded(&updated).await?;
         Ok(updated)
     }
 

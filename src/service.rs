@@ -7,6 +7,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::client::ClientFacts;
+use crate::cookie_cache::{self, CacheState};
 use crate::cookies::{CookieLookup, find_cookie};
 use crate::future::ResponseFuture;
 use crate::handle::{CookieAction, HandleState, SessionHandle, Status};
@@ -69,24 +70,50 @@ where
         );
         match presented_token(manager, request.headers()) {
             PresentedToken::None => {
-                let handle = anonymous(&self.manager, client, None, had_dont_remember, None);
+                let cache = CacheState::seen(cookie_cache::presence(manager, request.headers()));
+                let handle = anonymous(&self.manager, client, None, had_dont_remember, None, cache);
                 request.extensions_mut().insert(handle.clone());
                 ResponseFuture::inner(inner.call(request), handle)
             }
             PresentedToken::Invalid(source, error) => {
                 tracing::debug!(%error, ?source, "refused a session token");
+                let cache = CacheState::seen(cookie_cache::presence(manager, request.headers()));
                 let handle = anonymous(
                     &self.manager,
                     client,
                     Some(source),
                     had_dont_remember,
                     Some(Rejection::Invalid),
+                    cache,
                 );
                 request.extensions_mut().insert(handle.clone());
                 ResponseFuture::inner(inner.call(request), handle)
             }
             PresentedToken::Valid { token, source } => {
                 let hash = token.hash();
+                // Bearer clients keep no cookies, so only a cookie request has a cache.
+                let cache = if source == TokenSource::Cookie {
+                    let now = manager.clock.now();
+                    match cookie_cache::read(manager, request.headers(), &hash, now) {
+                        // The hit path: no I/O, no future of our own.
+                        (cache, Some(session)) => {
+                            let handle = cached_handle(
+                                &self.manager,
+                                session,
+                                token,
+                                hash,
+                                client,
+                                had_dont_remember,
+                                cache,
+                            );
+                            request.extensions_mut().insert(handle.clone());
+                            return ResponseFuture::inner(inner.call(request), handle);
+                        }
+                        (cache, None) => cache,
+                    }
+                } else {
+                    CacheState::default()
+                };
                 let manager = self.manager.clone();
                 let resolve_client = client.clone();
                 let resolution =
@@ -102,6 +129,7 @@ where
                         source,
                         client,
                         had_dont_remember,
+                        cache,
                     },
                 )
             }
@@ -115,6 +143,7 @@ fn anonymous(
     source: Option<TokenSource>,
     had_dont_remember: bool,
     rejection: Option<Rejection>,
+    cache: CacheState,
 ) -> SessionHandle {
     let cookie_action = if source == Some(TokenSource::Cookie) && rejection.is_some() {
         CookieAction::Clear
@@ -133,6 +162,34 @@ fn anonymous(
             rejection,
             cookie_action,
             issued: None,
+            cache,
+        },
+    )
+}
+
+/// The handle of a request resolved from its cookie cache.
+fn cached_handle(
+    manager: &SessionManager,
+    session: crate::session::Session,
+    token: Token,
+    hash: TokenHash,
+    client: ClientFacts,
+    had_dont_remember: bool,
+    cache: CacheState,
+) -> SessionHandle {
+    SessionHandle::new(
+        manager.clone(),
+        client,
+        Some(TokenSource::Cookie),
+        had_dont_remember,
+        HandleState {
+            token: Some((token, hash)),
+            session: Some(session),
+            status: Status::Decided,
+            rejection: None,
+            cookie_action: CookieAction::Keep,
+            issued: None,
+            cache,
         },
     )
 }
@@ -166,6 +223,7 @@ pub(crate) fn resolved_handle(
                 rejection: None,
                 cookie_action,
                 issued: None,
+                cache: CacheState::default(),
             }
         }
         Resolved::Gone(rejection) => HandleState {
@@ -179,6 +237,7 @@ pub(crate) fn resolved_handle(
                 CookieAction::Keep
             },
             issued: None,
+            cache: CacheState::default(),
         },
         Resolved::Unavailable => HandleState {
             token: Some((token, hash)),
@@ -187,6 +246,7 @@ pub(crate) fn resolved_handle(
             rejection: None,
             cookie_action: CookieAction::Keep,
             issued: None,
+            cache: CacheState::default(),
         },
     };
     SessionHandle::new(

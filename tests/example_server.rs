@@ -387,3 +387,31 @@ fn secondary_only_with_unreachable_redis_stops_at_start() {
         "{stderr}"
     );
 }
+
+/// The `session_data` cookie names `sign-in` sets under `SESSION_COOKIE_CACHE_MAX_AGE`.
+async fn cache_cookies_after_sign_in(max_age: &str) -> Vec<String> {
+    let server = start(&[("SESSION_COOKIE_CACHE_MAX_AGE", max_age)]);
+    let signed_in = client()
+        .post(format!("{}/api/auth/sign-in", server.base))
+        .json(&json!({"userId": "carol"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .filter(|c| c.starts_with("tas.session_data"))
+        .collect()
+}
+
+#[tokio::test]
+async fn cookie_cache_follows_session_cookie_cache_max_age() {
+    let on = cache_cookies_after_sign_in("120").await;
+    assert_eq!(on.len(), 1, "{on:?}");
+    assert!(on[0].contains("Max-Age=120"), "{on:?}");
+    let off = cache_cookies_after_sign_in("0").await;
+    assert!(off.iter().all(|c| c.contains("Max-Age=0")), "{off:?}");
+}

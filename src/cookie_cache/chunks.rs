@@ -1,0 +1,215 @@
+//! Splitting a sealed value over cookies of at most 4096 bytes, and putting it back
+//! together.
+//!
+//! A value that fits is sent as `{name}`; a larger one as `{name}.0` … `{name}.{n-1}`,
+//! 2 ≤ n ≤ [`MAX_CHUNKS`]. Reading is strict: the plain name and chunks together, a
+//! duplicate, a gap, or a single `.0` are anomalies and the cache is ignored. The MAC
+//! covers the reassembled whole, so dropped, reordered or appended chunks fail it.
+
+use std::borrow::Cow;
+
+use http::HeaderMap;
+
+use crate::cookies::{MAX_COOKIE_VALUE_LEN, cookie_pairs};
+
+/// Most cookies one cache may span. Browsers send all cookies in one `Cookie` line and
+/// common proxies refuse lines over 8 KiB (nginx's default), so a cache that needs more
+/// than about 12 KB would cost the user more than the store read it saves.
+pub(crate) const MAX_CHUNKS: usize = 3;
+
+/// The cookie names of one cache: the plain name and its chunk names.
+#[derive(Debug, Clone)]
+pub(crate) struct ChunkNames {
+    pub(crate) plain: String,
+    pub(crate) chunks: [String; MAX_CHUNKS],
+}
+
+impl ChunkNames {
+    pub(crate) fn new(plain: &str) -> Self {
+        Self {
+            plain: plain.to_owned(),
+            chunks: std::array::from_fn(|i| format!("{plain}.{i}")),
+        }
+    }
+
+    /// Every name a cache can be written under.
+    pub(crate) fn all(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.plain.as_str()).chain(self.chunks.iter().map(String::as_str))
+    }
+
+    /// The names written for a value split into `count` cookies (1 = the plain name).
+    pub(crate) fn written(&self, count: usize) -> impl Iterator<Item = &str> {
+        let chunks = if count > 1 {
+            &self.chunks[..count]
+        } else {
+            &[]
+        };
+        (count == 1)
+            .then_some(self.plain.as_str())
+            .into_iter()
+            .chain(chunks.iter().map(String::as_str))
+    }
+}
+
+/// Which of the cache's names a request carried, so a write can expire the stale ones.
+/// `None` in the [`CacheState`](super::CacheState) means "not looked": expire them all.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Presence(u8);
+
+impl Presence {
+    const PLAIN: u8 = 1 << MAX_CHUNKS;
+
+    pub(crate) fn has_plain(self) -> bool {
+        self.0 & Self::PLAIN != 0
+    }
+
+    pub(crate) fn has_chunk(self, index: usize) -> bool {
+        self.0 & (1 << index) != 0
+    }
+}
+
+/// Finds the cache cookies in the request: which names are there, and the reassembled
+/// value when they form exactly one well-shaped cache.
+pub(crate) fn gather<'a>(
+    headers: &'a HeaderMap,
+    names: &ChunkNames,
+) -> (Presence, Option<Cow<'a, [u8]>>) {
+    let mut plain: Option<&[u8]> = None;
+    let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
+    let mut presence = 0u8;
+    let mut anomaly = false;
+    let plain_name = names.plain.as_bytes();
+    for (name, value) in cookie_pairs(headers) {
+        let Some(rest) = name.strip_prefix(plain_name) else {
+            continue;
+        };
+        let slot = match rest {
+            [] => {
+                presence |= Presence::PLAIN;
+                &mut plain
+            }
+            [b'.', digit] if digit.is_ascii_digit() && usize::from(digit - b'0') < MAX_CHUNKS => {
+                let index = usize::from(digit - b'0');
+                presence |= 1 << index;
+                &mut chunks[index]
+            }
+            _ => continue,
+        };
+        // A second cookie of one name, or one longer than we ever write, is not ours.
+        anomaly |= slot.replace(value).is_some() || value.len() > MAX_COOKIE_VALUE_LEN;
+    }
+    let presence = Presence(presence);
+    if anomaly {
+        return (presence, None);
+    }
+    let count = chunks.iter().take_while(|c| c.is_some()).count();
+    let value = match (plain, count) {
+        (Some(value), 0) => Some(Cow::Borrowed(value)),
+        // Chunks must be 0..n with nothing after a gap; a lone `.0` is never written.
+        (None, n) if n >= 2 && chunks[n..].iter().all(Option::is_none) => Some(Cow::Owned(
+            chunks[..n]
+                .iter()
+                .flatten()
+                .copied()
+                .flatten()
+                .copied()
+                .collect(),
+        )),
+        _ => None,
+    };
+    (presence, value)
+}
+
+/// Splits `value` into as few pieces as keep every `name=piece` within `limit` bytes;
+/// `None` when that takes more than [`MAX_CHUNKS`].
+pub(crate) fn split<'v>(value: &'v str, names: &ChunkNames, limit: usize) -> Option<Vec<&'v str>> {
+    if names.plain.len() + 1 + value.len() <= limit {
+        return Some(vec![value]);
+    }
+    // Chunk names all have the same length (single-digit index).
+    let room = limit.checked_sub(names.chunks[0].len() + 1)?;
+    if room == 0 {
+        return None;
+    }
+    let count = value.len().div_ceil(room);
+    if count > MAX_CHUNKS {
+        return None;
+    }
+    // The value is ASCII (kid and base64url), so any byte offset is a char boundary.
+    Some(
+        value
+            .as_bytes()
+            .chunks(room)
+            .map(|piece| std::str::from_utf8(piece).expect("cache values are ASCII"))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderValue, header};
+
+    use super::*;
+
+    fn headers(cookie: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.append(header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+        map
+    }
+
+    fn names() -> ChunkNames {
+        ChunkNames::new("c")
+    }
+
+    fn value(cookie: &str) -> Option<Vec<u8>> {
+        gather(&headers(cookie), &names()).1.map(Cow::into_owned)
+    }
+
+    #[test]
+    fn plain_and_chunked_values_are_reassembled() {
+        assert_eq!(value("x=1; c=abc").as_deref(), Some(&b"abc"[..]));
+        assert_eq!(value("c.1=def; c.0=abc").as_deref(), Some(&b"abcdef"[..]));
+        assert_eq!(
+            value("c.0=a; c.2=c; y=2; c.1=b").as_deref(),
+            Some(&b"abc"[..])
+        );
+    }
+
+    #[test]
+    fn anomalies_are_refused() {
+        for cookie in [
+            "c=a; c.0=b; c.1=c", // plain and chunks
+            "c.0=a",             // a lone first chunk
+            "c.0=a; c.2=c",      // a gap
+            "c.1=b; c.2=c",      // no first chunk
+            "c.0=a; c.1=b; c.1=b",
+            "c=a; c=a",
+        ] {
+            assert_eq!(value(cookie), None, "{cookie}");
+        }
+        // Lookalike names are other cookies.
+        assert_eq!(
+            value("c.00=a; c.x=b; cc=1; c.9=z; c=ok").as_deref(),
+            Some(&b"ok"[..])
+        );
+    }
+
+    #[test]
+    fn presence_records_every_name_seen() {
+        let (presence, _) = gather(&headers("c=a; c.2=b"), &names());
+        assert!(presence.has_plain() && presence.has_chunk(2) && !presence.has_chunk(0));
+        assert_eq!(gather(&headers("d=1"), &names()).0, Presence::default());
+    }
+
+    #[test]
+    fn split_respects_the_limit_and_the_cap() {
+        let names = names();
+        assert_eq!(split("abcd", &names, 6), Some(vec!["abcd"]));
+        // `c.0=` is 4 bytes, leaving 3 per chunk at a limit of 7.
+        assert_eq!(split("abcdefg", &names, 7), Some(vec!["abc", "def", "g"]));
+        assert_eq!(split("abcdefghij", &names, 7), None);
+        let written: Vec<_> = names.written(3).collect();
+        assert_eq!(written, ["c.0", "c.1", "c.2"]);
+        assert_eq!(names.written(1).collect::<Vec<_>>(), ["c"]);
+    }
+}

@@ -1,0 +1,612 @@
+//! Carrying revocations to the cookie caches of every instance, through Redis (feature
+//! `redis`), under leases (DESIGN §6).
+//!
+//! Fire-and-forget pub/sub is not enough: a subscriber may apply a message after the next
+//! request has already been served from a cache. So each instance trusts cookie caches only
+//! under a **lease**, and a revoke waits until every leased instance has applied it:
+//!
+//! - **Lease.** Every 400 ms an instance runs one script that records it in the registry
+//!   (`{prefix}cc:instances`, a sorted set scored by lease expiry in Redis time, 2 s ahead)
+//!   and publishes a heartbeat on its own ack channel. When that heartbeat comes back
+//!   through its subscription, the instance knows that its lease is registered *and* that
+//!   it has processed every revocation published before it (Redis delivers one
+//!   connection's messages in order). Only then does it extend its trust, to 1.8 s after it
+//!   sent the heartbeat: no later than its lease expires in Redis. Without heartbeats (Redis
+//!   down, subscription lost, event loop stalled) trust simply runs out.
+//! - **Regaining trust.** Whenever trust is regained after it lapsed (at start, after a
+//!   reconnect), revocations may have been missed; the instance then refuses every cache
+//!   issued up to now plus the clock-skew allowance (the revocation set's watermark) and
+//!   falls through to the stores for those.
+//! - **Revoke.** After the source of truth committed, the revoking instance applies the
+//!   revocation locally, then one script reads the live leases and publishes the revocation
+//!   atomically; each instance applies it and acks on the revoker's ack channel. The revoke
+//!   returns once every leased instance acked, or, for one that stays silent, once its
+//!   lease has certainly lapsed (so it no longer trusts any cache). On loopback that is a
+//!   round trip or two; the worst case is one lease (2 s).
+//! - **Failure.** If the revocation cannot be published, the revoke returns an error
+//!   (it cannot promise that other instances stopped believing their caches) and keeps
+//!   retrying the publish in the background for as long as a cache could live.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use redis::Script;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::{Notify, OnceCell};
+
+use crate::clock::Clock;
+use crate::cookie_cache::CLOCK_SKEW;
+use crate::error::StoreError;
+use crate::revocation::{Revocation, RevocationSet};
+use crate::token::random_id;
+
+/// How long a lease lives in Redis after each renewal.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+/// How often the lease is renewed (and a heartbeat sent).
+const RENEW_EVERY: Duration = Duration::from_millis(400);
+/// Trust ends this long before the lease could lapse in Redis.
+const TRUST_MARGIN: Duration = Duration::from_millis(200);
+/// One Redis command may take this long before it counts as failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+/// Slack added when waiting out a silent instance's lease.
+const LAPSE_SLACK: Duration = Duration::from_millis(50);
+/// Pause between attempts to reconnect the subscription.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(100);
+
+/// Registers the lease and sends a heartbeat, atomically, with Redis' own clock.
+const RENEW: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+redis.call('PEXPIRE', KEYS[1], 86400000)
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return now
+";
+
+/// Reads the live leases and publishes a revocation in one step, so no instance can
+/// register between the two unseen (one that registers later subscribed first).
+const PUBLISH: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], now + 1, '+inf', 'WITHSCORES')
+redis.call('PUBLISH', KEYS[2], ARGV[1])
+table.insert(live, 1, tostring(now))
+return live
+";
+
+/// Removes a lease when its instance shuts down.
+const DEREGISTER: &str = r"return redis.call('ZREM', KEYS[1], ARGV[1])";
+
+/// The revocation fan-out of one manager. Dropping it stops its tasks.
+#[derive(Debug)]
+pub(crate) struct RevocationBus {
+    core: Arc<BusCore>,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    started: AtomicBool,
+}
+
+struct BusCore {
+    instance_id: String,
+    client: redis::Client,
+    registry_key: String,
+    channel: String,
+    ack_channel: String,
+    ack_prefix: String,
+    commands: OnceCell<ConnectionManager>,
+    scripts: Scripts,
+    revocations: Arc<RevocationSet>,
+    clock: Arc<dyn Clock>,
+    /// Monotonic origin for the atomics below.
+    origin: Instant,
+    /// Nanoseconds after `origin` until which caches may be trusted (0: not now).
+    trusted_until: AtomicU64,
+    /// Heartbeats in flight: sequence number and when each was sent.
+    heartbeats: Mutex<VecDeque<(u64, Instant)>>,
+    next_heartbeat: AtomicU64,
+    /// Revokes of this instance waiting for acks, by nonce.
+    waiters: Mutex<HashMap<u64, Arc<Waiter>>>,
+    warned_down: AtomicBool,
+}
+
+struct Scripts {
+    renew: Script,
+    publish: Script,
+    deregister: Script,
+}
+
+struct Waiter {
+    acked: Mutex<HashSet<String>>,
+    notify: Notify,
+}
+
+impl std::fmt::Debug for BusCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusCore")
+            .field("instance_id", &self.instance_id)
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RevocationBus {
+    /// A bus over the Redis at `client`, with keys under `prefix`. Nothing connects until
+    /// [`start`](Self::start).
+    pub(crate) fn new(
+        client: redis::Client,
+        prefix: &str,
+        revocations: Arc<RevocationSet>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let instance_id = random_id();
+        Self {
+            core: Arc::new(BusCore {
+                registry_key: format!("{prefix}cc:instances"),
+                channel: format!("{prefix}cc:revocations"),
+                ack_channel: format!("{prefix}cc:ack:{instance_id}"),
+                ack_prefix: format!("{prefix}cc:ack:"),
+                instance_id,
+                client,
+                commands: OnceCell::new(),
+                scripts: Scripts {
+                    renew: Script::new(RENEW),
+                    publish: Script::new(PUBLISH),
+                    deregister: Script::new(DEREGISTER),
+                },
+                revocations,
+                clock,
+                origin: Instant::now(),
+                trusted_until: AtomicU64::new(0),
+                heartbeats: Mutex::new(VecDeque::new()),
+                next_heartbeat: AtomicU64::new(1),
+                waiters: Mutex::new(HashMap::new()),
+                warned_down: AtomicBool::new(false),
+            }),
+            tasks: Mutex::new(Vec::new()),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    /// Starts the lease and subscription tasks on the current Tokio runtime, once. Until
+    /// it runs (and its first heartbeat returns) no cache is trusted. Called when the
+    /// manager is built inside a runtime, else on first use.
+    pub(crate) fn start(&self) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        let core = Arc::downgrade(&self.core);
+        tasks.push(
+            runtime
+                .spawn(subscribe_forever(core.clone()))
+                .abort_handle(),
+        );
+        tasks.push(runtime.spawn(renew_forever(core)).abort_handle());
+    }
+
+    /// Whether this instance may believe cookie caches right now (its lease is live and
+    /// its subscription has caught up). The hot path: two atomic loads and a clock read.
+    pub(crate) fn trusts(&self) -> bool {
+        if !self.started.load(Ordering::Acquire) {
+            self.start();
+            return false;
+        }
+        self.core.trusts()
+    }
+
+    /// Sends `revocations` (already applied here) to every other instance and waits until
+    /// each leased one applied them or lost its lease.
+    pub(crate) async fn broadcast(&self, revocations: Vec<Revocation>) -> Result<(), StoreError> {
+        self.start();
+        let nonce = next_nonce();
+        let message = encode_message(&self.core.instance_id, nonce, &revocations);
+        let waiter = Arc::new(Waiter {
+            acked: Mutex::new(HashSet::new()),
+            notify: Notify::new(),
+        });
+        self.core.waiters().insert(nonce, waiter.clone());
+        let outcome = self.core.publish_and_wait(&message, &waiter).await;
+        self.core.waiters().remove(&nonce);
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "could not confirm a revocation to other instances' cookie caches; retrying in the background");
+            let core = Arc::downgrade(&self.core);
+            let retention = self.core.revocations.retention();
+            tokio::spawn(republish(core, message, retention));
+        }
+        outcome
+    }
+}
+
+impl Drop for RevocationBus {
+    fn drop(&mut self) {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+        // Best effort: a lease left behind lapses by itself within LEASE_TTL.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let core = self.core.clone();
+            runtime.spawn(async move {
+                let _ = core
+                    .command(|mut conn, core| async move {
+                        core.scripts
+                            .deregister
+                            .key(&core.registry_key)
+                            .arg(&core.instance_id)
+                            .invoke_async::<i64>(&mut conn)
+                            .await
+                    })
+                    .await;
+            });
+        }
+    }
+}
+
+impl BusCore {
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn nanos_at(&self, instant: Instant) -> u64 {
+        u64::try_from(instant.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn trusts(&self) -> bool {
+        self.now_nanos() < self.trusted_until.load(Ordering::Acquire)
+    }
+
+    fn stop_trusting(&self) {
+        self.trusted_until.store(0, Ordering::Release);
+    }
+
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Waiter>>> {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A heartbeat sent at `sent` came back: every revocation published before it has
+    /// been applied, and the lease it renewed runs until at least `sent + LEASE_TTL`.
+    fn heartbeat_returned(&self, sent: Instant) {
+        let until = self.nanos_at(sent + LEASE_TTL - TRUST_MARGIN);
+        let now = self.now_nanos();
+        if until <= now {
+            return; // too late to extend anything
+        }
+        if !self.trusts() {
+            // Trust was lost (or never held): revocations may have been missed meanwhile.
+            // Caches issued up to now (and up to the skew allowance, for other instances'
+            // clocks) are refused from here on.
+            self.revocations
+                .distrust_issued_until(self.clock.now() + CLOCK_SKEW);
+            if self.warned_down.swap(false, Ordering::Relaxed) {
+                tracing::info!(
+                    "cookie cache revocation channel is back; older caches fall back to the store"
+                );
+            }
+        }
+        self.trusted_until.fetch_max(until, Ordering::AcqRel);
+    }
+
+    async fn command<T, F, Fut>(self: &Arc<Self>, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager, Arc<Self>) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let attempt = async {
+            let connection = self
+                .commands
+                .get_or_try_init(|| {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(COMMAND_TIMEOUT)
+                        .set_response_timeout(COMMAND_TIMEOUT)
+                        .set_number_of_retries(1);
+                    ConnectionManager::new_with_config(self.client.clone(), config)
+                })
+                .await?
+                .clone();
+            call(connection, self.clone()).await
+        };
+        match tokio::time::timeout(COMMAND_TIMEOUT, attempt).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(StoreError::with_source(
+                "redis (cookie cache leases)",
+                error,
+            )),
+            Err(_) => Err(StoreError::new("redis (cookie cache leases) timed out")),
+        }
+    }
+
+    async fn publish_and_wait(
+        self: &Arc<Self>,
+        message: &str,
+        waiter: &Waiter,
+    ) -> Result<(), StoreError> {
+        let message = message.to_owned();
+        let reply: Vec<String> = self
+            .command(|mut conn, core| async move {
+                core.scripts
+                    .publish
+                    .key(&core.registry_key)
+                    .key(&core.channel)
+                    .arg(message)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let received = Instant::now();
+        let mut reply = reply.into_iter();
+        let redis_now: i64 = parse(reply.next())?;
+        // Each other leased instance, and the instant its lease has certainly lapsed.
+        let mut pending: Vec<(String, Instant)> = Vec::new();
+        while let (Some(id), Some(expiry)) = (reply.next(), reply.next()) {
+            let expiry: f64 = expiry
+                .parse()
+                .map_err(|_| StoreError::new("malformed lease registry"))?;
+            if id == self.instance_id {
+                continue; // applied locally before publishing
+            }
+            let remaining = Duration::from_millis((expiry as i64 - redis_now).max(0) as u64);
+            pending.push((id, received + remaining + LAPSE_SLACK));
+        }
+        loop {
+            let notified = waiter.notify.notified();
+            {
+                let acked = waiter.acked.lock().unwrap_or_else(|e| e.into_inner());
+                let now = Instant::now();
+                pending.retain(|(id, lapse)| !acked.contains(id) && *lapse > now);
+            }
+            let Some(next_lapse) = pending.iter().map(|(_, lapse)| *lapse).min() else {
+                return Ok(());
+            };
+            tokio::select! {
+                () = notified => {}
+                () = tokio::time::sleep_until(next_lapse.into()) => {}
+            }
+        }
+    }
+
+    /// Applies a revocation from another instance and acks it.
+    fn received_revocation(self: &Arc<Self>, payload: &str) {
+        let Some((origin, nonce, revocations)) = decode_message(payload) else {
+            tracing::warn!("ignored a malformed cookie cache revocation message");
+            return;
+        };
+        if origin == self.instance_id {
+            return;
+        }
+        self.revocations.apply(revocations, self.clock.now());
+        let channel = format!("{}{origin}", self.ack_prefix);
+        let ack = format!("a:{nonce}:{}", self.instance_id);
+        let core = self.clone();
+        tokio::spawn(async move {
+            let sent = core
+                .command(|mut conn, _| async move {
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(ack)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                })
+                .await;
+            if let Err(error) = sent {
+                // The revoker then waits for our lease to lapse instead.
+                tracing::debug!(%error, "could not ack a cookie cache revocation");
+            }
+        });
+    }
+
+    /// A message on this instance's own channel: a heartbeat or an ack.
+    fn received_own(&self, payload: &str) {
+        if let Some(seq) = payload.strip_prefix("h:") {
+            let Ok(seq) = seq.parse::<u64>() else { return };
+            let sent = {
+                let mut beats = self.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+                let sent = beats.iter().find(|(s, _)| *s == seq).map(|(_, at)| *at);
+                beats.retain(|(s, _)| *s > seq);
+                sent
+            };
+            if let Some(sent) = sent {
+                self.heartbeat_returned(sent);
+            }
+        } else if let Some(rest) = payload.strip_prefix("a:") {
+            let Some((nonce, from)) = rest.split_once(':') else {
+                return;
+            };
+            let Ok(nonce) = nonce.parse::<u64>() else {
+                return;
+            };
+            let waiter = self.waiters().get(&nonce).cloned();
+            if let Some(waiter) = waiter {
+                waiter
+                    .acked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(from.to_owned());
+                waiter.notify.notify_waiters();
+            }
+        }
+    }
+
+    fn warn_down(&self, what: &str, error: &dyn std::fmt::Display) {
+        if !self.warned_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(%error, "cookie cache revocation channel down ({what}); caches fall back to the store");
+        } else {
+            tracing::debug!(%error, "cookie cache revocation channel still down ({what})");
+        }
+    }
+}
+
+/// Keeps one subscription to the revocation channel and this instance's own channel.
+async fn subscribe_forever(core: Weak<BusCore>) {
+    loop {
+        let Some(strong) = core.upgrade() else { return };
+        let client = strong.client.clone();
+        let channels = [strong.channel.clone(), strong.ack_channel.clone()];
+        drop(strong);
+        let subscribed = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&channels).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        })
+        .await;
+        let pubsub = match subscribed {
+            Ok(Ok(pubsub)) => pubsub,
+            Ok(Err(error)) => {
+                if let Some(core) = core.upgrade() {
+                    core.warn_down("subscribe", &error);
+                }
+                tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+                continue;
+            }
+            Err(_) => {
+                if let Some(core) = core.upgrade() {
+                    core.warn_down("subscribe", &"timed out");
+                }
+                tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+                continue;
+            }
+        };
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let Some(core) = core.upgrade() else { return };
+            let Ok(payload) = message.get_payload::<String>() else {
+                continue;
+            };
+            if message.get_channel_name() == core.channel {
+                core.received_revocation(&payload);
+            } else {
+                core.received_own(&payload);
+            }
+        }
+        // The subscription is gone: messages may be lost from here on.
+        let Some(core) = core.upgrade() else { return };
+        core.stop_trusting();
+        core.warn_down("subscription dropped", &"connection closed");
+    }
+}
+
+/// Renews the lease (with a heartbeat) every `RENEW_EVERY`.
+async fn renew_forever(core: Weak<BusCore>) {
+    let mut ticks = tokio::time::interval(RENEW_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(core) = core.upgrade() else { return };
+        let seq = core.next_heartbeat.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut beats = core.heartbeats.lock().unwrap_or_else(|e| e.into_inner());
+            beats.push_back((seq, Instant::now()));
+            while beats.len() > 16 {
+                beats.pop_front();
+            }
+        }
+        let ttl = LEASE_TTL.as_millis() as u64;
+        let renewed = core
+            .command(|mut conn, core| async move {
+                core.scripts
+                    .renew
+                    .key(&core.registry_key)
+                    .key(&core.ack_channel)
+                    .arg(&core.instance_id)
+                    .arg(ttl)
+                    .arg(format!("h:{seq}"))
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+            })
+            .await;
+        if let Err(error) = renewed {
+            core.warn_down("lease renewal", &error);
+        }
+    }
+}
+
+/// Keeps publishing a revocation that could not be confirmed, until it goes through or
+/// every cache it concerns has expired.
+async fn republish(core: Weak<BusCore>, message: String, retention: chrono::Duration) {
+    let give_up = Instant::now() + retention.to_std().unwrap_or(Duration::from_secs(600));
+    while Instant::now() < give_up {
+        tokio::time::sleep(RENEW_EVERY).await;
+        let Some(core) = core.upgrade() else { return };
+        let message = message.clone();
+        let published = core
+            .command(|mut conn, core| async move {
+                redis::cmd("PUBLISH")
+                    .arg(&core.channel)
+                    .arg(message)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await;
+        if published.is_ok() {
+            return;
+        }
+    }
+}
+
+fn parse(value: Option<String>) -> Result<i64, StoreError> {
+    value
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::new("malformed reply from the revocation script"))
+}
+
+fn next_nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    crate::token::random_bytes(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// `origin:nonce:json`; instance ids are base64url and nonces decimal, so the first two
+/// colons split it.
+fn encode_message(origin: &str, nonce: u64, revocations: &[Revocation]) -> String {
+    let json = serde_json::to_string(revocations).expect("revocations serialize");
+    format!("{origin}:{nonce}:{json}")
+}
+
+fn decode_message(payload: &str) -> Option<(&str, u64, Vec<Revocation>)> {
+    let (origin, rest) = payload.split_once(':')?;
+    let (nonce, json) = rest.split_once(':')?;
+    Some((
+        origin,
+        nonce.parse().ok()?,
+        serde_json::from_str(json).ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+
+    #[test]
+    fn messages_round_trip() {
+        let revocations = vec![
+            Revocation::Session {
+                session_id: "a:b".into(),
+                below_generation: u64::MAX,
+            },
+            Revocation::User {
+                user_id: "user:with:colons\n".into(),
+                created_up_to: DateTime::<Utc>::from_timestamp_millis(1_790_000_000_000).unwrap(),
+            },
+        ];
+        let message = encode_message("inst-1_x", 42, &revocations);
+        assert_eq!(
+            decode_message(&message),
+            Some(("inst-1_x", 42, revocations))
+        );
+        assert_eq!(decode_message("garbage"), None);
+    }
+}

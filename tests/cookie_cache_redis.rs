@@ -1,0 +1,403 @@
+//! Cookie caches across instances (feature `redis`): two managers share a store and a
+//! Redis (as their secondary tier, or only for revocations); a revoke on one stops the
+//! other from believing the session's cache before the revoke returns, a cache hit costs
+//! no Redis command, and an instance that lost its subscription falls back to the store
+//! for caches issued before it re-subscribed.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration as StdDuration, Instant};
+
+use axum::Router;
+use chrono::Duration;
+use common::*;
+use http::StatusCode;
+use tower_auth_session::secondary::RedisStorage;
+use tower_auth_session::{ManualClock, MemoryStore, SessionManager};
+
+/// What a browser holds after signing in: the token cookie only (each instance issues its
+/// own cache).
+struct Browser {
+    token: String,
+    cache: Option<String>,
+    session_id: String,
+}
+
+impl Browser {
+    fn cookies(&self) -> String {
+        match &self.cache {
+            Some(cache) => format!("{}; {cache}", self.token),
+            None => self.token.clone(),
+        }
+    }
+}
+
+struct Instance {
+    manager: SessionManager,
+    app: Router,
+    counts: Counts,
+    /// The secondary tier, when Redis is one.
+    tier: Option<RedisStorage>,
+}
+
+/// How an instance uses Redis.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Redis is the secondary tier (and so also carries cache revocations).
+    Tier,
+    /// The store alone holds sessions; Redis only carries cache revocations.
+    RevocationsOnly,
+}
+
+fn instance(
+    store: &MemoryStore,
+    clock: &ManualClock,
+    redis_url: &str,
+    prefix: &str,
+    mode: Mode,
+) -> Instance {
+    let (counting, counts) = CountingStore::new(store.clone());
+    let builder = SessionManager::builder(counting)
+        .secret(SECRET)
+        .clock(clock.clone())
+        .cookie_cache(true);
+    let (builder, tier) = match mode {
+        Mode::Tier => {
+            let tier = RedisStorage::builder(redis_url)
+                .key_prefix(prefix)
+                .clock(clock.clone())
+                .build()
+                .unwrap();
+            (builder.secondary_storage(tier.clone()), Some(tier))
+        }
+        Mode::RevocationsOnly => (builder.cookie_cache_redis(redis_url, prefix), None),
+    };
+    let manager = builder.build().unwrap();
+    Instance {
+        app: app(&manager),
+        manager,
+        counts,
+        tier,
+    }
+}
+
+async fn wait_until_active(instances: &[&Instance]) {
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    while !instances.iter().all(|i| i.manager.cookie_cache_active()) {
+        assert!(Instant::now() < deadline, "leases never became live");
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+}
+
+/// Two instances over one store and one Redis, leases live, and the manual clock moved
+/// past the start-up watermark (caches issued before an instance first subscribed are
+/// refused by it).
+async fn pair(redis_url: &str, mode: Mode) -> (Instance, Instance, ManualClock) {
+    let store = MemoryStore::new();
+    let clock = ManualClock::new();
+    let prefix = format!("{}:", unique_name("tas_cc"));
+    let a = instance(&store, &clock, redis_url, &prefix, mode);
+    let b = instance(&store, &clock, redis_url, &prefix, mode);
+    wait_until_active(&[&a, &b]).await;
+    clock.advance(Duration::seconds(6));
+    (a, b, clock)
+}
+
+async fn sign_in_on(instance: &Instance, user: &str) -> Browser {
+    let reply = send(&instance.app, post(&format!("/sign-in?user={user}"), None)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let name = instance.manager.session_cookie_name();
+    Browser {
+        token: format!("{name}={}", reply.cookie_value(name).unwrap()),
+        cache: None,
+        session_id: reply.json()["session"]["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+const CACHE: &str = "__Host-tas.session_data";
+
+/// One request to `instance`; keeps the cache it issues. Returns the status and whether
+/// the store was read.
+async fn visit(instance: &Instance, browser: &mut Browser) -> (StatusCode, bool) {
+    let finds = instance.counts.finds();
+    let reply = send(&instance.app, get("/me", Some(&browser.cookies()))).await;
+    if let Some(value) = reply.cookie_value(CACHE) {
+        browser.cache = (!value.is_empty()).then(|| format!("{CACHE}={value}"));
+    }
+    (reply.status, instance.counts.finds() > finds)
+}
+
+/// Signs in on A and warms the cache through B (a read of a store tier, then a hit).
+async fn warmed_on_b(a: &Instance, b: &Instance, user: &str) -> Browser {
+    let mut browser = sign_in_on(a, user).await;
+    assert_eq!(visit(b, &mut browser).await.0, StatusCode::OK);
+    assert!(browser.cache.is_some(), "B issued a cache");
+    assert_eq!(
+        visit(b, &mut browser).await,
+        (StatusCode::OK, false),
+        "B hits its cache"
+    );
+    browser
+}
+
+#[tokio::test]
+async fn revoked_session_is_rejected_on_other_instance_with_cookie_cache() {
+    let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    let (a, b, _clock) = pair(&url, Mode::Tier).await;
+    let mut latencies = Vec::new();
+    for trial in 0..100 {
+        let mut browser = warmed_on_b(&a, &b, &format!("user{trial}")).await;
+        let started = Instant::now();
+        assert!(a.manager.revoke(&browser.session_id).await.unwrap());
+        latencies.push(started.elapsed());
+        // The very next request to B, with the cache that B would have believed.
+        let (status, _) = visit(&b, &mut browser).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "trial {trial}");
+    }
+    latencies.sort();
+    println!(
+        "revocation latency over {} trials (revoke on A until every instance applied it): median {:?}, max {:?}",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+}
+
+#[tokio::test]
+async fn revoke_user_reaches_caches_of_sessions_created_on_other_instance() {
+    let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    let (a, b, _clock) = pair(&url, Mode::Tier).await;
+    // Sessions created and cached on B only; A never saw them.
+    let mut browsers = Vec::new();
+    for _ in 0..12 {
+        let mut browser = sign_in_on(&b, "mallory").await;
+        assert_eq!(visit(&b, &mut browser).await.0, StatusCode::OK);
+        browsers.push(browser);
+    }
+    let mut bystander = warmed_on_b(&a, &b, "bob").await;
+    assert_eq!(a.manager.revoke_user("mallory").await.unwrap(), 12);
+    for browser in &mut browsers {
+        assert_eq!(visit(&b, browser).await.0, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        visit(&b, &mut bystander).await,
+        (StatusCode::OK, false),
+        "other users keep their caches"
+    );
+}
+
+/// A `redis-server` owned by this test, on a free port, without persistence.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.spawn()?;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) -> Option<()> {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(child) => child,
+            Err(error) if std::env::var("TAS_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!("redis-server could not be started: {error}")
+            }
+            Err(error) => {
+                eprintln!("skipping: redis-server could not be started: {error}");
+                return None;
+            }
+        };
+        self.child = Some(child);
+        let deadline = Instant::now() + StdDuration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not come up");
+            std::thread::sleep(StdDuration::from_millis(20));
+        }
+        Some(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test]
+async fn instance_that_lost_its_subscription_falls_back_to_the_store_for_older_caches() {
+    let Some(mut redis) = OwnRedis::start() else {
+        return;
+    };
+    let (a, b, clock) = pair(&redis.url(), Mode::RevocationsOnly).await;
+    let mut doomed = warmed_on_b(&a, &b, "alice").await;
+    let mut kept = warmed_on_b(&a, &b, "bob").await;
+
+    redis.kill();
+    let deadline = Instant::now() + StdDuration::from_secs(5);
+    while b.manager.cookie_cache_active() {
+        assert!(
+            Instant::now() < deadline,
+            "B kept trusting caches without Redis"
+        );
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    // During the gap a revoke commits to the store but cannot be confirmed to B: it
+    // reports an error rather than a success it cannot guarantee...
+    assert!(a.manager.revoke(&doomed.session_id).await.is_err());
+    // ...and B, which cannot hear about it, does not believe the cache.
+    assert_eq!(visit(&b, &mut doomed).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        visit(&b, &mut kept).await,
+        (StatusCode::OK, true),
+        "live sessions are served from the store meanwhile"
+    );
+
+    redis.spawn().unwrap();
+    wait_until_active(&[&b]).await;
+    // The cache B issued before it re-subscribed is read from the store once more.
+    assert_eq!(visit(&b, &mut kept).await, (StatusCode::OK, true));
+    // Once the clock is past the reconnection's skew allowance, new caches hit again.
+    clock.advance(Duration::seconds(6));
+    assert_eq!(visit(&b, &mut kept).await, (StatusCode::OK, true));
+    assert_eq!(visit(&b, &mut kept).await, (StatusCode::OK, false));
+}
+
+/// `INFO commandstats` as (command, calls) pairs.
+async fn command_stats(url: &str) -> std::collections::HashMap<String, u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .split(',')
+                .next()?
+                .strip_prefix("calls=")?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_cache_hit_makes_no_redis_command_and_no_store_query() {
+    // A server of our own, so that no other test's commands show in its statistics.
+    let Some(redis) = OwnRedis::start() else {
+        return;
+    };
+    let (a, b, _clock) = pair(&redis.url(), Mode::Tier).await;
+    let mut browser = warmed_on_b(&a, &b, "alice").await;
+    let tier = b.tier.as_ref().unwrap();
+    let (round_trips, finds) = (tier.metrics().round_trips, b.counts.finds());
+    let before = command_stats(&redis.url()).await;
+    for _ in 0..50 {
+        assert_eq!(visit(&b, &mut browser).await, (StatusCode::OK, false));
+    }
+    let after = command_stats(&redis.url()).await;
+    assert_eq!(
+        tier.metrics().round_trips,
+        round_trips,
+        "no call to the Redis tier"
+    );
+    assert_eq!(b.counts.finds(), finds, "no store query");
+    // Only the leases' background traffic (scripts, heartbeats) and our own INFO moved.
+    let background = [
+        "evalsha",
+        "eval",
+        "publish",
+        "info",
+        "script|load",
+        "script",
+        "ping",
+    ];
+    for (command, calls) in &after {
+        let delta = calls - before.get(command).copied().unwrap_or(0);
+        assert!(
+            delta == 0 || background.contains(&command.as_str()),
+            "{command} was called {delta} times during cache hits"
+        );
+    }
+}
+
+#[tokio::test]
+async fn redis_as_the_only_store_also_carries_cache_revocations() {
+    let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    let clock = ManualClock::new();
+    let prefix = format!("{}:", unique_name("tas_cc_only"));
+    let build = || {
+        let redis = RedisStorage::builder(&url)
+            .key_prefix(&prefix)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        SessionManager::builder(redis)
+            .secret(SECRET)
+            .clock(clock.clone())
+            .cookie_cache(true)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    while !(a.cookie_cache_active() && b.cookie_cache_active()) {
+        assert!(Instant::now() < deadline, "no lease in secondary-only mode");
+        tokio::time::sleep(StdDuration::from_millis(10)).await;
+    }
+    clock.advance(Duration::seconds(6));
+    let (app_a, app_b) = (app(&a), app(&b));
+    let reply = send(&app_a, post("/sign-in?user=alice", None)).await;
+    let id = reply.json()["session"]["id"].as_str().unwrap().to_owned();
+    let token = reply.cookie_value(a.session_cookie_name()).unwrap();
+    let token = format!("{}={token}", a.session_cookie_name());
+    let warm = send(&app_b, get("/me", Some(&token))).await;
+    let cache = format!("{CACHE}={}", warm.cookie_value(CACHE).unwrap());
+    let cookies = format!("{token}; {cache}");
+    assert_eq!(
+        send(&app_b, get("/me", Some(&cookies))).await.status,
+        StatusCode::OK
+    );
+    assert!(a.revoke(&id).await.unwrap());
+    assert_eq!(
+        send(&app_b, get("/me", Some(&cookies))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
