@@ -322,6 +322,7 @@ fn main() {
         sqlite.layer().layer(trivial()),
         with("/hello", &sqlite_cookie),
     );
+    cache_paths(o, rt);
     #[cfg(feature = "redis")]
     let _redis = redis_paths(o, rt);
     path(o, rt, "bare/router", fixture::router(), hello);
@@ -348,12 +349,67 @@ fn main() {
     );
 }
 
+/// The cookie cache on (MemoryStore behind it): what it adds to requests without a
+/// session, and a hit, signed and encrypted (DESIGN §10: ≤ 12 allocations, no I/O).
+fn cache_paths(options: &Options, runtime: &Runtime) {
+    let signed = fixture::memory_manager(|b| b.cookie_cache(true));
+    let encrypted = fixture::memory_manager(|b| b.cookie_cache(true).cookie_cache_encryption(true));
+    let signed_cookies = runtime.block_on(fixture::sign_in(&signed, "alice"));
+    let encrypted_cookies = runtime.block_on(fixture::sign_in(&encrypted, "alice"));
+    let with = |uri: &'static str, cookies: &str| {
+        let cookies = cookies.to_owned();
+        move || get_request(uri, Some(&cookies))
+    };
+    path(
+        options,
+        runtime,
+        "cache/no_token",
+        signed.layer().layer(trivial()),
+        || get_request("/hello", None),
+    );
+    path(
+        options,
+        runtime,
+        "cache/12_other_cookies",
+        signed.layer().layer(trivial()),
+        || get_request("/hello", Some(OTHER_COOKIES)),
+    );
+    path(
+        options,
+        runtime,
+        "cache/hit",
+        signed.layer().layer(trivial()),
+        with("/hello", &signed_cookies),
+    );
+    path(
+        options,
+        runtime,
+        "cache/hit_encrypted",
+        encrypted.layer().layer(trivial()),
+        with("/hello", &encrypted_cookies),
+    );
+    path(
+        options,
+        runtime,
+        "router/cache_hit_me",
+        fixture::layered_router(&signed),
+        with("/me", &signed_cookies),
+    );
+}
+
 /// SQLite + Redis: a Redis hit, and a refresh (store write, then Redis). Returns the
 /// Redis process, which must outlive the table.
 #[cfg(feature = "redis")]
 fn redis_paths(options: &Options, runtime: &Runtime) -> Option<fixture::redis::RedisProcess> {
     let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
-    if !wanted("layer/redis_hit") && !wanted("layer/redis_refresh") {
+    if ![
+        "layer/redis_hit",
+        "layer/redis_refresh",
+        "cache/hit_with_redis",
+    ]
+    .into_iter()
+    .any(wanted)
+    {
         return None;
     }
     let redis = fixture::redis::RedisProcess::start()?;
@@ -362,10 +418,14 @@ fn redis_paths(options: &Options, runtime: &Runtime) -> Option<fixture::redis::R
         runtime.block_on(redis.sqlite_redis_manager(|b| b.update_age(Duration::ZERO)));
     let hit_cookie = runtime.block_on(fixture::sign_in(&hit, "alice"));
     let refresh_cookie = runtime.block_on(fixture::sign_in(&refreshing, "alice"));
+    let (cached, cached_storage, _cached_dir) =
+        runtime.block_on(redis.sqlite_redis_manager(|b| b.cookie_cache(true)));
+    runtime.block_on(fixture::redis::wait_for_lease(&cached));
+    let cached_cookie = runtime.block_on(fixture::sign_in(&cached, "alice"));
     REDIS
         .lock()
         .expect("not poisoned")
-        .extend([storage, refreshing_storage]);
+        .extend([storage, refreshing_storage, cached_storage]);
     path(
         options,
         runtime,
@@ -379,6 +439,14 @@ fn redis_paths(options: &Options, runtime: &Runtime) -> Option<fixture::redis::R
         "layer/redis_refresh",
         refreshing.layer().layer(trivial()),
         move || get_request("/hello", Some(&refresh_cookie)),
+    );
+    // Redis also carries cache revocations here, so the cache is believed under the lease.
+    path(
+        options,
+        runtime,
+        "cache/hit_with_redis",
+        cached.layer().layer(trivial()),
+        move || get_request("/hello", Some(&cached_cookie)),
     );
     Some(redis)
 }

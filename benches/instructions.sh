@@ -18,8 +18,9 @@ trap 'rm -f "$out"' EXIT
 echo "| path | instructions per request |"
 echo "|---|---|"
 for path in bare/service_fn layer/no_token layer/12_other_cookies layer/bad_mac \
-    layer/memory_hit layer/memory_refresh layer/sqlite_hit layer/redis_hit layer/redis_refresh \
-    bare/router router/no_token outer_layer/no_token router/memory_hit_me; do
+    layer/memory_hit layer/memory_refresh layer/sqlite_hit cache/no_token cache/12_other_cookies \
+    cache/hit cache/hit_encrypted layer/redis_hit layer/redis_refresh cache/hit_with_redis \
+    bare/router router/no_token outer_layer/no_token router/memory_hit_me router/cache_hit_me; do
     valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*' \
         --callgrind-out-file="$out" "$bin" --only "$path" --iters "$iters" >/dev/null 2>&1
     total=$(sed -n 's/^summary: //p' "$out")

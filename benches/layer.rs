@@ -17,6 +17,7 @@
 //! | `cookie_parsing` | a dozen unrelated cookies, none of ours: bare / layer |
 //! | `bad_mac` | a well-formed token signed with an unknown key: bare / layer (no I/O) |
 //! | `store_hit` | a valid session: bare / `MemoryStore` / `SqliteStore` (temp file) / SQLite + Redis (a Redis hit), and `/me` through the `CurrentSession` extractor |
+//! | `cookie_cache` | cookie cache on (`MemoryStore` behind it): bare / signed hit / encrypted hit / the same session from the store with the cache off; `/me` on a hit (budget: ≤ 2 µs of layer overhead) |
 //! | `refresh` | `update_age = 0`, so every request slides the expiry: hit / refresh per store |
 //!
 //! The Redis lines need `--features redis` and `redis-server` on the `PATH`: the bench
@@ -239,6 +240,58 @@ fn refresh(c: &mut Criterion) {
     group.finish();
 }
 
+fn cookie_cache(c: &mut Criterion) {
+    let runtime = runtime();
+    let store_only = fixture::memory_manager(|b| b);
+    let signed = fixture::memory_manager(|b| b.cookie_cache(true));
+    let encrypted = fixture::memory_manager(|b| b.cookie_cache(true).cookie_cache_encryption(true));
+    let store_cookies = runtime.block_on(fixture::sign_in(&store_only, "alice"));
+    let signed_cookies = runtime.block_on(fixture::sign_in(&signed, "alice"));
+    let encrypted_cookies = runtime.block_on(fixture::sign_in(&encrypted, "alice"));
+    let with = |cookies: &str, uri: &str| {
+        let cookies = cookies.to_owned();
+        let uri = uri.to_owned();
+        move || get_request(&uri, Some(&cookies))
+    };
+    let mut group = c.benchmark_group("cookie_cache");
+    bench_service(
+        &mut group,
+        "bare/service_fn",
+        &runtime,
+        trivial(),
+        with(&signed_cookies, "/hello"),
+    );
+    bench_service(
+        &mut group,
+        "hit/service_fn",
+        &runtime,
+        signed.layer().layer(trivial()),
+        with(&signed_cookies, "/hello"),
+    );
+    bench_service(
+        &mut group,
+        "hit_encrypted/service_fn",
+        &runtime,
+        encrypted.layer().layer(trivial()),
+        with(&encrypted_cookies, "/hello"),
+    );
+    bench_service(
+        &mut group,
+        "store_hit/service_fn",
+        &runtime,
+        store_only.layer().layer(trivial()),
+        with(&store_cookies, "/hello"),
+    );
+    bench_service(
+        &mut group,
+        "hit/router_me",
+        &runtime,
+        fixture::layered_router(&signed),
+        with(&signed_cookies, "/me"),
+    );
+    group.finish();
+}
+
 /// Sign-ins per fresh store: bounds how many sessions a long criterion run piles up.
 const SIGN_INS_PER_STORE: u64 = 2_000;
 
@@ -329,6 +382,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = no_token, cookie_parsing, bad_mac, store_hit, refresh, sign_in, token
+    targets = no_token, cookie_parsing, bad_mac, store_hit, cookie_cache, refresh, sign_in, token
 }
 criterion_main!(benches);

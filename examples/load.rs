@@ -15,7 +15,11 @@
 //! | `healthz` | `GET /healthz` | a route outside the layer: the baseline |
 //! | `no_token` | `GET /api/ping`, no cookie | the layer's no-token path (budget ≥ 0.97× `healthz`) |
 //! | `me` | `GET /api/me` with a valid session | MAC check + one store query + `CurrentSession` |
+//! | `me_cached` | `GET /cached/me` with a session and its cookie cache | the same, resolved from the cookie cache (no I/O) |
 //! | `anonymous` | `GET /api/me`, no cookie | the layer, then a 401 from the extractor |
+//!
+//! `/cached/*` is the same API behind a second manager with the cookie cache on, over the
+//! same store.
 //!
 //! Scenarios take turns in `--rounds` short slices, so that a neighbour's build slowing the
 //! machine down hits every scenario alike; compare the `vs healthz` column, not req/s
@@ -29,7 +33,7 @@
 //! | `--connections N` | 32 | concurrent keep-alive connections |
 //! | `--seconds S` | 5 | measured time per scenario (split over the rounds) |
 //! | `--rounds R` | 5 | slices each scenario's time is split into |
-//! | `--users K` | 100 | users signed in before the `me` scenario |
+//! | `--users K` | 100 | users signed in before the `me` scenarios (on each API) |
 //! | `--max-requests M` | 5000000 | stop a scenario after this many requests |
 //! | `--scenarios a,b` | all | which scenarios to run |
 //!
@@ -71,17 +75,25 @@ enum Scenario {
     Healthz,
     NoToken,
     Me,
+    MeCached,
     Anonymous,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [Self::Healthz, Self::NoToken, Self::Me, Self::Anonymous];
+    const ALL: [Scenario; 5] = [
+        Self::Healthz,
+        Self::NoToken,
+        Self::Me,
+        Self::MeCached,
+        Self::Anonymous,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Self::Healthz => "healthz",
             Self::NoToken => "no_token",
             Self::Me => "me",
+            Self::MeCached => "me_cached",
             Self::Anonymous => "anonymous",
         }
     }
@@ -91,6 +103,7 @@ impl Scenario {
             Self::Healthz => "/healthz",
             Self::NoToken => "/api/ping",
             Self::Me | Self::Anonymous => "/api/me",
+            Self::MeCached => "/cached/me",
         }
     }
 
@@ -101,8 +114,13 @@ impl Scenario {
         }
     }
 
-    fn sends_session(self) -> bool {
-        self == Self::Me
+    /// The `Cookie` headers this scenario sends, one per signed-in user (none: no cookie).
+    fn cookies(self, sessions: &Sessions) -> &[String] {
+        match self {
+            Self::Me => &sessions.store,
+            Self::MeCached => &sessions.cached,
+            _ => &[],
+        }
     }
 }
 
@@ -175,8 +193,9 @@ impl Options {
     }
 }
 
-/// The app under load: `/healthz` outside the session layer, `/api/*` inside it.
-fn app(manager: &SessionManager) -> Router {
+/// The app under load: `/healthz` outside the session layer, `/api/*` inside it, and
+/// `/cached/*` inside a layer with the cookie cache on.
+fn app(manager: &SessionManager, cached: &SessionManager) -> Router {
     async fn healthz() -> &'static str {
         "ok"
     }
@@ -196,12 +215,25 @@ fn app(manager: &SessionManager) -> Router {
             .map(|_| "welcome")
             .map_err(|_| StatusCode::SERVICE_UNAVAILABLE)
     }
-    let api = Router::new()
-        .route("/api/ping", get(ping))
-        .route("/api/me", get(me))
-        .route("/api/sign-in", post(sign_in))
-        .layer(manager.layer());
-    Router::new().route("/healthz", get(healthz)).merge(api)
+    // Full paths and `merge` rather than `nest`: a nested router routes twice and rewrites
+    // the URI, which would charge the scenarios inside the layer for more than the layer.
+    let api = |manager: &SessionManager, prefix: &str| {
+        Router::new()
+            .route(&format!("{prefix}/ping"), get(ping))
+            .route(&format!("{prefix}/me"), get(me))
+            .route(&format!("{prefix}/sign-in"), post(sign_in))
+            .layer(manager.layer())
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(api(manager, "/api"))
+        .merge(api(cached, "/cached"))
+}
+
+/// The `Cookie` header of each signed-in user, per API.
+struct Sessions {
+    store: Vec<String>,
+    cached: Vec<String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -268,29 +300,28 @@ async fn send(
         .map_err(|_| "request timed out".to_owned())?
 }
 
-/// Signs `users` users in and returns one `Cookie` header value per session.
-async fn sign_in_users(
-    addr: SocketAddr,
-    manager: &SessionManager,
-    users: usize,
-) -> Result<Vec<String>, String> {
+/// Signs `users` users in through `{api}/sign-in` and returns, per session, the `Cookie`
+/// header a browser would send next (every cookie the response set and did not expire).
+async fn sign_in_users(addr: SocketAddr, api: &str, users: usize) -> Result<Vec<String>, String> {
     let mut sender = connect(addr).await?;
-    let name = manager.session_cookie_name();
     let mut cookies = Vec::with_capacity(users);
     for user in 0..users {
-        let path = format!("/api/sign-in?user=user{user}");
+        let path = format!("{api}/sign-in?user=user{user}");
         let (status, headers) = send(&mut sender, &path, None, http::Method::POST).await?;
         if status != StatusCode::OK {
             return Err(format!("sign-in answered {status}"));
         }
-        let pair = headers
+        let pairs: Vec<&str> = headers
             .get_all(header::SET_COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .find(|v| v.split('=').next() == Some(name))
-            .and_then(|v| v.split(';').next())
-            .ok_or("sign-in set no session cookie")?;
-        cookies.push(pair.to_owned());
+            .filter(|v| !v.contains("Max-Age=0"))
+            .filter_map(|v| v.split(';').next())
+            .collect();
+        if pairs.is_empty() {
+            return Err("sign-in set no session cookie".into());
+        }
+        cookies.push(pairs.join("; "));
     }
     Ok(cookies)
 }
@@ -319,7 +350,7 @@ impl Budget {
 async fn slice(
     senders: Vec<SendRequest<Empty<Bytes>>>,
     scenario: Scenario,
-    cookies: &Arc<Vec<String>>,
+    sessions: &Arc<Sessions>,
     deadline: Instant,
     budget: &Arc<Budget>,
 ) -> (Vec<SendRequest<Empty<Bytes>>>, Tally) {
@@ -327,13 +358,14 @@ async fn slice(
         .into_iter()
         .enumerate()
         .map(|(index, mut sender)| {
-            let cookies = Arc::clone(cookies);
+            let sessions = Arc::clone(sessions);
             let budget = Arc::clone(budget);
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 let mut user = index;
                 while Instant::now() < deadline && budget.take_one() {
-                    let cookie = scenario.sends_session().then(|| {
+                    let cookies = scenario.cookies(&sessions);
+                    let cookie = (!cookies.is_empty()).then(|| {
                         user = (user + 1) % cookies.len();
                         cookies[user].as_str()
                     });
@@ -394,12 +426,17 @@ fn micros(d: Duration) -> String {
 
 async fn run(options: Options) -> Result<(), String> {
     let (store, _dir) = store(options.store).await?;
-    let manager = SessionManager::builder(store)
-        .secret(b"load-generator secret, 32 bytes or more")
-        // Plain http on loopback: a browser would refuse `Secure` cookies here.
-        .secure(false)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let manager_over = |store: Arc<dyn SessionStore>, cookie_cache: bool| {
+        SessionManager::builder(store)
+            .secret(b"load-generator secret, 32 bytes or more")
+            // Plain http on loopback: a browser would refuse `Secure` cookies here.
+            .secure(false)
+            .cookie_cache(cookie_cache)
+            .build()
+            .map_err(|e| e.to_string())
+    };
+    let manager = manager_over(Arc::clone(&store), false)?;
+    let cached = manager_over(store, true)?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| format!("bind: {e}"))?;
@@ -408,7 +445,7 @@ async fn run(options: Options) -> Result<(), String> {
     let server = tokio::spawn(
         axum::serve(
             listener,
-            app(&manager).into_make_service_with_connect_info::<SocketAddr>(),
+            app(&manager, &cached).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async {
             let _ = stopped.await;
@@ -416,7 +453,10 @@ async fn run(options: Options) -> Result<(), String> {
         .into_future(),
     );
 
-    let cookies = Arc::new(sign_in_users(addr, &manager, options.users).await?);
+    let sessions = Arc::new(Sessions {
+        store: sign_in_users(addr, "/api", options.users).await?,
+        cached: sign_in_users(addr, "/cached", options.users).await?,
+    });
     let mut senders = Vec::with_capacity(options.connections);
     for _ in 0..options.connections {
         senders.push(connect(addr).await?);
@@ -424,7 +464,7 @@ async fn run(options: Options) -> Result<(), String> {
     for sender in &mut senders {
         for scenario in &options.scenarios {
             for _ in 0..WARM_UP_REQUESTS / options.scenarios.len() {
-                let cookie = scenario.sends_session().then(|| cookies[0].as_str());
+                let cookie = scenario.cookies(&sessions).first().map(String::as_str);
                 send(sender, scenario.path(), cookie, http::Method::GET).await?;
             }
         }
@@ -464,7 +504,7 @@ async fn run(options: Options) -> Result<(), String> {
             let (back, tally) = slice(
                 senders,
                 row.scenario,
-                &cookies,
+                &sessions,
                 started + slice_time,
                 budget,
             )
