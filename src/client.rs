@@ -13,10 +13,6 @@ use ipnet::IpNet;
 /// Longest user agent kept; longer ones are cut (on a character boundary).
 const MAX_USER_AGENT_LEN: usize = 512;
 
-/// Named once: a lookup by `&str` parses and validates the name on every request (a fifth
-/// of the layer's own instructions on the no-token path).
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
 /// What a request tells about its client, captured without allocating (header values are
 /// reference-counted) and turned into strings only when a session is written.
 #[derive(Debug, Clone, Default)]
@@ -27,17 +23,29 @@ pub(crate) struct ClientFacts {
 }
 
 impl ClientFacts {
-    pub(crate) fn from_request<B>(request: &http::Request<B>) -> Self {
+    /// Nothing is captured when tracking is off: nothing would ever read it.
+    pub(crate) fn from_request<B>(request: &http::Request<B>, tracking: &ClientTracking) -> Self {
+        if tracking.disabled {
+            return Self::default();
+        }
         Self {
             peer: peer_addr(request),
             user_agent: request.headers().get(header::USER_AGENT).cloned(),
-            forwarded_for: forwarded_for(request.headers()),
+            // Only read when the peer is a trusted proxy, so never without one.
+            forwarded_for: if tracking.trusted_proxies.is_empty() {
+                None
+            } else {
+                forwarded_for(request.headers())
+            },
         }
     }
 }
 
+/// Parsed once, not on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 fn forwarded_for(headers: &HeaderMap) -> Option<HeaderValue> {
-    let mut values = headers.get_all(&X_FORWARDED_FOR).iter();
+    let mut values = headers.get_all(X_FORWARDED_FOR).iter();
     let first = values.next()?.clone();
     // Several headers are one list joined by commas; join them so the walk sees all hops.
     match values.next() {

@@ -70,6 +70,7 @@ mod layer;
 mod limits;
 mod manager;
 mod origin;
+mod request_cookies;
 mod request_token;
 mod resolve;
 mod revocation;

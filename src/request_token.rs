@@ -28,6 +28,16 @@ pub(crate) enum PresentedToken {
 }
 
 pub(crate) fn presented_token(manager: &ManagerInner, headers: &HeaderMap) -> PresentedToken {
+    let cookie = find_cookie(headers, &manager.names.session_token);
+    presented_token_with(manager, headers, cookie)
+}
+
+/// [`presented_token`] when the `session_token` cookie has already been looked up.
+pub(crate) fn presented_token_with(
+    manager: &ManagerInner,
+    headers: &HeaderMap,
+    cookie: CookieLookup<'_>,
+) -> PresentedToken {
     let cookie_name = manager.names.session_token.as_str();
     if let Some(value) = bearer_value(headers) {
         return match manager.keys.verify_token(cookie_name, value) {
@@ -38,7 +48,7 @@ pub(crate) fn presented_token(manager: &ManagerInner, headers: &HeaderMap) -> Pr
             Err(error) => PresentedToken::Invalid(TokenSource::Bearer, error),
         };
     }
-    match find_cookie(headers, cookie_name) {
+    match cookie {
         CookieLookup::Absent => PresentedToken::None,
         CookieLookup::Bad => PresentedToken::Invalid(TokenSource::Cookie, TokenError::Malformed),
         CookieLookup::One(value) => match manager.keys.verify_token(cookie_name, value) {

@@ -8,11 +8,11 @@ use tower_service::Service;
 
 use crate::client::ClientFacts;
 use crate::cookie_cache::{self, CacheState};
-use crate::cookies::{CookieLookup, find_cookie};
 use crate::future::ResponseFuture;
 use crate::handle::{CookieAction, HandleState, SessionHandle, Status};
 use crate::manager::SessionManager;
-use crate::request_token::{PresentedToken, TokenSource, presented_token};
+use crate::request_cookies::RequestCookies;
+use crate::request_token::{PresentedToken, TokenSource, presented_token_with};
 use crate::resolve::{Rejection, Resolved};
 use crate::token::{Token, TokenHash};
 
@@ -63,21 +63,20 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let manager = &self.manager.inner;
-        let client = ClientFacts::from_request(&request);
-        let had_dont_remember = !matches!(
-            find_cookie(request.headers(), &manager.names.dont_remember),
-            CookieLookup::Absent
-        );
-        match presented_token(manager, request.headers()) {
+        let client = ClientFacts::from_request(&request, &manager.tracking);
+        // One pass over the `Cookie` headers finds every cookie this request needs.
+        let cookies = RequestCookies::parse(manager, request.headers());
+        let had_dont_remember = cookies.dont_remember;
+        match presented_token_with(manager, request.headers(), cookies.session_token) {
             PresentedToken::None => {
-                let cache = CacheState::seen(cookie_cache::presence(manager, request.headers()));
+                let cache = CacheState::seen(cookies.cache_presence());
                 let handle = anonymous(&self.manager, client, None, had_dont_remember, None, cache);
                 request.extensions_mut().insert(handle.clone());
                 ResponseFuture::inner(inner.call(request), handle)
             }
             PresentedToken::Invalid(source, error) => {
                 tracing::debug!(%error, ?source, "refused a session token");
-                let cache = CacheState::seen(cookie_cache::presence(manager, request.headers()));
+                let cache = CacheState::seen(cookies.cache_presence());
                 let handle = anonymous(
                     &self.manager,
                     client,
@@ -94,7 +93,7 @@ where
                 // Bearer clients keep no cookies, so only a cookie request has a cache.
                 let cache = if source == TokenSource::Cookie {
                     let now = manager.clock.now();
-                    match cookie_cache::read(manager, request.headers(), &hash, now) {
+                    match cookie_cache::read_gathered(manager, cookies.cache.as_ref(), &hash, now) {
                         // The hit path: no I/O, no future of our own.
                         (cache, Some(session)) => {
                             let handle = cached_handle(

@@ -8,9 +8,10 @@
 
 use std::borrow::Cow;
 
+#[cfg(test)]
 use http::HeaderMap;
 
-use crate::cookies::{MAX_COOKIE_VALUE_LEN, cookie_pairs};
+use crate::cookies::MAX_COOKIE_VALUE_LEN;
 
 /// Most cookies one cache may span. Browsers send all cookies in one `Cookie` line and
 /// common proxies refuse lines over 8 KiB (nginx's default), so a cache that needs more
@@ -68,56 +69,87 @@ impl Presence {
     }
 }
 
+/// The cache cookies of one request as they are found: borrowed slices, no allocation.
+///
+/// Fed every cookie whose name starts with the cache's plain name (see [`offer`]), in
+/// header order; [`presence`] and [`value`] then apply the strict reading rules.
+///
+/// [`offer`]: Gathered::offer
+/// [`presence`]: Gathered::presence
+/// [`value`]: Gathered::value
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Gathered<'a> {
+    plain: Option<&'a [u8]>,
+    chunks: [Option<&'a [u8]>; MAX_CHUNKS],
+    presence: u8,
+    anomaly: bool,
+}
+
+impl<'a> Gathered<'a> {
+    /// Takes one cookie whose name is the plain name followed by `rest` (`rest` is empty
+    /// for the plain name itself); lookalike names (`.00`, `.x`, `.9`, …) are ignored.
+    pub(crate) fn offer(&mut self, rest: &[u8], value: &'a [u8]) {
+        let slot = match rest {
+            [] => {
+                self.presence |= Presence::PLAIN;
+                &mut self.plain
+            }
+            [b'.', digit] if digit.is_ascii_digit() && usize::from(digit - b'0') < MAX_CHUNKS => {
+                let index = usize::from(digit - b'0');
+                self.presence |= 1 << index;
+                &mut self.chunks[index]
+            }
+            _ => return,
+        };
+        // A second cookie of one name, or one longer than we ever write, is not ours.
+        self.anomaly |= slot.replace(value).is_some() || value.len() > MAX_COOKIE_VALUE_LEN;
+    }
+
+    /// Which cache names were sent (well-formed or not).
+    pub(crate) fn presence(&self) -> Presence {
+        Presence(self.presence)
+    }
+
+    /// The reassembled value when the cookies form exactly one well-shaped cache. Only a
+    /// chunked value is copied (the MAC covers the whole).
+    pub(crate) fn value(&self) -> Option<Cow<'a, [u8]>> {
+        if self.anomaly {
+            return None;
+        }
+        let chunks = &self.chunks;
+        let count = chunks.iter().take_while(|c| c.is_some()).count();
+        match (self.plain, count) {
+            (Some(value), 0) => Some(Cow::Borrowed(value)),
+            // Chunks must be 0..n with nothing after a gap; a lone `.0` is never written.
+            (None, n) if n >= 2 && chunks[n..].iter().all(Option::is_none) => Some(Cow::Owned(
+                chunks[..n]
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .flatten()
+                    .copied()
+                    .collect(),
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// Finds the cache cookies in the request: which names are there, and the reassembled
 /// value when they form exactly one well-shaped cache.
+#[cfg(test)]
 pub(crate) fn gather<'a>(
     headers: &'a HeaderMap,
     names: &ChunkNames,
 ) -> (Presence, Option<Cow<'a, [u8]>>) {
-    let mut plain: Option<&[u8]> = None;
-    let mut chunks: [Option<&[u8]>; MAX_CHUNKS] = [None; MAX_CHUNKS];
-    let mut presence = 0u8;
-    let mut anomaly = false;
+    let mut gathered = Gathered::default();
     let plain_name = names.plain.as_bytes();
-    for (name, value) in cookie_pairs(headers) {
-        let Some(rest) = name.strip_prefix(plain_name) else {
-            continue;
-        };
-        let slot = match rest {
-            [] => {
-                presence |= Presence::PLAIN;
-                &mut plain
-            }
-            [b'.', digit] if digit.is_ascii_digit() && usize::from(digit - b'0') < MAX_CHUNKS => {
-                let index = usize::from(digit - b'0');
-                presence |= 1 << index;
-                &mut chunks[index]
-            }
-            _ => continue,
-        };
-        // A second cookie of one name, or one longer than we ever write, is not ours.
-        anomaly |= slot.replace(value).is_some() || value.len() > MAX_COOKIE_VALUE_LEN;
+    for (name, value) in crate::cookies::cookie_pairs(headers) {
+        if let Some(rest) = name.strip_prefix(plain_name) {
+            gathered.offer(rest, value);
+        }
     }
-    let presence = Presence(presence);
-    if anomaly {
-        return (presence, None);
-    }
-    let count = chunks.iter().take_while(|c| c.is_some()).count();
-    let value = match (plain, count) {
-        (Some(value), 0) => Some(Cow::Borrowed(value)),
-        // Chunks must be 0..n with nothing after a gap; a lone `.0` is never written.
-        (None, n) if n >= 2 && chunks[n..].iter().all(Option::is_none) => Some(Cow::Owned(
-            chunks[..n]
-                .iter()
-                .flatten()
-                .copied()
-                .flatten()
-                .copied()
-                .collect(),
-        )),
-        _ => None,
-    };
-    (presence, value)
+    (gathered.presence(), gathered.value())
 }
 
 /// Splits `value` into as few pieces as keep every `name=piece` within `limit` bytes;

@@ -184,29 +184,35 @@ impl CacheState {
     }
 }
 
-/// Which cache cookies a request without a usable token carries (so that signing in or
-/// clearing expires exactly those). `None` when the cache is off.
-pub(crate) fn presence(manager: &ManagerInner, headers: &HeaderMap) -> Option<Presence> {
-    let cache = manager.cookie_cache.as_ref()?;
-    Some(chunks::gather(headers, &cache.names).0)
-}
-
-/// The hit path: the session from the request's cache cookie, if it is believed.
-///
-/// Always returns the cache state for the rest of the request: on a miss it asks for a
-/// cache to be issued from `now` once a store has answered.
+/// The hit path, for a request's headers (tests; the layer reads its cookies once).
+#[cfg(test)]
 pub(crate) fn read(
     manager: &ManagerInner,
     headers: &HeaderMap,
     token_hash: &TokenHash,
     now: DateTime<Utc>,
 ) -> (CacheState, Option<Session>) {
-    let Some(cache) = &manager.cookie_cache else {
+    let cookies = crate::request_cookies::RequestCookies::parse(manager, headers);
+    read_gathered(manager, cookies.cache.as_ref(), token_hash, now)
+}
+
+/// The hit path: the session from the request's cache cookie (as gathered by
+/// [`RequestCookies`](crate::request_cookies::RequestCookies)), if it is believed.
+///
+/// Always returns the cache state for the rest of the request: on a miss it asks for a
+/// cache to be issued from `now` once a store has answered.
+pub(crate) fn read_gathered(
+    manager: &ManagerInner,
+    gathered: Option<&chunks::Gathered<'_>>,
+    token_hash: &TokenHash,
+    now: DateTime<Utc>,
+) -> (CacheState, Option<Session>) {
+    let (Some(cache), Some(gathered)) = (&manager.cookie_cache, gathered) else {
         return (CacheState::default(), None);
     };
-    let (presence, value) = chunks::gather(headers, &cache.names);
+    let value = gathered.value();
     let mut state = CacheState {
-        presence: Some(presence),
+        presence: Some(gathered.presence()),
         hit: false,
         issue_from: Some(now),
     };
