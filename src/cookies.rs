@@ -66,7 +66,7 @@ pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], 
     headers
         .get_all(header::COOKIE)
         .into_iter()
-        .flat_map(|header_value| header_value.as_bytes().split(|&b| b == b';'))
+        .flat_map(|header_value| SplitSemicolons(Some(header_value.as_bytes())))
         .filter_map(|pair| {
             let pair = trim(pair);
             let eq = pair.iter().position(|&b| b == b'=')?;
@@ -76,6 +76,48 @@ pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], 
             }
             Some((trim(&pair[..eq]), value))
         })
+}
+
+/// `bytes.split(|&b| b == b';')`, finding each `;` eight bytes at a time: every request
+/// with cookies is scanned, and the values are long (a cookie cache alone is hundreds of
+/// bytes), so a byte-at-a-time split was a large share of the layer's own work.
+struct SplitSemicolons<'a>(Option<&'a [u8]>);
+
+impl<'a> Iterator for SplitSemicolons<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.0?;
+        match find_semicolon(rest) {
+            Some(at) => {
+                self.0 = Some(&rest[at + 1..]);
+                Some(&rest[..at])
+            }
+            None => {
+                self.0 = None;
+                Some(rest)
+            }
+        }
+    }
+}
+
+fn find_semicolon(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const SEMICOLONS: u64 = u64::from_ne_bytes([b';'; 8]);
+    let mut words = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for word in &mut words {
+        let word_bytes: [u8; 8] = word.try_into().expect("chunks_exact(8)");
+        // A `;` is a zero byte after the xor; this is non-zero exactly when there is one.
+        let xored = u64::from_ne_bytes(word_bytes) ^ SEMICOLONS;
+        if xored.wrapping_sub(ONES) & !xored & HIGHS != 0 {
+            return word.iter().position(|&b| b == b';').map(|at| offset + at);
+        }
+        offset += 8;
+    }
+    let tail = words.remainder();
+    tail.iter().position(|&b| b == b';').map(|at| offset + at)
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {
@@ -250,7 +292,32 @@ mod tests {
         assert_eq!(left, vec![HeaderValue::from_static("other=1")]);
     }
 
+    #[test]
+    fn semicolon_split_matches_the_slice_split_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                let mut bytes = vec![b'a'; len];
+                bytes[at] = b';';
+                let ours: Vec<_> = SplitSemicolons(Some(&bytes)).collect();
+                let std: Vec<_> = bytes.split(|&b| b == b';').collect();
+                assert_eq!(ours, std, "len {len}, `;` at {at}");
+            }
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn semicolon_split_matches_the_slice_split(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![proptest::num::u8::ANY, proptest::strategy::Just(b';')],
+                0..200,
+            )
+        ) {
+            let ours: Vec<_> = SplitSemicolons(Some(&bytes)).collect();
+            let std: Vec<_> = bytes.split(|&b| b == b';').collect();
+            proptest::prop_assert_eq!(ours, std);
+        }
+
         #[test]
         fn arbitrary_cookie_headers_never_panic(
             headers_bytes in proptest::collection::vec(
