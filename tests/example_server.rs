@@ -264,39 +264,7 @@ async fn runs_on_postgresql_when_database_url_says_so() {
         ("DATABASE_URL", url.as_str()),
         ("SESSION_SECRET", "a demo secret that is long enough!!"),
     ]);
-    let base = &server.base;
-    let http = client();
-    let user = common::unique_name("pg_demo_user");
-    let signed_in = http
-        .post(format!("{base}/api/auth/sign-in"))
-        .json(&json!({"userId": user}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(signed_in.status(), 200);
-    let me: Value = http
-        .get(format!("{base}/api/me"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["userId"], user.as_str());
-    let out = http
-        .post(format!("{base}/api/auth/sign-out"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(out.status(), 200);
-    assert_eq!(
-        http.get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    sign_in_me_sign_out(&server, &common::unique_name("pg_demo_user")).await;
 }
 
 /// Signs in, reads `/api/me`, signs out and checks the cookie is dead, against `server`.
