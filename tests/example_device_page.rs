@@ -2,74 +2,19 @@
 //! mounted from `SessionManager::router`, the cross-site guard with the default trusted
 //! origins, and the `/` device page.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-fn example_binary() -> PathBuf {
-    // `cargo test --test NAME` does not build examples; build it so the binary is current.
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "server", "--all-features"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the example server failed");
-    });
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join("server")
-}
+mod common;
 
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
+use common::demo::example_binary;
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(extra_env: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(example_binary());
-    command
-        .env_clear()
-        .env("PORT", "0")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite:{}", dir.path().join("demo.db").display()),
-        )
-        .env("SESSION_SECRET", "a demo secret that is long enough!!")
-        .env("RUST_LOG", "warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in extra_env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    Server {
-        child,
-        base,
-        _dir: dir,
-    }
+/// The demo server with a fixed secret (the device page needs nothing else).
+fn start(extra_env: &[(&str, &str)]) -> common::demo::Server {
+    let mut env = vec![("SESSION_SECRET", "a demo secret that is long enough!!")];
+    env.extend_from_slice(extra_env);
+    common::demo::start(&env)
 }
 
 fn browser(user_agent: &str) -> reqwest::Client {

@@ -1,78 +1,13 @@
 //! Drives `examples/server.rs` as a black box over real HTTP, the way DEMO_SERVER.md
 //! describes it. `cargo test` builds the example next to the test binaries.
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
 mod common;
 
-fn example_binary() -> PathBuf {
-    // Build it first: `cargo test --test example_server` alone does not build examples, and a
-    // stale binary would test old code. Cargo has released its build lock while tests run.
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "server", "--all-features"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("cargo runs");
-        assert!(status.success(), "building the example server failed");
-    });
-    // target/<profile>/deps/<this test> → target/<profile>/examples/server
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join("server")
-}
-
-struct Server {
-    child: Child,
-    base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the server on a free port with an SQLite file in a temp dir and no other service.
-fn start(extra_env: &[(&str, &str)]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut command = Command::new(example_binary());
-    command
-        .env_clear()
-        .env("PORT", "0")
-        .env(
-            "DATABASE_URL",
-            format!("sqlite:{}", dir.path().join("demo.db").display()),
-        )
-        .env("RUST_LOG", "warn")
-        .current_dir(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    for (k, v) in extra_env {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    Server {
-        child,
-        base,
-        _dir: dir,
-    }
-}
+use common::demo::{Server, example_binary, start};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()

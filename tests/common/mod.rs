@@ -2,6 +2,8 @@
 //! cookie-jar plumbing over real `Set-Cookie` headers.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod demo;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
