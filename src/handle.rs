@@ -21,7 +21,7 @@ use crate::manager::SessionManager;
 use crate::request_token::TokenSource;
 use crate::resolve::Rejection;
 use crate::session::Session;
-use crate::token::{Token, TokenHash, random_id};
+use crate::token::{Token, TokenHash};
 
 /// Response header that carries the signed token to clients without cookies.
 pub const SET_AUTH_TOKEN: &str = "set-auth-token";
@@ -233,20 +233,11 @@ impl SessionHandle {
             expires_at = expires_at.min(now + max);
         }
         let info = manager.tracking.client_info(&self.shared.client);
-        let session = Session {
-            id: random_id(),
-            user_id,
-            expires_at,
-            created_at: now,
-            updated_at: now,
-            authenticated_at: now,
-            last_seen_at: now,
-            ip_address: info.ip_address,
-            user_agent: info.user_agent,
-            remember: options.remember_me,
-            generation: 0,
-            fields: options.fields,
-        };
+        let mut session = Session::new(user_id, now, expires_at);
+        session.ip_address = info.ip_address;
+        session.user_agent = info.user_agent;
+        session.remember = options.remember_me;
+        session.fields = options.fields;
         let token = Token::generate();
         let hash = token.hash();
         manager.store.create(&hash, &session).await?;
