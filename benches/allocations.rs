@@ -37,6 +37,7 @@ use axum::extract::Request;
 use http::Response;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service};
+use tower_auth_session::CookieCache;
 
 use fixture::{OTHER_COOKIES, call, forged_cookie, get_request, trivial};
 
@@ -352,8 +353,8 @@ fn main() {
 /// The cookie cache on (MemoryStore behind it): what it adds to requests without a
 /// session, and a hit, signed and encrypted (DESIGN §10: ≤ 12 allocations, no I/O).
 fn cache_paths(options: &Options, runtime: &Runtime) {
-    let signed = fixture::memory_manager(|b| b.cookie_cache(true));
-    let encrypted = fixture::memory_manager(|b| b.cookie_cache(true).cookie_cache_encryption(true));
+    let signed = fixture::memory_manager(|b| b.cookie_cache(CookieCache::new()));
+    let encrypted = fixture::memory_manager(|b| b.cookie_cache(CookieCache::new().encrypted(true)));
     let signed_cookies = runtime.block_on(fixture::sign_in(&signed, "alice"));
     let encrypted_cookies = runtime.block_on(fixture::sign_in(&encrypted, "alice"));
     let with = |uri: &'static str, cookies: &str| {
@@ -419,7 +420,7 @@ fn redis_paths(options: &Options, runtime: &Runtime) -> Option<fixture::redis::R
     let hit_cookie = runtime.block_on(fixture::sign_in(&hit, "alice"));
     let refresh_cookie = runtime.block_on(fixture::sign_in(&refreshing, "alice"));
     let (cached, cached_storage, _cached_dir) =
-        runtime.block_on(redis.sqlite_redis_manager(|b| b.cookie_cache(true)));
+        runtime.block_on(redis.sqlite_redis_manager(|b| b.cookie_cache(CookieCache::new())));
     runtime.block_on(fixture::redis::wait_for_lease(&cached));
     let cached_cookie = runtime.block_on(fixture::sign_in(&cached, "alice"));
     REDIS

@@ -38,7 +38,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Response;
 use tokio::runtime::Runtime;
 use tower::{Layer, Service};
-use tower_auth_session::{KeyRing, SessionManagerBuilder, Token};
+use tower_auth_session::{CookieCache, KeyRing, SessionManagerBuilder, Token};
 
 use fixture::{OTHER_COOKIES, call, forged_cookie, get_request, trivial};
 
@@ -243,8 +243,8 @@ fn refresh(c: &mut Criterion) {
 fn cookie_cache(c: &mut Criterion) {
     let runtime = runtime();
     let store_only = fixture::memory_manager(|b| b);
-    let signed = fixture::memory_manager(|b| b.cookie_cache(true));
-    let encrypted = fixture::memory_manager(|b| b.cookie_cache(true).cookie_cache_encryption(true));
+    let signed = fixture::memory_manager(|b| b.cookie_cache(CookieCache::new()));
+    let encrypted = fixture::memory_manager(|b| b.cookie_cache(CookieCache::new().encrypted(true)));
     let store_cookies = runtime.block_on(fixture::sign_in(&store_only, "alice"));
     let signed_cookies = runtime.block_on(fixture::sign_in(&signed, "alice"));
     let encrypted_cookies = runtime.block_on(fixture::sign_in(&encrypted, "alice"));

@@ -63,7 +63,7 @@ fn main() {
         .unwrap();
     let manager = SessionManager::builder(MemoryStore::new())
         .secret([5u8; 32])
-        .cookie_cache(true)
+        .cookie_cache(tower_auth_session::CookieCache::new())
         .build()
         .unwrap();
     let hit_cookies = format!(

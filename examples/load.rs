@@ -56,7 +56,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
-    CurrentSession, MemoryStore, SessionHandle, SessionManager, SessionStore, SignInOptions,
+    CookieCache, CurrentSession, MemoryStore, SessionHandle, SessionManager, SessionStore,
+    SignInOptions,
 };
 
 /// How long one request may take before the run gives up on it.
@@ -427,13 +428,16 @@ fn micros(d: Duration) -> String {
 async fn run(options: Options) -> Result<(), String> {
     let (store, _dir) = store(options.store).await?;
     let manager_over = |store: Arc<dyn SessionStore>, cookie_cache: bool| {
-        SessionManager::builder(store)
+        let builder = SessionManager::builder(store)
             .secret(b"load-generator secret, 32 bytes or more")
             // Plain http on loopback: a browser would refuse `Secure` cookies here.
-            .secure(false)
-            .cookie_cache(cookie_cache)
-            .build()
-            .map_err(|e| e.to_string())
+            .secure(false);
+        let builder = if cookie_cache {
+            builder.cookie_cache(CookieCache::new())
+        } else {
+            builder
+        };
+        builder.build().map_err(|e| e.to_string())
     };
     let manager = manager_over(Arc::clone(&store), false)?;
     let cached = manager_over(store, true)?;

@@ -27,7 +27,7 @@ use serde_json::json;
 use tower_auth_session::secondary::RedisStorage;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
-    ConfigError, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
+    ConfigError, CookieCache, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
     SessionManager, SessionStore, SignInOptions,
 };
 
@@ -159,7 +159,7 @@ async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url)
             .await
-            .map_err(|e| format!("DATABASE_URL {url:?}: {e}"))?;
+            .map_err(|e| format!("DATABASE_URL {url:?}: {}", with_causes(&e)))?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -167,7 +167,7 @@ async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
         {
             let store = tower_auth_session::store::PostgresStore::connect(url)
                 .await
-                .map_err(|e| format!("DATABASE_URL (PostgreSQL): {e}"))?;
+                .map_err(|e| format!("DATABASE_URL (PostgreSQL): {}", with_causes(&e)))?;
             return Ok(Arc::new(store));
         }
         #[cfg(not(feature = "postgres"))]
@@ -180,6 +180,17 @@ async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
     ))
 }
 
+/// An error and its causes on one line (each error's `Display` says only its own part).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut line = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        line.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    line
+}
+
 /// The source of truth: the database, or Redis alone (`SESSION_STORAGE=secondary-only`).
 async fn open_primary(config: &Config) -> Result<Arc<dyn SessionStore>, String> {
     #[cfg(feature = "redis")]
@@ -189,7 +200,7 @@ async fn open_primary(config: &Config) -> Result<Arc<dyn SessionStore>, String> 
         let redis = RedisStorage::builder(url)
             .connect()
             .await
-            .map_err(|e| format!("REDIS_URL {url:?}: {e}"))?;
+            .map_err(|e| format!("REDIS_URL {url:?}: {}", with_causes(&e)))?;
         return Ok(Arc::new(redis));
     }
     open_store(&config.database_url).await
@@ -210,7 +221,8 @@ async fn open_secondary(config: &Config) -> Result<Option<RedisStorage>, String>
         // The database is the source of truth: start anyway and let the breaker find Redis.
         Err(e) => {
             eprintln!(
-                "warning: REDIS_URL {url:?} does not answer yet ({e}); serving from the database until it does"
+                "warning: REDIS_URL {url:?} does not answer yet ({}); serving from the database until it does",
+                with_causes(&e)
             );
             RedisStorage::builder(url)
                 .build()
@@ -251,7 +263,8 @@ async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, Str
     }
     // 0 turns the cache off. With Redis configured below, cache revocations reach every
     // instance; without it, this demo is one process and the in-process set suffices.
-    builder = builder.cookie_cache_max_age(Duration::from_secs(config.cookie_cache_max_age));
+    let max_age = Duration::from_secs(config.cookie_cache_max_age);
+    builder = builder.cookie_cache(CookieCache::new().max_age(max_age));
     #[cfg(feature = "redis")]
     if let Some(redis) = open_secondary(config).await? {
         builder = builder.secondary_storage(redis);

@@ -1,8 +1,9 @@
 //! Options and their defaults.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 
 use crate::origin::TrustedOrigins;
+use crate::session::Session;
 
 /// `SameSite` attribute of the session cookies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +59,22 @@ impl Default for SessionConfig {
             same_site: SameSite::Lax,
             max_sessions_per_user: None,
             trusted_origins: TrustedOrigins::default(),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Whether `session` is due for its sliding refresh at `now`.
+    pub(crate) fn refresh_due(&self, session: &Session, now: DateTime<Utc>) -> bool {
+        !self.disable_refresh && session.remember && now >= session.updated_at + self.update_age
+    }
+
+    /// The expiry a refresh at `now` would give, capped by `max_lifetime`.
+    pub(crate) fn slid_expiry(&self, session: &Session, now: DateTime<Utc>) -> DateTime<Utc> {
+        let slid = now + self.expires_in;
+        match self.max_lifetime {
+            Some(max) => slid.min(session.created_at + max),
+            None => slid,
         }
     }
 }

@@ -83,12 +83,11 @@ impl StoreError {
     }
 }
 
+/// Only the message: the driver's error is the [`source`](std::error::Error::source), so a
+/// reporter that walks the chain prints it once.
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(source) => write!(f, "{}: {source}", self.message),
-            None => f.write_str(&self.message),
-        }
+        f.write_str(&self.message)
     }
 }
 
@@ -117,9 +116,10 @@ pub enum SessionError {
 impl fmt::Display for SessionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Store(e) => write!(f, "session store unavailable: {e}"),
+            // Transparent: the store error says what failed; its causes follow as sources.
+            Self::Store(e) => e.fmt(f),
             Self::NoSession => f.write_str("no valid session"),
-            Self::Fields(e) => write!(f, "session fields: {e}"),
+            Self::Fields(_) => f.write_str("invalid session fields"),
             Self::InvalidUserId => f.write_str("user id must be 1-255 bytes without NUL"),
         }
     }
@@ -128,7 +128,7 @@ impl fmt::Display for SessionError {
 impl std::error::Error for SessionError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Store(e) => Some(e),
+            Self::Store(e) => e.source(),
             Self::Fields(e) => Some(e),
             _ => None,
         }
@@ -138,5 +138,102 @@ impl std::error::Error for SessionError {
 impl From<StoreError> for SessionError {
     fn from(e: StoreError) -> Self {
         Self::Store(e)
+    }
+}
+
+impl SessionError {
+    /// The HTTP status a handler should answer with: 401 without a session, 503 when a
+    /// store could not commit, 400 for bad input (user id, fields).
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Self::Store(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoSession => http::StatusCode::UNAUTHORIZED,
+            Self::Fields(_) | Self::InvalidUserId => http::StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The short machine-readable code of the JSON body (`{"error": "<code>"}`).
+    pub fn error_code(&self) -> &'static str {
+        match self {
+            Self::Store(_) => "session_store_unavailable",
+            Self::NoSession => "unauthenticated",
+            Self::Fields(_) => "invalid_session_fields",
+            Self::InvalidUserId => "invalid_user_id",
+        }
+    }
+}
+
+/// A handler can return `Result<_, SessionError>`: the failure becomes its status and a
+/// JSON `{"error": "<code>"}` body (a store failure is logged, with its causes, and
+/// answers 503; it never turns into a 200).
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl axum::response::IntoResponse for SessionError {
+    fn into_response(self) -> axum::response::Response {
+        if let Self::Store(_) = &self {
+            tracing::error!(error = %chain(&self), "session operation failed");
+        }
+        let body = axum::Json(serde_json::json!({ "error": self.error_code() }));
+        (self.status(), body).into_response()
+    }
+}
+
+/// An error and its sources, `a: b: c`, for log lines (each error's `Display` says only
+/// its own part).
+pub(crate) fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl fmt::Display + 'a {
+    struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+    impl fmt::Display for Chain<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut source = self.0.source();
+            while let Some(error) = source {
+                write!(f, ": {error}")?;
+                source = error.source();
+            }
+            Ok(())
+        }
+    }
+    Chain(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_prints_its_own_part_once() {
+        let io = std::io::Error::other("connection refused");
+        let store = StoreError::with_source("redis unreachable", io);
+        assert_eq!(store.to_string(), "redis unreachable");
+        assert_eq!(
+            chain(&store).to_string(),
+            "redis unreachable: connection refused"
+        );
+
+        let session = SessionError::from(store);
+        assert_eq!(session.to_string(), "redis unreachable");
+        assert_eq!(
+            chain(&session).to_string(),
+            "redis unreachable: connection refused"
+        );
+
+        let fields = SessionError::Fields(serde_json::from_str::<u8>("x").unwrap_err());
+        let text = chain(&fields).to_string();
+        assert!(text.starts_with("invalid session fields: "), "{text}");
+        assert_eq!(text.matches("expected value").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn session_errors_map_to_statuses() {
+        assert_eq!(
+            SessionError::NoSession.status(),
+            http::StatusCode::UNAUTHORIZED
+        );
+        let store = SessionError::Store(StoreError::new("down"));
+        assert_eq!(store.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            SessionError::InvalidUserId.status(),
+            http::StatusCode::BAD_REQUEST
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! Lifecycle events: what happened to which session, for audit logs and metrics.
 //!
-//! The manager owns one [`tokio::sync::broadcast`] channel; [`SessionManager::subscribe`]
+//! The manager owns one [`tokio::sync::broadcast`] channel; [`SessionManager::subscribe`](crate::SessionManager::subscribe)
 //! hands out receivers. Sending never waits: with no subscriber an event is dropped before
 //! it is even built, and a subscriber that falls behind by more than the channel's capacity
 //! sees [`RecvError::Lagged`](tokio::sync::broadcast::error::RecvError::Lagged) rather than
@@ -8,7 +8,6 @@
 
 use tokio::sync::broadcast;
 
-use crate::manager::SessionManager;
 use crate::session::Session;
 
 /// How many events a subscriber may fall behind before it starts missing some.
@@ -52,7 +51,7 @@ pub enum SessionEvent {
         /// The session as it was when it was deleted.
         session: Session,
     },
-    /// The cleanup task (or [`SessionManager::delete_expired`]) deleted expired sessions
+    /// The cleanup task (or [`SessionManager::delete_expired`](crate::SessionManager::delete_expired)) deleted expired sessions
     /// in bulk; stores do not say which.
     ExpiredSwept {
         /// How many were deleted.
@@ -71,7 +70,7 @@ pub enum RevokeReason {
     /// The user revoked it from one of their sessions (revoke by id, revoke others,
     /// revoke all).
     ByUser,
-    /// The application revoked it through the admin API on [`SessionManager`].
+    /// The application revoked it through the admin API on [`SessionManager`](crate::SessionManager).
     ByAdmin,
     /// The user went over the per-user session limit and this was their oldest session.
     SessionLimit,
@@ -98,7 +97,7 @@ impl EventBus {
         }
     }
 
-    fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
         self.sender.subscribe()
     }
 }
@@ -106,38 +105,6 @@ impl EventBus {
 impl Default for EventBus {
     fn default() -> Self {
         Self::new(DEFAULT_EVENT_CAPACITY)
-    }
-}
-
-impl SessionManager {
-    /// Subscribes to lifecycle events from now on: created, refreshed, reauthenticated,
-    /// rotated, revoked (with a reason), expired.
-    ///
-    /// Events are delivered to every receiver; a receiver that falls more than the
-    /// channel's capacity behind (see
-    /// [`SessionManagerBuilder::event_capacity`](crate::SessionManagerBuilder::event_capacity))
-    /// gets `Lagged` and skips ahead, it never slows requests down.
-    ///
-    /// ```
-    /// use tower_auth_session::{MemoryStore, SessionEvent, SessionManager};
-    ///
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// let manager = SessionManager::builder(MemoryStore::new())
-    ///     .secret(b"an example secret of at least 32 bytes!")
-    ///     .build()?;
-    /// let mut events = manager.subscribe();
-    /// tokio::spawn(async move {
-    ///     while let Ok(event) = events.recv().await {
-    ///         if let SessionEvent::Revoked { session, reason } = event {
-    ///             println!("{} lost session {} ({reason:?})", session.user_id, session.id);
-    ///         }
-    ///     }
-    /// });
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
-        self.inner.events.subscribe()
     }
 }
 

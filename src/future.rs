@@ -14,26 +14,20 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::client::ClientFacts;
-use crate::handle::SessionHandle;
-use crate::manager::SessionManager;
-use crate::request_token::TokenSource;
-use crate::resolve::Resolved;
-use crate::service::resolved_handle;
+use crate::cookie_cache::CacheState;
+use crate::handle::{HandleState, RequestFacts, SessionHandle, VerifiedToken};
+use crate::manager::{Resolved, SessionManager};
 use crate::store::BoxFuture;
-use crate::token::{Token, TokenHash};
 
 /// What waits while the stores are asked.
 pub(crate) struct Pending<S, B> {
     pub(crate) request: Request<B>,
     pub(crate) inner: S,
     pub(crate) manager: SessionManager,
-    pub(crate) token: Token,
-    pub(crate) hash: TokenHash,
-    pub(crate) source: TokenSource,
-    pub(crate) client: ClientFacts,
-    pub(crate) had_dont_remember: bool,
-    pub(crate) cache: crate::cookie_cache::CacheState,
+    pub(crate) token: VerifiedToken,
+    pub(crate) facts: RequestFacts,
+    /// The request's cache cookies; a cache is issued only if a session is found.
+    pub(crate) cache: CacheState,
 }
 
 pin_project! {
@@ -110,25 +104,14 @@ where
                         mut inner,
                         manager,
                         token,
-                        hash,
-                        source,
-                        client,
-                        had_dont_remember,
+                        facts,
                         cache,
                     } = pending
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    let handle = resolved_handle(
-                        &manager,
-                        resolved,
-                        token,
-                        hash,
-                        source,
-                        client,
-                        had_dont_remember,
-                    );
-                    // A cache is issued from it only if a session was found (see `finish`).
-                    handle.state().cache = cache;
+                    let source = Some(token.source);
+                    let state = HandleState::resolved(&manager.inner, token, resolved, cache);
+                    let handle = SessionHandle::new(manager, facts, source, state);
                     request.extensions_mut().insert(handle.clone());
                     *this.handle = Some(handle);
                     let future = inner.call(request);

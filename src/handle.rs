@@ -13,13 +13,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::client::ClientFacts;
-use crate::cookie_cache::{CacheCookies, CacheState};
+use crate::cookie_cache::{CacheCookies, CacheIssue, CacheState, CacheWrite};
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::SessionError;
 use crate::events::{RevokeReason, SessionEvent};
-use crate::manager::SessionManager;
+use crate::manager::{ManagerInner, Resolved, RevokeTarget, SessionManager};
+use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
-use crate::resolve::Rejection;
 use crate::session::Session;
 use crate::token::{Token, TokenHash};
 
@@ -117,7 +117,7 @@ pub(crate) struct HandleState {
     pub(crate) token: Option<(Token, TokenHash)>,
     pub(crate) session: Option<Session>,
     pub(crate) status: Status,
-    pub(crate) rejection: Option<Rejection>,
+    pub(crate) rejection: Option<RejectionReason>,
     pub(crate) cookie_action: CookieAction,
     /// A signed token issued in this request, for the `set-auth-token` header.
     pub(crate) issued: Option<String>,
@@ -125,11 +125,115 @@ pub(crate) struct HandleState {
     pub(crate) cache: CacheState,
 }
 
+impl HandleState {
+    /// No session: none was presented (`rejection` is `None`), or the one presented was
+    /// refused before any I/O. A refused cookie is cleared.
+    pub(crate) fn anonymous(
+        source: Option<TokenSource>,
+        rejection: Option<RejectionReason>,
+        cache: CacheState,
+    ) -> Self {
+        let cookie_action = if source == Some(TokenSource::Cookie) && rejection.is_some() {
+            CookieAction::Clear
+        } else {
+            CookieAction::Keep
+        };
+        Self {
+            token: None,
+            session: None,
+            status: Status::Decided,
+            rejection,
+            cookie_action,
+            issued: None,
+            cache,
+        }
+    }
+
+    /// A session read from the request's cookie cache: nothing to write.
+    pub(crate) fn cached(token: VerifiedToken, session: Session, cache: CacheState) -> Self {
+        Self {
+            token: Some((token.token, token.hash)),
+            session: Some(session),
+            status: Status::Decided,
+            rejection: None,
+            cookie_action: CookieAction::Keep,
+            issued: None,
+            cache,
+        }
+    }
+
+    /// What the stores answered for `token`: a live session (re-set the cookie if this
+    /// request refreshed it), a definitive no (clear a cookie), or an outage (touch
+    /// nothing).
+    pub(crate) fn resolved(
+        manager: &ManagerInner,
+        token: VerifiedToken,
+        resolved: Resolved,
+        cache: CacheState,
+    ) -> Self {
+        let from_cookie = token.source == TokenSource::Cookie;
+        let (token, session, status, rejection, cookie_action) = match resolved {
+            Resolved::Valid { session, refreshed } => {
+                let cookie_action = if refreshed && from_cookie {
+                    CookieAction::Set {
+                        signed: manager
+                            .keys
+                            .sign_token(&manager.names.session_token, &token.token),
+                        remember: session.remember,
+                        expires_at: session.expires_at,
+                    }
+                } else {
+                    CookieAction::Keep
+                };
+                let token = Some((token.token, token.hash));
+                (token, Some(session), Status::Decided, None, cookie_action)
+            }
+            Resolved::Gone(rejection) => {
+                let cookie_action = if from_cookie {
+                    CookieAction::Clear
+                } else {
+                    CookieAction::Keep
+                };
+                (None, None, Status::Decided, Some(rejection), cookie_action)
+            }
+            Resolved::Unavailable => {
+                let token = Some((token.token, token.hash));
+                (token, None, Status::Unavailable, None, CookieAction::Keep)
+            }
+        };
+        Self {
+            token,
+            session,
+            status,
+            rejection,
+            cookie_action,
+            issued: None,
+            cache,
+        }
+    }
+}
+
+/// A correctly signed token and where the request carried it.
+#[derive(Debug, Clone)]
+pub(crate) struct VerifiedToken {
+    pub(crate) token: Token,
+    pub(crate) hash: TokenHash,
+    pub(crate) source: TokenSource,
+}
+
+/// What the layer read from the request itself, before any store was asked.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestFacts {
+    pub(crate) client: ClientFacts,
+    /// Whether the request carried a `dont_remember` cookie (to expire it on a
+    /// remembered sign-in).
+    pub(crate) had_dont_remember: bool,
+}
+
 struct Shared {
     manager: SessionManager,
-    client: ClientFacts,
+    facts: RequestFacts,
     source: Option<TokenSource>,
-    had_dont_remember: bool,
     state: Mutex<HandleState>,
 }
 
@@ -150,17 +254,15 @@ impl std::fmt::Debug for SessionHandle {
 impl SessionHandle {
     pub(crate) fn new(
         manager: SessionManager,
-        client: ClientFacts,
+        facts: RequestFacts,
         source: Option<TokenSource>,
-        had_dont_remember: bool,
         state: HandleState,
     ) -> Self {
         Self {
             shared: Arc::new(Shared {
                 manager,
-                client,
+                facts,
                 source,
-                had_dont_remember,
                 state: Mutex::new(state),
             }),
         }
@@ -187,7 +289,7 @@ impl SessionHandle {
     }
 
     /// Why the presented session was refused, if it was.
-    pub fn rejection(&self) -> Option<Rejection> {
+    pub fn rejection(&self) -> Option<RejectionReason> {
         self.state().rejection
     }
 
@@ -216,7 +318,11 @@ impl SessionHandle {
         let manager = &self.shared.manager.inner;
         let previous = self.state().token.as_ref().map(|(_, hash)| *hash);
         if let Some(hash) = previous {
-            manager.revoke_hash(&hash, RevokeReason::Replaced).await?;
+            let target = RevokeTarget::Token(&hash);
+            manager
+                .revoke(target, RevokeReason::Replaced)
+                .await?
+                .complete?;
             let mut state = self.state();
             state.token = None;
             state.session = None;
@@ -232,7 +338,7 @@ impl SessionHandle {
         if let Some(max) = manager.config.max_lifetime {
             expires_at = expires_at.min(now + max);
         }
-        let info = manager.tracking.client_info(&self.shared.client);
+        let info = manager.tracking.client_info(&self.shared.facts.client);
         let mut session = Session::new(user_id, now, expires_at);
         session.ip_address = info.ip_address;
         session.user_agent = info.user_agent;
@@ -275,11 +381,12 @@ impl SessionHandle {
     pub async fn sign_out(&self) -> Result<(), SessionError> {
         let hash = self.state().token.as_ref().map(|(_, hash)| *hash);
         if let Some(hash) = hash {
-            self.shared
-                .manager
-                .inner
-                .revoke_hash(&hash, RevokeReason::SignOut)
-                .await?;
+            let target = RevokeTarget::Token(&hash);
+            let manager = &self.shared.manager.inner;
+            manager
+                .revoke(target, RevokeReason::SignOut)
+                .await?
+                .complete?;
         }
         let mut state = self.state();
         state.token = None;
@@ -297,7 +404,23 @@ impl SessionHandle {
         let config = &manager.config;
         let (action, issued, cache_cookies) = {
             let mut state = self.state();
-            let cache_cookies = CacheCookies::decide(manager, &state);
+            let cache_cookies = manager.cookie_cache.as_ref().map(|cache| {
+                let write = match (&state.cookie_action, state.cache.issue_from) {
+                    (CookieAction::Clear, _) => CacheWrite::Clear,
+                    (_, Some(from)) => match (&state.session, &state.token) {
+                        (Some(session), Some((_, token_hash))) => CacheWrite::Issue(CacheIssue {
+                            from,
+                            session,
+                            token_hash,
+                        }),
+                        _ => CacheWrite::Nothing,
+                    },
+                    _ => CacheWrite::Nothing,
+                };
+                let now = manager.clock.now();
+                let presence = state.cache.presence;
+                CacheCookies::decide(cache, &manager.keys, config, presence, write, now)
+            });
             (
                 std::mem::replace(&mut state.cookie_action, CookieAction::Keep),
                 state.issued.take(),
@@ -333,7 +456,7 @@ impl SessionHandle {
                             Lifetime::BrowserSession,
                         ),
                     );
-                } else if self.shared.had_dont_remember {
+                } else if self.shared.facts.had_dont_remember {
                     headers.append(
                         header::SET_COOKIE,
                         set_cookie(config, &names.dont_remember, "", Lifetime::Expire),
@@ -355,7 +478,9 @@ impl SessionHandle {
                 }
             }
         }
-        cache_cookies.apply(config, headers);
+        if let Some(cache_cookies) = cache_cookies {
+            cache_cookies.apply(config, headers);
+        }
         if let Some(signed) = issued {
             if let Ok(value) = HeaderValue::try_from(signed) {
                 headers.insert(SET_AUTH_TOKEN, value);

@@ -38,6 +38,13 @@ impl SessionLayer {
     }
 }
 
+impl SessionManager {
+    /// The tower layer that resolves sessions for every request.
+    pub fn layer(&self) -> SessionLayer {
+        SessionLayer::new(self.clone())
+    }
+}
+
 impl<S> Layer<S> for SessionLayer {
     type Service = SessionService<S>;
 

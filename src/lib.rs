@@ -50,62 +50,77 @@
 //! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
 //! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![deny(unsafe_code)]
-#![warn(missing_docs, unreachable_pub, rust_2018_idioms)]
+#![forbid(unsafe_code)]
+#![warn(
+    missing_docs,
+    missing_debug_implementations,
+    unreachable_pub,
+    rust_2018_idioms
+)]
 
-mod cleanup;
+// Leaf: plain types and functions that import nothing above them.
 mod client;
 mod clock;
 mod config;
-mod cookie_cache;
 mod cookies;
 mod error;
 mod events;
-#[cfg(feature = "axum")]
-mod extract;
-mod fresh;
-mod future;
-mod handle;
-mod layer;
-mod limits;
-mod manager;
 mod origin;
-mod request_cookies;
-mod request_token;
-mod resolve;
-mod revocation;
-#[cfg(feature = "redis")]
-mod revocation_bus;
-#[cfg(feature = "axum")]
-mod routes;
-pub mod secondary;
-mod self_service;
-mod service;
+mod rejection;
 mod session;
-pub mod store;
 mod token;
 
-pub use cleanup::CleanupTask;
+// Middle: storage tiers and request parsing; they take narrow inputs, never the manager.
+mod cookie_cache;
+mod request_cookies;
+mod request_token;
+pub mod secondary;
+pub mod store;
+
+// Upper: the manager and the per-request handle.
+mod handle;
+mod manager;
+mod self_service;
+
+// Top: the tower middleware and the axum surface.
+#[cfg(feature = "axum")]
+mod extract;
+mod future;
+mod layer;
+#[cfg(feature = "axum")]
+mod routes;
+mod service;
+
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::SameSite;
+pub use cookie_cache::CookieCache;
 pub use error::{ConfigError, SessionError, StoreError};
 pub use events::{RevokeReason, SessionEvent};
 #[cfg(feature = "axum")]
-pub use extract::{CurrentSession, SessionRejection};
-#[cfg(feature = "axum")]
-pub use fresh::FreshSession;
+pub use extract::{CrossSiteGuard, CurrentSession, FreshSession};
 pub use future::ResponseFuture;
 pub use handle::{SET_AUTH_TOKEN, SessionHandle, SignInOptions};
 pub use layer::SessionLayer;
-pub use manager::{SessionManager, SessionManagerBuilder};
-#[cfg(feature = "axum")]
-pub use origin::CrossSiteGuard;
+pub use manager::{CleanupTask, SessionManager, SessionManagerBuilder};
+pub use rejection::{RejectionReason, SessionRejection};
 pub use request_token::TokenSource;
-pub use resolve::Rejection;
 pub use service::SessionService;
 pub use session::Session;
 pub use store::{MemoryStore, SessionStore};
 pub use token::{Key, KeyRing, Token, TokenError, TokenHash};
+
+// Crates whose types appear in the public API, re-exported so that an app always names
+// the versions this crate was built with.
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub use axum;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+pub use sqlx;
+pub use {chrono, http, ipnet, serde_json, tokio};
 
 /// Compiles the README's code blocks as doctests, so the quick start cannot drift.
 #[cfg(doctest)]

@@ -11,7 +11,6 @@
 use http::{HeaderMap, header};
 
 use crate::error::ConfigError;
-use crate::manager::SessionManager;
 
 /// The origins allowed to make state-changing requests, normalised to
 /// `scheme://host[:port]` (lower case, default ports dropped).
@@ -100,130 +99,48 @@ fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Whether the request authenticates with `Authorization: Bearer …`, judged exactly as the
-/// layer judges it: a header the layer would not read as a bearer token (say, an empty
-/// one, after which the cookie counts) does not exempt the request from the guard.
-fn has_bearer(headers: &HeaderMap) -> bool {
-    crate::request_token::bearer_value(headers).is_some()
-}
-
-impl SessionManager {
-    /// Whether a state-changing request must be refused as cross-site: its `Origin` is
-    /// present and not trusted, or `Sec-Fetch-Site` says `cross-site`.
-    ///
-    /// Requests with neither header (non-browser clients) pass, and so do requests with
-    /// `Authorization: Bearer` (a browser never attaches one by itself). With no trusted
-    /// origins configured, an `Origin` passes only when it names the request's own `Host`
-    /// (same-origin). The endpoints of [`router`](SessionManager::router) apply this to
-    /// every POST; apply it to the app's own sign-in with the
-    /// [`CrossSiteGuard`](crate::CrossSiteGuard) extractor.
-    ///
-    /// ```
-    /// use http::HeaderMap;
-    /// use tower_auth_session::{MemoryStore, SessionManager};
-    ///
-    /// let manager = SessionManager::builder(MemoryStore::new())
-    ///     .secret(b"an example secret of at least 32 bytes!")
-    ///     .trusted_origins(["https://app.example.com"])
-    ///     .build()?;
-    /// let mut headers = HeaderMap::new();
-    /// headers.insert("origin", "https://evil.example".parse().unwrap());
-    /// assert!(manager.is_cross_site(&headers));
-    /// headers.insert("origin", "https://app.example.com".parse().unwrap());
-    /// assert!(!manager.is_cross_site(&headers));
-    /// # Ok::<(), tower_auth_session::ConfigError>(())
-    /// ```
-    pub fn is_cross_site(&self, headers: &HeaderMap) -> bool {
-        if has_bearer(headers) {
-            return false;
-        }
-        let cross_site_fetch = headers
-            .get_all("sec-fetch-site")
-            .iter()
-            .any(|value| value.as_bytes().eq_ignore_ascii_case(b"cross-site"));
-        if cross_site_fetch {
-            return true;
-        }
-        let mut origins = headers.get_all(header::ORIGIN).iter();
-        let Some(origin) = origins.next() else {
-            return false;
-        };
-        if origins.next().is_some() {
-            // Browsers send one Origin; several are not something we can vouch for.
-            return true;
-        }
-        let Some(origin) = origin.to_str().ok().and_then(normalise_origin) else {
-            return true;
-        };
-        let trusted = &self.inner.config.trusted_origins;
-        if !trusted.origins.is_empty() {
-            return !trusted.contains(&origin);
-        }
-        // Nothing configured: only the page's own origin. The browser sets `Host` to the
-        // server it talks to, so a foreign page cannot make the two agree.
-        let scheme = origin.split_once("://").map_or("", |(scheme, _)| scheme);
-        let own_origin = headers
-            .get(header::HOST)
-            .and_then(|host| host.to_str().ok())
-            .and_then(|host| normalise_origin(&format!("{scheme}://{host}")));
-        own_origin.as_deref() != Some(origin.as_str())
+/// Whether a state-changing request must be refused as cross-site: its `Origin` is
+/// present and not in `trusted` (with an empty list: not the request's own `Host`), or
+/// `Sec-Fetch-Site` says `cross-site`. A request that `authenticated_by_bearer` passes
+/// (a browser never attaches a bearer token by itself), and so does one with neither
+/// header (a non-browser client).
+pub(crate) fn is_cross_site(
+    trusted: &TrustedOrigins,
+    headers: &HeaderMap,
+    authenticated_by_bearer: bool,
+) -> bool {
+    if authenticated_by_bearer {
+        return false;
     }
-}
-
-#[cfg(feature = "axum")]
-pub use extract::CrossSiteGuard;
-
-#[cfg(feature = "axum")]
-mod extract {
-    use axum::extract::FromRequestParts;
-    use http::request::Parts;
-
-    use crate::extract::SessionRejection;
-    use crate::handle::SessionHandle;
-
-    /// An extractor that refuses cross-site requests with 403
-    /// `{"error":"cross_site_request"}` (see [`SessionManager::is_cross_site`](crate::SessionManager::is_cross_site)).
-    /// Put it first in the arguments of state-changing handlers the app adds itself, such
-    /// as sign-in; the endpoints of [`SessionManager::router`](crate::SessionManager::router) already use it.
-    ///
-    /// ```
-    /// use axum::{Router, routing::post};
-    /// use tower_auth_session::{CrossSiteGuard, MemoryStore, SessionHandle, SessionManager, SignInOptions};
-    ///
-    /// async fn sign_in(_: CrossSiteGuard, session: SessionHandle) -> &'static str {
-    ///     // ... check the password ...
-    ///     match session.sign_in("alice", SignInOptions::new()).await {
-    ///         Ok(_) => "welcome",
-    ///         Err(_) => "try again later",
-    ///     }
-    /// }
-    ///
-    /// let manager = SessionManager::builder(MemoryStore::new())
-    ///     .secret(b"an example secret of at least 32 bytes!")
-    ///     .trusted_origins(["https://app.example.com"])
-    ///     .build()
-    ///     .unwrap();
-    /// let app: Router = Router::new().route("/sign-in", post(sign_in)).layer(manager.layer());
-    /// # let _ = app;
-    /// ```
-    #[derive(Debug, Clone, Copy)]
-    pub struct CrossSiteGuard;
-
-    impl<S: Send + Sync> FromRequestParts<S> for CrossSiteGuard {
-        type Rejection = SessionRejection;
-
-        async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-            let handle = SessionHandle::from_request_parts(parts, state).await?;
-            if handle.manager().is_cross_site(&parts.headers) {
-                tracing::debug!(
-                    origin = ?parts.headers.get(http::header::ORIGIN),
-                    "refused a cross-site request"
-                );
-                return Err(SessionRejection::CrossSite);
-            }
-            Ok(Self)
-        }
+    let cross_site_fetch = headers
+        .get_all("sec-fetch-site")
+        .iter()
+        .any(|value| value.as_bytes().eq_ignore_ascii_case(b"cross-site"));
+    if cross_site_fetch {
+        return true;
     }
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    let Some(origin) = origins.next() else {
+        return false;
+    };
+    if origins.next().is_some() {
+        // Browsers send one Origin; several are not something we can vouch for.
+        return true;
+    }
+    let Some(origin) = origin.to_str().ok().and_then(normalise_origin) else {
+        return true;
+    };
+    if !trusted.origins.is_empty() {
+        return !trusted.contains(&origin);
+    }
+    // Nothing configured: only the page's own origin. The browser sets `Host` to the
+    // server it talks to, so a foreign page cannot make the two agree.
+    let scheme = origin.split_once("://").map_or("", |(scheme, _)| scheme);
+    let own_origin = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .and_then(|host| normalise_origin(&format!("{scheme}://{host}")));
+    own_origin.as_deref() != Some(origin.as_str())
 }
 
 #[cfg(test)]

@@ -8,8 +8,7 @@
 use http::HeaderMap;
 
 use crate::cookie_cache::chunks::{Gathered, Presence};
-use crate::cookies::{CookieLookup, MAX_COOKIE_VALUE_LEN, cookie_pairs};
-use crate::manager::ManagerInner;
+use crate::cookies::{CookieLookup, CookieNames, MAX_COOKIE_VALUE_LEN, cookie_pairs};
 
 /// What the request's cookies say, for the layer.
 #[derive(Debug, Clone, Copy)]
@@ -23,16 +22,13 @@ pub(crate) struct RequestCookies<'a> {
 }
 
 impl<'a> RequestCookies<'a> {
-    /// Reads every `Cookie` header of the request once.
-    pub(crate) fn parse(manager: &ManagerInner, headers: &'a HeaderMap) -> Self {
-        let names = &manager.names;
+    /// Reads every `Cookie` header of the request once; the cache's cookies only when
+    /// `cache_on`.
+    pub(crate) fn parse(names: &CookieNames, cache_on: bool, headers: &'a HeaderMap) -> Self {
         let token_name = names.session_token.as_bytes();
         let dont_remember_name = names.dont_remember.as_bytes();
         // The cache's plain name is the `session_data` name; its chunks append `.{i}`.
-        let cache_name = manager
-            .cookie_cache
-            .as_ref()
-            .map(|_| names.session_data.as_bytes());
+        let cache_name = cache_on.then_some(names.session_data.as_bytes());
         let mut out = Self {
             session_token: CookieLookup::Absent,
             dont_remember: false,
@@ -75,11 +71,13 @@ mod tests {
     use crate::store::MemoryStore;
 
     fn manager(cache: bool) -> SessionManager {
-        SessionManager::builder(MemoryStore::new())
-            .secret([3u8; 32])
-            .cookie_cache(cache)
-            .build()
-            .unwrap()
+        let builder = SessionManager::builder(MemoryStore::new()).secret([3u8; 32]);
+        let builder = if cache {
+            builder.cookie_cache(crate::CookieCache::new())
+        } else {
+            builder
+        };
+        builder.build().unwrap()
     }
 
     fn headers(cookies: &[&[u8]]) -> HeaderMap {
@@ -93,7 +91,7 @@ mod tests {
     /// The single pass agrees with the separate lookups it replaces.
     fn agrees(manager: &SessionManager, map: &HeaderMap) {
         let inner = &manager.inner;
-        let cookies = RequestCookies::parse(inner, map);
+        let cookies = RequestCookies::parse(&inner.names, inner.cookie_cache.is_some(), map);
         assert_eq!(
             cookies.session_token,
             find_cookie(map, &inner.names.session_token)

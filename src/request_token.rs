@@ -3,9 +3,8 @@
 
 use http::{HeaderMap, header};
 
-use crate::cookies::{CookieLookup, find_cookie};
-use crate::manager::ManagerInner;
-use crate::token::{Token, TokenError};
+use crate::cookies::{CookieLookup, CookieNames, find_cookie};
+use crate::token::{KeyRing, Token, TokenError};
 
 /// Where the token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,20 +26,25 @@ pub(crate) enum PresentedToken {
     Valid { token: Token, source: TokenSource },
 }
 
-pub(crate) fn presented_token(manager: &ManagerInner, headers: &HeaderMap) -> PresentedToken {
-    let cookie = find_cookie(headers, &manager.names.session_token);
-    presented_token_with(manager, headers, cookie)
+pub(crate) fn presented_token(
+    keys: &KeyRing,
+    names: &CookieNames,
+    headers: &HeaderMap,
+) -> PresentedToken {
+    let cookie = find_cookie(headers, &names.session_token);
+    presented_token_with(keys, names, headers, cookie)
 }
 
 /// [`presented_token`] when the `session_token` cookie has already been looked up.
 pub(crate) fn presented_token_with(
-    manager: &ManagerInner,
+    keys: &KeyRing,
+    names: &CookieNames,
     headers: &HeaderMap,
     cookie: CookieLookup<'_>,
 ) -> PresentedToken {
-    let cookie_name = manager.names.session_token.as_str();
+    let cookie_name = names.session_token.as_str();
     if let Some(value) = bearer_value(headers) {
-        return match manager.keys.verify_token(cookie_name, value) {
+        return match keys.verify_token(cookie_name, value) {
             Ok(token) => PresentedToken::Valid {
                 token,
                 source: TokenSource::Bearer,
@@ -51,7 +55,7 @@ pub(crate) fn presented_token_with(
     match cookie {
         CookieLookup::Absent => PresentedToken::None,
         CookieLookup::Bad => PresentedToken::Invalid(TokenSource::Cookie, TokenError::Malformed),
-        CookieLookup::One(value) => match manager.keys.verify_token(cookie_name, value) {
+        CookieLookup::One(value) => match keys.verify_token(cookie_name, value) {
             Ok(token) => PresentedToken::Valid {
                 token,
                 source: TokenSource::Cookie,

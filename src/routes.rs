@@ -15,10 +15,10 @@ use http::{HeaderValue, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::error::SessionError;
-use crate::extract::SessionRejection;
+use crate::extract::CrossSiteGuard;
 use crate::handle::SessionHandle;
 use crate::manager::SessionManager;
-use crate::origin::CrossSiteGuard;
+use crate::rejection::SessionRejection;
 use crate::session::Session;
 
 /// Longest session id accepted in a revoke body; ours are 22 characters.
@@ -54,6 +54,7 @@ impl SessionManager {
     ///     .layer(manager.layer());
     /// # let _ = app;
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
     pub fn router<S>(&self) -> Router<S>
     where
         S: Clone + Send + Sync + 'static,
@@ -99,7 +100,7 @@ impl From<SessionError> for Failure {
         match error {
             SessionError::NoSession => Self::Rejected(SessionRejection::Unauthenticated),
             error => {
-                tracing::error!(%error, "session endpoint could not reach the store");
+                tracing::error!(error = %crate::error::chain(&error), "session endpoint could not reach the store");
                 Self::Rejected(SessionRejection::Unavailable)
             }
         }

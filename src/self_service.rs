@@ -10,9 +10,9 @@
 use crate::error::{SessionError, StoreError};
 use crate::events::{RevokeReason, SessionEvent};
 use crate::handle::{CookieAction, SessionHandle, Status};
+use crate::manager::{Mirrored, RevokeTarget};
+use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
-use crate::resolve::Rejection;
-use crate::secondary::Revocation;
 use crate::session::Session;
 use crate::token::{Token, TokenHash};
 
@@ -35,7 +35,7 @@ impl SessionHandle {
     }
 
     /// The request's own session is gone: forget it and have the response clear cookies.
-    fn ended_here(&self, rejection: Option<Rejection>) {
+    fn ended_here(&self, rejection: Option<RejectionReason>) {
         let mut state = self.state();
         state.token = None;
         state.session = None;
@@ -87,9 +87,9 @@ impl SessionHandle {
             }
             found => {
                 let rejection = if found.is_some() {
-                    Rejection::Expired
+                    RejectionReason::Expired
                 } else {
-                    Rejection::Unknown
+                    RejectionReason::Unknown
                 };
                 if self.token_source() == Some(TokenSource::Cookie) {
                     self.ended_here(Some(rejection));
@@ -137,31 +137,23 @@ impl SessionHandle {
     /// current session signs this request out (its cookies are cleared).
     pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
         let (current, _) = self.signed_in()?;
-        let manager = &self.manager().inner;
-        let covered = manager
-            .revoke_in_secondary_first(&[Revocation::Session {
-                id: session_id,
-                user_id: Some(&current.user_id),
-                token_hash: None,
-                verified: false,
-            }])
-            .await?;
-        let removed = manager
-            .store
-            .delete_by_id(session_id, Some(&current.user_id))
-            .await?;
-        let Some(removed) = removed else {
-            return Ok(false);
+        let target = RevokeTarget::Session {
+            id: session_id,
+            owner: Some(&current.user_id),
         };
-        let was_current = removed.session.id == current.id;
+        let revoked = self
+            .manager()
+            .inner
+            .revoke(target, RevokeReason::ByUser)
+            .await?;
+        if revoked.sessions.is_empty() {
+            return Ok(false);
+        }
         // The session is gone from the store whatever happens next: end it here too.
-        let confirmed = manager
-            .revoked_after(vec![removed], RevokeReason::ByUser, &covered)
-            .await;
-        if was_current {
+        if revoked.sessions.iter().any(|s| s.id == current.id) {
             self.ended_here(None);
         }
-        confirmed?;
+        revoked.complete?;
         Ok(true)
     }
 
@@ -169,43 +161,35 @@ impl SessionHandle {
     /// other devices"). Returns how many were revoked.
     pub async fn revoke_others(&self) -> Result<usize, SessionError> {
         let (current, _) = self.signed_in()?;
-        let manager = &self.manager().inner;
-        let covered = manager
-            .revoke_in_secondary_first(&[Revocation::User {
-                user_id: &current.user_id,
-                except: Some(&current.id),
-            }])
+        let target = RevokeTarget::User {
+            user_id: &current.user_id,
+            except: Some(&current.id),
+        };
+        let revoked = self
+            .manager()
+            .inner
+            .revoke(target, RevokeReason::ByUser)
             .await?;
-        let removed = manager
-            .store
-            .delete_by_user(&current.user_id, Some(&current.id))
-            .await?;
-        let count = removed.len();
-        manager
-            .revoked_after(removed, RevokeReason::ByUser, &covered)
-            .await?;
-        Ok(count)
+        revoked.complete?;
+        Ok(revoked.sessions.len())
     }
 
     /// Revokes every session of the signed-in user, this one included, and clears this
     /// request's cookies. Returns how many were revoked.
     pub async fn revoke_all(&self) -> Result<usize, SessionError> {
         let (current, _) = self.signed_in()?;
-        let manager = &self.manager().inner;
-        let covered = manager
-            .revoke_in_secondary_first(&[Revocation::User {
-                user_id: &current.user_id,
-                except: None,
-            }])
+        let target = RevokeTarget::User {
+            user_id: &current.user_id,
+            except: None,
+        };
+        let revoked = self
+            .manager()
+            .inner
+            .revoke(target, RevokeReason::ByUser)
             .await?;
-        let removed = manager.store.delete_by_user(&current.user_id, None).await?;
-        let count = removed.len();
-        let confirmed = manager
-            .revoked_after(removed, RevokeReason::ByUser, &covered)
-            .await;
         self.ended_here(None);
-        confirmed?;
-        Ok(count)
+        revoked.complete?;
+        Ok(revoked.sessions.len())
     }
 
     /// Records that the user just proved who they are again (the app re-checked the
@@ -307,7 +291,7 @@ impl SessionHandle {
                 // there first wins).
                 let target = new_hash.unwrap_or(hash);
                 let replaces = new_hash.map(|_| hash);
-                if !manager.mirror(&target, &updated, replaces.as_ref()).await {
+                if manager.mirror(&target, &updated, replaces.as_ref()).await == Mirrored::Revoked {
                     return Err(SessionError::NoSession);
                 }
                 return Ok(updated);

@@ -7,14 +7,13 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::client::ClientFacts;
-use crate::cookie_cache::{self, CacheState};
-use crate::future::ResponseFuture;
-use crate::handle::{CookieAction, HandleState, SessionHandle, Status};
+use crate::cookie_cache::CacheState;
+use crate::future::{Pending, ResponseFuture};
+use crate::handle::{HandleState, RequestFacts, SessionHandle, VerifiedToken};
 use crate::manager::SessionManager;
+use crate::rejection::RejectionReason;
 use crate::request_cookies::RequestCookies;
 use crate::request_token::{PresentedToken, TokenSource, presented_token_with};
-use crate::resolve::{Rejection, Resolved};
-use crate::token::{Token, TokenHash};
 
 /// The middleware service built by [`SessionLayer`](crate::SessionLayer).
 #[derive(Debug, Clone)]
@@ -63,196 +62,89 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let manager = &self.manager.inner;
-        let client = ClientFacts::from_request(&request, &manager.tracking);
+        let cache_tier = manager.cookie_cache.as_ref();
         // One pass over the `Cookie` headers finds every cookie this request needs.
-        let cookies = RequestCookies::parse(manager, request.headers());
-        let had_dont_remember = cookies.dont_remember;
-        match presented_token_with(manager, request.headers(), cookies.session_token) {
+        let cookies =
+            RequestCookies::parse(&manager.names, cache_tier.is_some(), request.headers());
+        let facts = RequestFacts {
+            client: ClientFacts::from_request(&request, &manager.tracking),
+            had_dont_remember: cookies.dont_remember,
+        };
+        let presented = presented_token_with(
+            &manager.keys,
+            &manager.names,
+            request.headers(),
+            cookies.session_token,
+        );
+        let (source, state) = match presented {
             PresentedToken::None => {
                 let cache = CacheState::seen(cookies.cache_presence());
-                let handle = anonymous(&self.manager, client, None, had_dont_remember, None, cache);
-                request.extensions_mut().insert(handle.clone());
-                ResponseFuture::inner(inner.call(request), handle)
+                (None, HandleState::anonymous(None, None, cache))
             }
             PresentedToken::Invalid(source, error) => {
                 tracing::debug!(%error, ?source, "refused a session token");
                 let cache = CacheState::seen(cookies.cache_presence());
-                let handle = anonymous(
-                    &self.manager,
-                    client,
+                let rejection = Some(RejectionReason::Invalid);
+                (
                     Some(source),
-                    had_dont_remember,
-                    Some(Rejection::Invalid),
-                    cache,
-                );
-                request.extensions_mut().insert(handle.clone());
-                ResponseFuture::inner(inner.call(request), handle)
-            }
-            PresentedToken::Valid { token, source } => {
-                let hash = token.hash();
-                // Bearer clients keep no cookies, so only a cookie request has a cache.
-                let cache = if source == TokenSource::Cookie {
-                    let now = manager.clock.now();
-                    match cookie_cache::read_gathered(manager, cookies.cache.as_ref(), &hash, now) {
-                        // The hit path: no I/O, no future of our own.
-                        (cache, Some(session)) => {
-                            let handle = cached_handle(
-                                &self.manager,
-                                session,
-                                token,
-                                hash,
-                                client,
-                                had_dont_remember,
-                                cache,
-                            );
-                            request.extensions_mut().insert(handle.clone());
-                            return ResponseFuture::inner(inner.call(request), handle);
-                        }
-                        (cache, None) => cache,
-                    }
-                } else {
-                    CacheState::default()
-                };
-                let manager = self.manager.clone();
-                let resolve_client = client.clone();
-                let resolution =
-                    Box::pin(async move { manager.resolve_hash(hash, &resolve_client).await });
-                ResponseFuture::resolving(
-                    resolution,
-                    crate::future::Pending {
-                        request,
-                        inner,
-                        manager: self.manager.clone(),
-                        token,
-                        hash,
-                        source,
-                        client,
-                        had_dont_remember,
-                        cache,
-                    },
+                    HandleState::anonymous(Some(source), rejection, cache),
                 )
             }
-        }
+            PresentedToken::Valid { token, source } => {
+                let token = VerifiedToken {
+                    hash: token.hash(),
+                    token,
+                    source,
+                };
+                // Bearer clients keep no cookies, so only a cookie request has a cache.
+                let (TokenSource::Cookie, Some(tier), Some(gathered)) =
+                    (source, cache_tier, cookies.cache.as_ref())
+                else {
+                    return self.resolving(request, inner, token, facts, CacheState::default());
+                };
+                let now = manager.clock.now();
+                match tier.read(&manager.keys, &manager.config, gathered, &token.hash, now) {
+                    // The hit path: no I/O, no future of our own.
+                    (cache, Some(session)) => {
+                        (Some(source), HandleState::cached(token, session, cache))
+                    }
+                    (cache, None) => return self.resolving(request, inner, token, facts, cache),
+                }
+            }
+        };
+        let handle = SessionHandle::new(self.manager.clone(), facts, source, state);
+        request.extensions_mut().insert(handle.clone());
+        ResponseFuture::inner(inner.call(request), handle)
     }
 }
 
-fn anonymous(
-    manager: &SessionManager,
-    client: ClientFacts,
-    source: Option<TokenSource>,
-    had_dont_remember: bool,
-    rejection: Option<Rejection>,
-    cache: CacheState,
-) -> SessionHandle {
-    let cookie_action = if source == Some(TokenSource::Cookie) && rejection.is_some() {
-        CookieAction::Clear
-    } else {
-        CookieAction::Keep
-    };
-    SessionHandle::new(
-        manager.clone(),
-        client,
-        source,
-        had_dont_remember,
-        HandleState {
-            token: None,
-            session: None,
-            status: Status::Decided,
-            rejection,
-            cookie_action,
-            issued: None,
-            cache,
-        },
-    )
-}
-
-/// The handle of a request resolved from its cookie cache.
-fn cached_handle(
-    manager: &SessionManager,
-    session: crate::session::Session,
-    token: Token,
-    hash: TokenHash,
-    client: ClientFacts,
-    had_dont_remember: bool,
-    cache: CacheState,
-) -> SessionHandle {
-    SessionHandle::new(
-        manager.clone(),
-        client,
-        Some(TokenSource::Cookie),
-        had_dont_remember,
-        HandleState {
-            token: Some((token, hash)),
-            session: Some(session),
-            status: Status::Decided,
-            rejection: None,
-            cookie_action: CookieAction::Keep,
-            issued: None,
-            cache,
-        },
-    )
-}
-
-/// Turns a store resolution into the handle the inner service sees.
-pub(crate) fn resolved_handle(
-    manager: &SessionManager,
-    resolved: Resolved,
-    token: Token,
-    hash: TokenHash,
-    source: TokenSource,
-    client: ClientFacts,
-    had_dont_remember: bool,
-) -> SessionHandle {
-    let inner = &manager.inner;
-    let state = match resolved {
-        Resolved::Valid { session, refreshed } => {
-            let cookie_action = if refreshed && source == TokenSource::Cookie {
-                CookieAction::Set {
-                    signed: inner.keys.sign_token(&inner.names.session_token, &token),
-                    remember: session.remember,
-                    expires_at: session.expires_at,
-                }
-            } else {
-                CookieAction::Keep
-            };
-            HandleState {
-                token: Some((token, hash)),
-                session: Some(session),
-                status: Status::Decided,
-                rejection: None,
-                cookie_action,
-                issued: None,
-                cache: CacheState::default(),
-            }
-        }
-        Resolved::Gone(rejection) => HandleState {
-            token: None,
-            session: None,
-            status: Status::Decided,
-            rejection: Some(rejection),
-            cookie_action: if source == TokenSource::Cookie {
-                CookieAction::Clear
-            } else {
-                CookieAction::Keep
+impl<S> SessionService<S> {
+    /// The I/O path: ask the stores, then call `inner` with the handle they decide.
+    fn resolving<ReqBody>(
+        &self,
+        request: Request<ReqBody>,
+        inner: S,
+        token: VerifiedToken,
+        facts: RequestFacts,
+        cache: CacheState,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let manager = self.manager.clone();
+        let hash = token.hash;
+        let client = facts.client.clone();
+        let resolution = Box::pin(async move { manager.inner.resolve(hash, &client).await });
+        ResponseFuture::resolving(
+            resolution,
+            Pending {
+                request,
+                inner,
+                manager: self.manager.clone(),
+                token,
+                facts,
+                cache,
             },
-            issued: None,
-            cache: CacheState::default(),
-        },
-        Resolved::Unavailable => HandleState {
-            token: Some((token, hash)),
-            session: None,
-            status: Status::Unavailable,
-            rejection: None,
-            cookie_action: CookieAction::Keep,
-            issued: None,
-            cache: CacheState::default(),
-        },
-    };
-    SessionHandle::new(
-        manager.clone(),
-        client,
-        Some(source),
-        had_dont_remember,
-        state,
-    )
+        )
+    }
 }

@@ -155,12 +155,12 @@ impl Key {
 
     /// A keyed HMAC instance for the cookie cache (cloned per use; the key schedule is
     /// computed once).
-    pub fn cache_mac(&self) -> HmacSha256 {
+    pub(crate) fn cache_mac(&self) -> HmacSha256 {
         self.cache_mac.clone()
     }
 
     /// The AES-256-GCM key for an encrypted cookie cache.
-    pub fn cache_encryption_key(&self) -> &[u8; 32] {
+    pub(crate) fn cache_encryption_key(&self) -> &[u8; 32] {
         &self.cache_encryption
     }
 }

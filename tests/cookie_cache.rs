@@ -14,8 +14,8 @@ use common::*;
 use http::{HeaderValue, Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower_auth_session::{
-    CurrentSession, ManualClock, MemoryStore, SessionHandle, SessionManager, SessionManagerBuilder,
-    SignInOptions,
+    CookieCache, CurrentSession, ManualClock, MemoryStore, SessionHandle, SessionManager,
+    SessionManagerBuilder, SignInOptions,
 };
 
 const TOKEN: &str = "__Host-tas.session_token";
@@ -79,7 +79,7 @@ async fn setup(
     let builder = SessionManager::builder(store)
         .secret(SECRET)
         .clock(clock.clone())
-        .cookie_cache(true);
+        .cookie_cache(CookieCache::new());
     let manager = configure(builder).build().unwrap();
     Setup {
         app: cache_app(&manager),
@@ -518,7 +518,7 @@ async fn authoritative_reads_bypass_the_cache(kind: StoreKind) {
     let (counting, counts) = CountingStore::new(store.clone());
     let local = SessionManager::builder(counting)
         .secret(SECRET)
-        .cookie_cache(true)
+        .cookie_cache(CookieCache::new())
         .build()
         .unwrap();
     let remote = SessionManager::builder(store)
@@ -555,8 +555,7 @@ async fn a_new_cache_version_ignores_older_caches(kind: StoreKind) {
     let build = |version: &str| {
         SessionManager::builder(counting.clone())
             .secret(SECRET)
-            .cookie_cache(true)
-            .cookie_cache_version(version)
+            .cookie_cache(CookieCache::new().version(version))
             .build()
             .unwrap()
     };
@@ -579,8 +578,7 @@ async fn encrypted_caches_hit_and_hide_the_session(kind: StoreKind) {
     let build = |encrypted: bool| {
         SessionManager::builder(counting.clone())
             .secret(SECRET)
-            .cookie_cache(true)
-            .cookie_cache_encryption(encrypted)
+            .cookie_cache(CookieCache::new().encrypted(encrypted))
             .build()
             .unwrap()
     };
@@ -633,7 +631,7 @@ async fn the_cache_is_off_by_default() {
     assert!(jar.cache_names().is_empty());
     let manager = SessionManager::builder(MemoryStore::new())
         .secret(SECRET)
-        .cookie_cache_max_age(StdDuration::from_secs(60))
+        .cookie_cache(CookieCache::new().max_age(StdDuration::from_secs(60)))
         .build()
         .unwrap();
     let (_, reply) = sign_in_jar(&cache_app(&manager), "user=alice").await;
@@ -645,7 +643,7 @@ async fn the_cache_is_off_by_default() {
     );
     let off = SessionManager::builder(MemoryStore::new())
         .secret(SECRET)
-        .cookie_cache_max_age(StdDuration::ZERO)
+        .cookie_cache(CookieCache::new().max_age(StdDuration::ZERO))
         .build()
         .unwrap();
     let (jar, _) = sign_in_jar(&cache_app(&off), "user=alice").await;
@@ -653,7 +651,7 @@ async fn the_cache_is_off_by_default() {
     assert!(
         SessionManager::builder(MemoryStore::new())
             .secret(SECRET)
-            .cookie_cache_max_age(StdDuration::from_secs(2 * 24 * 3600))
+            .cookie_cache(CookieCache::new().max_age(StdDuration::from_secs(2 * 24 * 3600)))
             .build()
             .is_err()
     );

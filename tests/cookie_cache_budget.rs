@@ -14,7 +14,7 @@ use std::time::Instant;
 use futures_util::FutureExt;
 use http::{Request, Response, header};
 use tower::{Layer as _, Service, ServiceExt, service_fn};
-use tower_auth_session::{MemoryStore, SessionHandle, SessionManager};
+use tower_auth_session::{CookieCache, MemoryStore, SessionHandle, SessionManager};
 
 use common::CountingStore;
 
@@ -88,8 +88,7 @@ async fn a_cache_hit_stays_within_the_allocation_budget() {
         let (store, counts) = CountingStore::new(MemoryStore::new());
         let manager = SessionManager::builder(store)
             .secret([5u8; 32])
-            .cookie_cache(true)
-            .cookie_cache_encryption(encrypted)
+            .cookie_cache(CookieCache::new().encrypted(encrypted))
             .build()
             .unwrap();
         let cookies = warm_cookies(&manager).await;

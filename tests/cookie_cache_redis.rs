@@ -15,7 +15,7 @@ use chrono::Duration;
 use common::*;
 use http::StatusCode;
 use tower_auth_session::secondary::RedisStorage;
-use tower_auth_session::{ManualClock, MemoryStore, SessionManager};
+use tower_auth_session::{CookieCache, ManualClock, MemoryStore, SessionManager};
 
 /// What a browser holds after signing in: the token cookie only (each instance issues its
 /// own cache).
@@ -61,8 +61,7 @@ fn instance(
     let (counting, counts) = CountingStore::new(store.clone());
     let builder = SessionManager::builder(counting)
         .secret(SECRET)
-        .clock(clock.clone())
-        .cookie_cache(true);
+        .clock(clock.clone());
     let (builder, tier) = match mode {
         Mode::Tier => {
             let tier = RedisStorage::builder(redis_url)
@@ -70,9 +69,13 @@ fn instance(
                 .clock(clock.clone())
                 .build()
                 .unwrap();
+            let builder = builder.cookie_cache(CookieCache::new());
             (builder.secondary_storage(tier.clone()), Some(tier))
         }
-        Mode::RevocationsOnly => (builder.cookie_cache_redis(redis_url, prefix), None),
+        Mode::RevocationsOnly => {
+            let cache = CookieCache::new().redis(redis_url, prefix);
+            (builder.cookie_cache(cache), None)
+        }
     };
     let manager = builder.build().unwrap();
     Instance {
@@ -372,7 +375,7 @@ async fn redis_as_the_only_store_also_carries_cache_revocations() {
         SessionManager::builder(redis)
             .secret(SECRET)
             .clock(clock.clone())
-            .cookie_cache(true)
+            .cookie_cache(CookieCache::new())
             .build()
             .unwrap()
     };

@@ -594,7 +594,13 @@ mod postgres {
             .create(&hash, &session("dup", "2024-05-06T07:08:09.010Z"))
             .await
             .unwrap_err();
-        let shown = error.to_string();
+        // Each error prints its own part; the driver's words are in the source chain.
+        let mut shown = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            shown.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
         assert!(shown.contains("tas_sessions_token_hash_key"), "{shown}");
         assert!(shown.contains("SQLSTATE 23505"), "{shown}");
         assert!(error.source().is_some(), "the driver's error is the source");

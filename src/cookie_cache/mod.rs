@@ -8,8 +8,8 @@
 //! - its own expiry (issued + `max_age`) has not passed, whatever the browser did with
 //!   `Max-Age`, and the session inside has not expired;
 //! - the session is not due for its sliding refresh (that needs the store);
-//! - the [revocation set](crate::revocation) does not refuse it, and, when revocations
-//!   are shared through Redis, this instance's lease is live (`revocation_bus`).
+//! - the [revocation set](revocation) does not refuse it, and, when revocations
+//!   are shared through Redis, this instance's lease is live (`bus`).
 //!
 //! Otherwise the request falls through to the stores as if there were no cache, and a
 //! fresh cache is issued once a store has answered. A hit never writes anything: it does
@@ -28,20 +28,22 @@ use crate::clock::Clock;
 use crate::config::SessionConfig;
 use crate::cookies::{CookieNames, Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::{ConfigError, StoreError};
-use crate::handle::{CookieAction, HandleState};
-use crate::manager::ManagerInner;
-use crate::revocation::{DEFAULT_CAPACITY, Revocation, RevocationSet};
-#[cfg(feature = "redis")]
-use crate::revocation_bus::RevocationBus;
 use crate::session::Session;
-use crate::token::TokenHash;
+use crate::token::{KeyRing, TokenHash};
 
+#[cfg(feature = "redis")]
+mod bus;
 pub(crate) mod chunks;
 pub(crate) mod payload;
+pub(crate) mod revocation;
 pub(crate) mod seal;
 
+#[cfg(feature = "redis")]
+use bus::RevocationBus;
 use chunks::{ChunkNames, Presence};
 pub(crate) use payload::CachedSession;
+pub(crate) use revocation::CacheRevocation;
+use revocation::{DEFAULT_CAPACITY, RevocationSet};
 use seal::{Binding, Protection};
 
 /// The cache lifetime when none is configured: five minutes, as in Better Auth.
@@ -50,28 +52,55 @@ pub(crate) const DEFAULT_MAX_AGE: std::time::Duration = std::time::Duration::fro
 const MAX_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 /// How far apart the clocks of instances that share caches may be (NTP keeps them within
 /// milliseconds; this is the allowance the revocation guarantees are built on).
-pub(crate) const CLOCK_SKEW: Duration = Duration::seconds(5);
+pub(crate) const INSTANCE_CLOCK_SKEW: Duration = Duration::seconds(5);
 /// Budget for a whole `Set-Cookie` line: Safari drops cookies somewhat below 4096 bytes.
 const SET_COOKIE_BUDGET: usize = 4093;
 /// RFC 6265bis: user agents ignore a cookie whose name and value pass 4096 bytes.
 const NAME_VALUE_LIMIT: usize = 4096;
 
-/// The cookie cache settings collected by the builder.
+/// The cookie cache settings: how long a cache is believed, whether it is encrypted, the
+/// deploy version bound into it and (feature `redis`) where revocations are shared.
+/// Give it to [`SessionManagerBuilder::cookie_cache`](crate::SessionManagerBuilder::cookie_cache)
+/// to turn the cache on.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_auth_session::{CookieCache, MemoryStore, SessionManager};
+///
+/// let manager = SessionManager::builder(MemoryStore::new())
+///     .secret(b"an example secret of at least 32 bytes!")
+///     .cookie_cache(
+///         CookieCache::new()
+///             .max_age(Duration::from_secs(60))
+///             .encrypted(true)
+///             .version("2026-11-28"),
+///     )
+///     .build()?;
+/// # let _ = manager;
+/// # Ok::<(), tower_auth_session::ConfigError>(())
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct CacheOptions {
-    pub(crate) enabled: bool,
-    pub(crate) max_age: std::time::Duration,
-    pub(crate) version: String,
-    pub(crate) encrypted: bool,
-    /// Where revocations are shared with other instances: a Redis client and key prefix.
+#[must_use]
+pub struct CookieCache {
+    max_age: std::time::Duration,
+    version: String,
+    encrypted: bool,
+    /// Where revocations are shared with other instances: a Redis client and key prefix
+    /// (or the mistake in them, reported by `build`).
     #[cfg(feature = "redis")]
-    pub(crate) redis: Option<(redis::Client, String)>,
+    redis: Option<Result<(redis::Client, String), ConfigError>>,
 }
 
-impl Default for CacheOptions {
+impl Default for CookieCache {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CookieCache {
+    /// The defaults: believed for 5 minutes, signed (not encrypted), no version.
+    pub fn new() -> Self {
         Self {
-            enabled: false,
             max_age: DEFAULT_MAX_AGE,
             version: String::new(),
             encrypted: false,
@@ -79,17 +108,81 @@ impl Default for CacheOptions {
             redis: None,
         }
     }
-}
 
-impl CacheOptions {
-    /// Checks the options and builds the cache; `None` when it is off.
+    /// How long a cache is believed (default 5 minutes; at most 1 day). Zero turns the
+    /// cache off, as `SESSION_COOKIE_CACHE_MAX_AGE=0` does in the example server.
+    pub fn max_age(mut self, max_age: std::time::Duration) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// A version string bound into every cache (default empty, at most 255 bytes): change
+    /// it in a deploy that changes what sessions mean, and every older cache is ignored.
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = version.into();
+        self
+    }
+
+    /// Encrypts the cache with AES-256-GCM instead of only signing it (default off), so
+    /// the browser cannot read the session's user id, IP address, user agent or app
+    /// fields. Costs 8 bytes more per cache than the MAC and about a microsecond per read.
+    pub fn encrypted(mut self, encrypted: bool) -> Self {
+        self.encrypted = encrypted;
+        self
+    }
+
+    /// Shares cache revocations with every other instance through the Redis at `url`
+    /// (keys and channels under `key_prefix`, e.g. `tas:v1:`), so that a revoke on one
+    /// instance stops all of them from believing that session's caches before it returns.
+    /// Needed whenever more than one instance runs with the cookie cache on and Redis is
+    /// not already their secondary tier or store (a
+    /// [`RedisStorage`](crate::secondary::RedisStorage) given to the builder is used for
+    /// this automatically; this overrides it).
+    ///
+    /// Each instance then trusts caches only under a 2-second lease it renews in Redis:
+    /// while Redis is unreachable, requests fall back to the stores instead of believing
+    /// caches, and a revoke that cannot reach Redis returns an error. After (re)connecting,
+    /// caches issued before the reconnection are read from the store once. The manager
+    /// starts its lease on the Tokio runtime it is built (or first used) in.
+    ///
+    /// ```
+    /// use tower_auth_session::{CookieCache, MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .cookie_cache(CookieCache::new().redis("redis://127.0.0.1:6379", "myapp:v1:"))
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn redis(mut self, url: &str, key_prefix: impl Into<String>) -> Self {
+        let key_prefix = key_prefix.into();
+        let invalid = |reason: String| ConfigError::Invalid {
+            option: "cookie_cache.redis",
+            reason,
+        };
+        self.redis = Some(if key_prefix.is_empty() {
+            Err(invalid("the key prefix must not be empty".into()))
+        } else {
+            redis::Client::open(url)
+                .map(|client| (client, key_prefix))
+                .map_err(|e| invalid(e.to_string()))
+        });
+        self
+    }
+
+    /// Checks the settings and starts the cache tier. `shared_redis` is the Redis the
+    /// manager already talks to (its secondary tier or store), used for revocations
+    /// unless [`redis`](Self::redis) chose another.
     pub(crate) fn build(
         self,
         config: &SessionConfig,
         names: &CookieNames,
         clock: &Arc<dyn Clock>,
-    ) -> Result<Option<CookieCache>, ConfigError> {
-        if !self.enabled {
+        #[cfg(feature = "redis")] shared_redis: Option<(redis::Client, String)>,
+    ) -> Result<Option<CacheTier>, ConfigError> {
+        if self.max_age.is_zero() {
             return Ok(None);
         }
         let invalid = |option, reason: &str| ConfigError::Invalid {
@@ -98,18 +191,18 @@ impl CacheOptions {
         };
         if self.max_age < std::time::Duration::from_secs(1) || self.max_age > MAX_MAX_AGE {
             return Err(invalid(
-                "cookie_cache_max_age",
+                "cookie_cache.max_age",
                 "must be between 1 second and 1 day (or zero to turn the cache off)",
             ));
         }
         if self.version.len() > usize::from(u8::MAX) {
-            return Err(invalid("cookie_cache_version", "must be at most 255 bytes"));
+            return Err(invalid("cookie_cache.version", "must be at most 255 bytes"));
         }
         if names.session_data.len() + 2 > usize::from(u8::MAX) {
             return Err(invalid("cookie_prefix", "too long for the cookie cache"));
         }
         let max_age = Duration::from_std(self.max_age)
-            .map_err(|_| invalid("cookie_cache_max_age", "out of range"))?;
+            .map_err(|_| invalid("cookie_cache.max_age", "out of range"))?;
         // What the attributes take of a line, so that the whole line stays in budget.
         let attributes = set_cookie(config, "", "", Lifetime::MaxAge(max_age)).len() - 1;
         let limit = SET_COOKIE_BUDGET
@@ -117,18 +210,21 @@ impl CacheOptions {
             .min(NAME_VALUE_LIMIT);
         // A revocation must outlive every cache issued before it, on any instance.
         let revocations = Arc::new(RevocationSet::new(
-            max_age + CLOCK_SKEW * 2,
+            max_age + INSTANCE_CLOCK_SKEW * 2,
             DEFAULT_CAPACITY,
         ));
         #[cfg(feature = "redis")]
-        let bus = self.redis.map(|(client, prefix)| {
-            let bus = RevocationBus::new(client, &prefix, revocations.clone(), clock.clone());
-            bus.start();
-            bus
-        });
+        let bus = {
+            let redis = self.redis.transpose()?.or(shared_redis);
+            redis.map(|(client, prefix)| {
+                let bus = RevocationBus::new(client, &prefix, revocations.clone(), clock.clone());
+                bus.start();
+                bus
+            })
+        };
         #[cfg(not(feature = "redis"))]
         let _ = clock;
-        Ok(Some(CookieCache {
+        Ok(Some(CacheTier {
             max_age,
             version: self.version,
             protection: if self.encrypted {
@@ -146,9 +242,9 @@ impl CacheOptions {
     }
 }
 
-/// The running cookie cache of one manager.
+/// The running cookie cache of one manager: the first of the three tiers.
 #[derive(Debug)]
-pub(crate) struct CookieCache {
+pub(crate) struct CacheTier {
     pub(crate) max_age: Duration,
     version: String,
     protection: Protection,
@@ -184,52 +280,39 @@ impl CacheState {
     }
 }
 
-/// The hit path, for a request's headers (tests; the layer reads its cookies once).
-#[cfg(test)]
-pub(crate) fn read(
-    manager: &ManagerInner,
-    headers: &HeaderMap,
-    token_hash: &TokenHash,
-    now: DateTime<Utc>,
-) -> (CacheState, Option<Session>) {
-    let cookies = crate::request_cookies::RequestCookies::parse(manager, headers);
-    read_gathered(manager, cookies.cache.as_ref(), token_hash, now)
-}
-
-/// The hit path: the session from the request's cache cookie (as gathered by
-/// [`RequestCookies`](crate::request_cookies::RequestCookies)), if it is believed.
-///
-/// Always returns the cache state for the rest of the request: on a miss it asks for a
-/// cache to be issued from `now` once a store has answered.
-pub(crate) fn read_gathered(
-    manager: &ManagerInner,
-    gathered: Option<&chunks::Gathered<'_>>,
-    token_hash: &TokenHash,
-    now: DateTime<Utc>,
-) -> (CacheState, Option<Session>) {
-    let (Some(cache), Some(gathered)) = (&manager.cookie_cache, gathered) else {
-        return (CacheState::default(), None);
-    };
-    let value = gathered.value();
-    let mut state = CacheState {
-        presence: Some(gathered.presence()),
-        hit: false,
-        issue_from: Some(now),
-    };
-    let cached = value.and_then(|value| cache.open(manager, token_hash, &value));
-    match cached {
-        Some(cached)
-            if cache.believes(&cached, now) && !manager.refresh_due(&cached.session, now) =>
-        {
-            state.hit = true;
-            state.issue_from = None;
-            (state, Some(cached.session))
+impl CacheTier {
+    /// The hit path: the session from the request's cache cookie (as gathered by
+    /// [`RequestCookies`](crate::request_cookies::RequestCookies)), if it is believed.
+    ///
+    /// Always returns the cache state for the rest of the request: on a miss it asks for
+    /// a cache to be issued from `now` once a store has answered.
+    pub(crate) fn read(
+        &self,
+        keys: &KeyRing,
+        config: &SessionConfig,
+        gathered: &chunks::Gathered<'_>,
+        token_hash: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> (CacheState, Option<Session>) {
+        let value = gathered.value();
+        let mut state = CacheState {
+            presence: Some(gathered.presence()),
+            hit: false,
+            issue_from: Some(now),
+        };
+        let cached = value.and_then(|value| self.open(keys, token_hash, &value));
+        match cached {
+            Some(cached)
+                if self.believes(&cached, now) && !config.refresh_due(&cached.session, now) =>
+            {
+                state.hit = true;
+                state.issue_from = None;
+                (state, Some(cached.session))
+            }
+            _ => (state, None),
         }
-        _ => (state, None),
     }
-}
 
-impl CookieCache {
     fn binding<'a>(&'a self, token_hash: &'a TokenHash) -> Binding<'a> {
         Binding {
             version: &self.version,
@@ -238,14 +321,9 @@ impl CookieCache {
         }
     }
 
-    fn open(
-        &self,
-        manager: &ManagerInner,
-        token_hash: &TokenHash,
-        value: &[u8],
-    ) -> Option<CachedSession> {
+    fn open(&self, keys: &KeyRing, token_hash: &TokenHash, value: &[u8]) -> Option<CachedSession> {
         seal::open(
-            &manager.keys,
+            keys,
             self.protection,
             &self.binding(token_hash),
             value,
@@ -257,7 +335,7 @@ impl CookieCache {
     fn believes(&self, cached: &CachedSession, now: DateTime<Utc>) -> bool {
         now < cached.expires_at
             && cached.expires_at - cached.issued_at <= self.max_age
-            && cached.issued_at <= now + CLOCK_SKEW
+            && cached.issued_at <= now + INSTANCE_CLOCK_SKEW
             && !cached.session.is_expired(now)
             && self.leased()
             && self.revocations.allows(cached)
@@ -275,10 +353,10 @@ impl CookieCache {
 
     /// Makes every instance stop believing what `revocations` name: at once here, and,
     /// with Redis, on every other leased instance before this returns. An error means
-    /// that could not be confirmed (see the `revocation_bus` module).
+    /// that could not be confirmed (see the `bus` module).
     pub(crate) async fn revoke(
         &self,
-        revocations: Vec<Revocation>,
+        revocations: Vec<CacheRevocation>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         if revocations.is_empty() {
@@ -297,29 +375,28 @@ impl CookieCache {
     /// chunk cap.
     fn cookies(
         &self,
-        manager: &ManagerInner,
-        token_hash: &TokenHash,
-        session: &Session,
-        issued_at: DateTime<Utc>,
+        keys: &KeyRing,
+        config: &SessionConfig,
+        issue: &CacheIssue<'_>,
         now: DateTime<Utc>,
     ) -> Option<Vec<(&str, HeaderValue)>> {
-        let expires_at = issued_at + self.max_age;
+        let expires_at = issue.from + self.max_age;
         let remaining = expires_at - now;
         if remaining < Duration::seconds(1) {
             // The request took longer than a cache lives: nothing worth sending.
             return Some(Vec::new());
         }
         let mut payload = Vec::with_capacity(256);
-        payload::encode(session, issued_at, expires_at, &mut payload)?;
+        payload::encode(issue.session, issue.from, expires_at, &mut payload)?;
         let value = seal::seal(
-            &manager.keys,
+            keys,
             self.protection,
-            &self.binding(token_hash),
+            &self.binding(issue.token_hash),
             &payload,
         );
         let pieces = chunks::split(&value, &self.names, self.limit)?;
         // A session that will not be remembered leaves no cache behind either.
-        let lifetime = if session.remember {
+        let lifetime = if issue.session.remember {
             Lifetime::MaxAge(remaining)
         } else {
             Lifetime::BrowserSession
@@ -328,7 +405,7 @@ impl CookieCache {
             self.names
                 .written(pieces.len())
                 .zip(pieces)
-                .map(|(name, piece)| (name, set_cookie(&manager.config, name, piece, lifetime)))
+                .map(|(name, piece)| (name, set_cookie(config, name, piece, lifetime)))
                 .collect(),
         )
     }
@@ -346,7 +423,26 @@ impl CookieCache {
     }
 }
 
-/// The cache cookies a response must carry, decided from the handle's state.
+/// A cache to issue: which session, under which token, counted from when.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CacheIssue<'a> {
+    pub(crate) from: DateTime<Utc>,
+    pub(crate) session: &'a Session,
+    pub(crate) token_hash: &'a TokenHash,
+}
+
+/// What the response does to the cache cookies, as the handle decided it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CacheWrite<'a> {
+    /// Every session cookie is being cleared (the core clears the plain name).
+    Clear,
+    /// Issue a fresh cache.
+    Issue(CacheIssue<'a>),
+    /// Nothing to issue, nothing to expire.
+    Nothing,
+}
+
+/// The cache cookies a response must carry.
 #[derive(Debug, Default)]
 pub(crate) struct CacheCookies<'m> {
     set: Vec<(&'m str, HeaderValue)>,
@@ -354,12 +450,16 @@ pub(crate) struct CacheCookies<'m> {
 }
 
 impl<'m> CacheCookies<'m> {
-    /// Decides them while the handle's state is locked (nothing here awaits).
-    pub(crate) fn decide(manager: &'m ManagerInner, state: &HandleState) -> Self {
-        let Some(cache) = &manager.cookie_cache else {
-            return Self::default();
-        };
-        let presence = state.cache.presence;
+    /// Decides them from what the request carried (`presence`) and what the response
+    /// does (`write`); called while the handle's state is locked (nothing here awaits).
+    pub(crate) fn decide(
+        cache: &'m CacheTier,
+        keys: &KeyRing,
+        config: &SessionConfig,
+        presence: Option<Presence>,
+        write: CacheWrite<'_>,
+        now: DateTime<Utc>,
+    ) -> Self {
         let carried = |name: &str| match presence {
             None => true,
             Some(p) if name == cache.names.plain => p.has_plain(),
@@ -371,22 +471,13 @@ impl<'m> CacheCookies<'m> {
                 .is_some_and(|i| p.has_chunk(i)),
         };
         let mut out = Self::default();
-        let issue = match (
-            &state.cookie_action,
-            state.cache.issue_from,
-            &state.session,
-            &state.token,
-        ) {
-            // The core clears the plain name; the chunks are ours.
-            (CookieAction::Clear, ..) => None,
-            (_, Some(from), Some(session), Some((_, hash))) => Some((from, session, hash)),
-            _ => return out,
-        };
-        if let Some((from, session, hash)) = issue {
-            match cache.cookies(manager, hash, session, from, manager.clock.now()) {
+        match write {
+            CacheWrite::Nothing => return out,
+            CacheWrite::Clear => {}
+            CacheWrite::Issue(issue) => match cache.cookies(keys, config, &issue, now) {
                 Some(set) => out.set = set,
-                None => cache.warn_oversize(session),
-            }
+                None => cache.warn_oversize(issue.session),
+            },
         }
         // Expire what the request carried and this response does not overwrite, so a
         // shorter cache never leaves a stale tail.
@@ -395,7 +486,7 @@ impl<'m> CacheCookies<'m> {
             .all()
             .filter(|name| carried(name) && !out.set.iter().any(|(set, _)| set == name))
             .collect();
-        if matches!(state.cookie_action, CookieAction::Clear) {
+        if matches!(write, CacheWrite::Clear) {
             out.expire.retain(|name| *name != cache.names.plain);
         }
         out
@@ -431,8 +522,7 @@ mod tests {
     fn manager(encrypted: bool) -> SessionManager {
         SessionManager::builder(MemoryStore::new())
             .secret([3u8; 32])
-            .cookie_cache(true)
-            .cookie_cache_encryption(encrypted)
+            .cookie_cache(CookieCache::new().encrypted(encrypted))
             .build()
             .unwrap()
     }
@@ -443,7 +533,12 @@ mod tests {
         let cache = inner.cookie_cache.as_ref().unwrap();
         let hash = Token::generate().hash();
         let now = inner.clock.now();
-        let set = cache.cookies(inner, &hash, session, now, now)?;
+        let issue = CacheIssue {
+            from: now,
+            session,
+            token_hash: &hash,
+        };
+        let set = cache.cookies(&inner.keys, &inner.config, &issue, now)?;
         let cookie_header = set
             .iter()
             .map(|(_, v)| v.to_str().unwrap().split(';').next().unwrap().to_owned())
@@ -454,7 +549,9 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_str(&cookie_header).unwrap(),
         );
-        let (state, read) = read(inner, &headers, &hash, now);
+        let cookies = crate::request_cookies::RequestCookies::parse(&inner.names, true, &headers);
+        let gathered = cookies.cache.unwrap();
+        let (state, read) = cache.read(&inner.keys, &inner.config, &gathered, &hash, now);
         assert!(state.hit);
         Some((set.into_iter().map(|(_, v)| v).collect(), read.unwrap()))
     }
@@ -521,15 +618,22 @@ mod tests {
             let now = inner.clock.now();
             let started = std::time::Instant::now();
             let mut set = Vec::new();
+            let issue = CacheIssue {
+                from: now,
+                session: &session,
+                token_hash: &hash,
+            };
             for _ in 0..ROUNDS {
-                set = cache.cookies(inner, &hash, &session, now, now).unwrap();
+                set = cache
+                    .cookies(&inner.keys, &inner.config, &issue, now)
+                    .unwrap();
             }
             let encode = started.elapsed() / ROUNDS;
             let value = set[0].1.to_str().unwrap().split(';').next().unwrap();
             let value = value.split_once('=').unwrap().1.as_bytes().to_vec();
             let started = std::time::Instant::now();
             for _ in 0..ROUNDS {
-                let cached = cache.open(inner, &hash, &value).unwrap();
+                let cached = cache.open(&inner.keys, &hash, &value).unwrap();
                 assert!(cache.believes(&cached, now));
             }
             let decode = started.elapsed() / ROUNDS;

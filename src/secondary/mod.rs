@@ -47,7 +47,6 @@ use crate::token::TokenHash;
 pub mod conformance;
 #[cfg(feature = "redis")]
 mod redis;
-pub(crate) mod tiers;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]

@@ -168,7 +168,7 @@ impl RedisStorage {
     }
 
     /// The underlying client, for connections this type does not manage (pub/sub).
-    pub fn client(&self) -> &redis::Client {
+    pub(crate) fn client(&self) -> &redis::Client {
         &self.inner.client
     }
 

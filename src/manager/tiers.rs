@@ -1,6 +1,6 @@
 //! How the manager uses its secondary tier: read it before the store, copy store reads
 //! into it (conditionally), write through after the store commits, and revoke in the
-//! order described in the [module docs](super#revocation-order).
+//! order described in the [`secondary` module docs](crate::secondary#revocation-order).
 //!
 //! Everything here is a no-op without a secondary tier, and a secondary that cannot be
 //! reached never signs anyone out: reads fall back to the store and copies are skipped.
@@ -9,8 +9,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::error::{SessionError, StoreError};
-use crate::manager::ManagerInner;
+use super::ManagerInner;
+use crate::error::{SessionError, StoreError, chain};
 use crate::secondary::{PutOutcome, Revocation};
 use crate::session::Session;
 use crate::store::StoredSession;
@@ -26,8 +26,19 @@ pub(crate) enum Lookup {
     Unavailable,
 }
 
-/// Slack added to tombstone lifetimes for clocks that disagree between instances.
-const CLOCK_SKEW: Duration = Duration::minutes(1);
+/// Whether a session copied into the secondary tier may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mirrored {
+    /// Copied, skipped (no secondary tier, a newer copy, expired) or not reachable: the
+    /// store's answer stands.
+    Live,
+    /// The secondary holds a tombstone: a revoke got there first; do not serve it.
+    Revoked,
+}
+
+/// Slack added to tombstone lifetimes for clocks that disagree between instances (more
+/// generous than the cookie cache's skew allowance: a tombstone costs only memory).
+const TOMBSTONE_SLACK: Duration = Duration::minutes(1);
 
 impl ManagerInner {
     /// Reads the secondary tier, then the store.
@@ -43,7 +54,7 @@ impl ManagerInner {
                 Ok(None) => {}
                 // The circuit breaker logs the outage once; per request this is noise.
                 Err(error) => {
-                    tracing::debug!(%error, "secondary storage read failed; reading the store");
+                    tracing::debug!(error = %chain(&error), "secondary storage read failed; reading the store");
                 }
             }
         }
@@ -54,23 +65,23 @@ impl ManagerInner {
             },
             Ok(None) => Lookup::Missing,
             Err(error) => {
-                tracing::error!(%error, "session store lookup failed");
+                tracing::error!(error = %chain(&error), "session store lookup failed");
                 Lookup::Unavailable
             }
         }
     }
 
     /// Copies a session the store holds into the secondary tier (backfill after a store
-    /// read, write-through after sign-in or refresh). Returns `false` when the secondary
-    /// says the session was revoked meanwhile: the caller must not serve it.
+    /// read, write-through after sign-in or refresh). [`Mirrored::Revoked`] when the
+    /// secondary says the session was revoked meanwhile: the caller must not serve it.
     pub(crate) async fn mirror(
         &self,
         hash: &TokenHash,
         session: &Session,
         replaces: Option<&TokenHash>,
-    ) -> bool {
+    ) -> Mirrored {
         let Some(secondary) = &self.secondary else {
-            return true;
+            return Mirrored::Live;
         };
         match secondary
             .put(hash, session, replaces, self.clock.now())
@@ -78,12 +89,12 @@ impl ManagerInner {
         {
             Ok(PutOutcome::Revoked) => {
                 tracing::debug!(session_id = %session.id, "not copied: revoked meanwhile");
-                false
+                Mirrored::Revoked
             }
-            Ok(_) => true,
+            Ok(_) => Mirrored::Live,
             Err(error) => {
-                tracing::debug!(%error, "could not copy the session to secondary storage");
-                true
+                tracing::debug!(error = %chain(&error), "could not copy the session to secondary storage");
+                Mirrored::Live
             }
         }
     }
@@ -113,7 +124,7 @@ impl ManagerInner {
             .config
             .expires_in
             .max(self.config.dont_remember_expires_in)
-            + CLOCK_SKEW
+            + TOMBSTONE_SLACK
     }
 
     /// Step 1 of a revocation: delete and tombstone in the secondary tier before the
@@ -131,7 +142,7 @@ impl ManagerInner {
             .revoke(revocations, self.revocation_horizon(now), now)
             .await
             .map_err(|error| {
-                tracing::error!(%error, "revocation refused: secondary storage unreachable, nothing was revoked");
+                tracing::error!(error = %chain(&error), "revocation refused: secondary storage unreachable, nothing was revoked");
                 SessionError::Store(StoreError::with_source(
                     "secondary storage unreachable; nothing was revoked, retry later",
                     error,
@@ -167,7 +178,7 @@ impl ManagerInner {
             .await
             .map(|_| ())
             .map_err(|error| {
-                tracing::error!(%error, sessions = missing.len(), "revoked in the store, but secondary storage is unreachable; retry the revocation");
+                tracing::error!(error = %chain(&error), sessions = missing.len(), "revoked in the store, but secondary storage is unreachable; retry the revocation");
                 SessionError::Store(StoreError::with_source(
                     "revoked in the store, but secondary storage is unreachable; retry to make it final",
                     error,

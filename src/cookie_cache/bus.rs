@@ -38,9 +38,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::clock::Clock;
-use crate::cookie_cache::CLOCK_SKEW;
+use crate::cookie_cache::INSTANCE_CLOCK_SKEW;
+use crate::cookie_cache::revocation::{CacheRevocation, RevocationSet};
 use crate::error::StoreError;
-use crate::revocation::{Revocation, RevocationSet};
 use crate::token::random_id;
 
 /// How long a lease lives in Redis after each renewal.
@@ -205,7 +205,10 @@ impl RevocationBus {
 
     /// Sends `revocations` (already applied here) to every other instance and waits until
     /// each leased one applied them or lost its lease.
-    pub(crate) async fn broadcast(&self, revocations: Vec<Revocation>) -> Result<(), StoreError> {
+    pub(crate) async fn broadcast(
+        &self,
+        revocations: Vec<CacheRevocation>,
+    ) -> Result<(), StoreError> {
         self.start();
         let nonce = next_nonce();
         let message = encode_message(&self.core.instance_id, nonce, &revocations);
@@ -289,7 +292,7 @@ impl BusCore {
             // Caches issued up to now (and up to the skew allowance, for other instances'
             // clocks) are refused from here on.
             self.revocations
-                .distrust_issued_until(self.clock.now() + CLOCK_SKEW);
+                .distrust_issued_until(self.clock.now() + INSTANCE_CLOCK_SKEW);
             if self.warned_down.swap(false, Ordering::Relaxed) {
                 tracing::info!(
                     "cookie cache revocation channel is back; older caches fall back to the store"
@@ -569,12 +572,12 @@ fn next_nonce() -> u64 {
 
 /// `origin:nonce:json`; instance ids are base64url and nonces decimal, so the first two
 /// colons split it.
-fn encode_message(origin: &str, nonce: u64, revocations: &[Revocation]) -> String {
+fn encode_message(origin: &str, nonce: u64, revocations: &[CacheRevocation]) -> String {
     let json = serde_json::to_string(revocations).expect("revocations serialize");
     format!("{origin}:{nonce}:{json}")
 }
 
-fn decode_message(payload: &str) -> Option<(&str, u64, Vec<Revocation>)> {
+fn decode_message(payload: &str) -> Option<(&str, u64, Vec<CacheRevocation>)> {
     let (origin, rest) = payload.split_once(':')?;
     let (nonce, json) = rest.split_once(':')?;
     Some((
@@ -593,11 +596,11 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let revocations = vec![
-            Revocation::Session {
+            CacheRevocation::Session {
                 session_id: "a:b".into(),
                 below_generation: u64::MAX,
             },
-            Revocation::User {
+            CacheRevocation::User {
                 user_id: "user:with:colons\n".into(),
                 created_up_to: DateTime::<Utc>::from_timestamp_millis(1_790_000_000_000).unwrap(),
             },

@@ -13,24 +13,14 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
+use super::ManagerInner;
+use super::tiers::{Lookup, Mirrored};
 use crate::client::ClientFacts;
+use crate::error::chain;
 use crate::events::SessionEvent;
-use crate::manager::ManagerInner;
-use crate::secondary::tiers::Lookup;
+use crate::rejection::RejectionReason;
 use crate::session::Session;
 use crate::token::TokenHash;
-
-/// Why a presented session is not (or no longer) valid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Rejection {
-    /// The cookie or bearer token was malformed, oversized, duplicated or badly signed.
-    Invalid,
-    /// No store knows the token: revoked, signed out, or never issued.
-    Unknown,
-    /// The session expired.
-    Expired,
-}
 
 /// The outcome of resolving a token against the stores.
 #[derive(Debug, Clone)]
@@ -38,7 +28,7 @@ pub(crate) enum Resolved {
     /// Live. `refreshed` when this request moved its expiry (the cookie must be re-set).
     Valid { session: Session, refreshed: bool },
     /// Definitively not valid: clear cookies.
-    Gone(Rejection),
+    Gone(RejectionReason),
     /// A store needed to decide could not be reached; nothing is cleared.
     Unavailable,
 }
@@ -49,18 +39,20 @@ impl ManagerInner {
     pub(crate) async fn resolve(&self, hash: TokenHash, client: &ClientFacts) -> Resolved {
         let (session, cached) = match self.lookup(&hash).await {
             Lookup::Found { session, cached } => (session, cached),
-            Lookup::Missing => return Resolved::Gone(Rejection::Unknown),
+            Lookup::Missing => return Resolved::Gone(RejectionReason::Unknown),
             Lookup::Unavailable => return Resolved::Unavailable,
         };
         let now = self.clock.now();
         if session.is_expired(now) {
-            self.delete_expired_session(&hash).await;
-            return Resolved::Gone(Rejection::Expired);
+            if let Err(error) = self.drop_expired(&hash).await {
+                tracing::warn!(error = %chain(&error), "could not delete an expired session");
+            }
+            return Resolved::Gone(RejectionReason::Expired);
         }
-        if !self.refresh_due(&session, now) {
+        if !self.config.refresh_due(&session, now) {
             // Read-repair: conditional, so it can reveal a revocation but never undo one.
-            if !cached && !self.mirror(&hash, &session, None).await {
-                return Resolved::Gone(Rejection::Unknown);
+            if !cached && self.mirror(&hash, &session, None).await == Mirrored::Revoked {
+                return Resolved::Gone(RejectionReason::Unknown);
             }
             return Resolved::Valid {
                 session,
@@ -68,32 +60,6 @@ impl ManagerInner {
             };
         }
         self.refresh(hash, session, now, client).await
-    }
-
-    async fn delete_expired_session(&self, hash: &TokenHash) {
-        match self.store.delete(hash).await {
-            Ok(Some(session)) => {
-                tracing::debug!(session_id = %session.id, "deleted expired session");
-                self.events.emit(|| SessionEvent::Expired { session });
-            }
-            Ok(None) => {}
-            Err(error) => tracing::warn!(%error, "could not delete an expired session"),
-        }
-    }
-
-    pub(crate) fn refresh_due(&self, session: &Session, now: DateTime<Utc>) -> bool {
-        !self.config.disable_refresh
-            && session.remember
-            && now >= session.updated_at + self.config.update_age
-    }
-
-    /// The expiry a refresh at `now` would give, capped by `max_lifetime`.
-    pub(crate) fn slid_expiry(&self, session: &Session, now: DateTime<Utc>) -> DateTime<Utc> {
-        let slid = now + self.config.expires_in;
-        match self.config.max_lifetime {
-            Some(max) => slid.min(session.created_at + max),
-            None => slid,
-        }
     }
 
     async fn refresh(
@@ -108,7 +74,7 @@ impl ManagerInner {
         let outcome = cell
             .get_or_init(|| async {
                 let mut updated = session.clone();
-                updated.expires_at = self.slid_expiry(&session, now).max(session.expires_at);
+                updated.expires_at = self.config.slid_expiry(&session, now).max(session.expires_at);
                 updated.updated_at = now;
                 updated.last_seen_at = now;
                 let info = self.tracking.client_info(client);
@@ -118,7 +84,7 @@ impl ManagerInner {
                 }
                 updated.generation = read_generation + 1;
                 match self.store.update(&hash, read_generation, &updated, None).await {
-                    Ok(true) if self.mirror(&hash, &updated, None).await => {
+                    Ok(true) if self.mirror(&hash, &updated, None).await == Mirrored::Live => {
                         self.events.emit(|| SessionEvent::Refreshed {
                             session: updated.clone(),
                         });
@@ -127,7 +93,7 @@ impl ManagerInner {
                     Ok(true) => RefreshOutcome::Revoked,
                     Ok(false) => RefreshOutcome::Lost,
                     Err(error) => {
-                        tracing::warn!(%error, "session refresh write failed; serving the session unrefreshed");
+                        tracing::warn!(error = %chain(&error), "session refresh write failed; serving the session unrefreshed");
                         RefreshOutcome::Failed
                     }
                 }
@@ -144,23 +110,23 @@ impl ManagerInner {
                 session,
                 refreshed: false,
             },
-            RefreshOutcome::Revoked => Resolved::Gone(Rejection::Unknown),
+            RefreshOutcome::Revoked => Resolved::Gone(RejectionReason::Unknown),
             // Someone else changed or deleted it since we read it (or the copy we read
             // from the secondary tier was behind the store): read the store again.
             RefreshOutcome::Lost => match self.store.find(&hash).await {
                 Ok(Some(current)) if !current.is_expired(now) => {
-                    if !self.mirror(&hash, &current, None).await {
-                        return Resolved::Gone(Rejection::Unknown);
+                    if self.mirror(&hash, &current, None).await == Mirrored::Revoked {
+                        return Resolved::Gone(RejectionReason::Unknown);
                     }
                     Resolved::Valid {
                         session: current,
                         refreshed: false,
                     }
                 }
-                Ok(Some(_)) => Resolved::Gone(Rejection::Expired),
-                Ok(None) => Resolved::Gone(Rejection::Unknown),
+                Ok(Some(_)) => Resolved::Gone(RejectionReason::Expired),
+                Ok(None) => Resolved::Gone(RejectionReason::Unknown),
                 Err(error) => {
-                    tracing::error!(%error, "session store lookup failed");
+                    tracing::error!(error = %chain(&error), "session store lookup failed");
                     Resolved::Unavailable
                 }
             },

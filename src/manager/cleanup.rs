@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use crate::manager::{ManagerInner, SessionManager};
+use super::{ManagerInner, SessionManager};
+use crate::error::chain;
 
 /// What a zero interval becomes: sweeping in a busy loop would only load the database.
 const ZERO_INTERVAL_FALLBACK: Duration = Duration::from_secs(1);
@@ -97,11 +98,11 @@ async fn sweep_every(manager: Weak<ManagerInner>, interval: Duration) {
             tracing::debug!("session manager dropped; cleanup task ends");
             return;
         };
-        match (SessionManager { inner }).delete_expired().await {
+        match inner.sweep_expired().await {
             Ok(0) => {}
             Ok(deleted) => tracing::debug!(deleted, "deleted expired sessions"),
             Err(error) => {
-                tracing::warn!(%error, "expired-session cleanup failed; retrying at the next tick")
+                tracing::warn!(error = %chain(&error), "expired-session cleanup failed; retrying at the next tick")
             }
         }
     }

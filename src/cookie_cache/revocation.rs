@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::cookie_cache::{CLOCK_SKEW, CachedSession};
+use crate::cookie_cache::{CachedSession, INSTANCE_CLOCK_SKEW};
 use crate::session::Session;
 
 /// Entries held before the set overflows (about 100 bytes each).
@@ -33,7 +33,7 @@ const PER_USER_COMPACTION: usize = 8;
 /// One thing the cache must no longer believe (also what instances send each other).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
-pub(crate) enum Revocation {
+pub(crate) enum CacheRevocation {
     /// Caches of this session with a generation below this one (`u64::MAX`: all of them,
     /// the session is gone; lower: it was rotated and only older copies are stale).
     Session {
@@ -47,7 +47,7 @@ pub(crate) enum Revocation {
     },
 }
 
-impl Revocation {
+impl CacheRevocation {
     /// What deleting `sessions` from the source of truth revokes: one entry per session,
     /// or one per user for a user who lost many at once. The per-user cut-off is the
     /// newest `created_at` among the deleted sessions, so it covers each of them and is
@@ -137,10 +137,10 @@ impl RevocationSet {
     /// Records revocations learnt at `now`.
     pub(crate) fn apply(
         &self,
-        revocations: impl IntoIterator<Item = Revocation>,
+        revocations: impl IntoIterator<Item = CacheRevocation>,
         now: DateTime<Utc>,
     ) {
-        let revocations: Vec<Revocation> = revocations.into_iter().collect();
+        let revocations: Vec<CacheRevocation> = revocations.into_iter().collect();
         if revocations.is_empty() {
             return;
         }
@@ -156,12 +156,12 @@ impl RevocationSet {
             *entries = Entries::default();
             self.len.store(0, Ordering::Release);
             // Other instances stamp their caches with their own clocks.
-            self.distrust_issued_until(now + CLOCK_SKEW);
+            self.distrust_issued_until(now + INSTANCE_CLOCK_SKEW);
             return;
         }
         for revocation in revocations {
             match revocation {
-                Revocation::Session {
+                CacheRevocation::Session {
                     session_id,
                     below_generation,
                 } => {
@@ -174,7 +174,7 @@ impl RevocationSet {
                         .order
                         .push_back((retain_until, Key::Session(session_id)));
                 }
-                Revocation::User {
+                CacheRevocation::User {
                     user_id,
                     created_up_to,
                 } => {
@@ -252,8 +252,8 @@ mod tests {
         RevocationSet::new(Duration::seconds(360), capacity)
     }
 
-    fn gone(id: &str) -> Revocation {
-        Revocation::Session {
+    fn gone(id: &str) -> CacheRevocation {
+        CacheRevocation::Session {
             session_id: id.into(),
             below_generation: u64::MAX,
         }
@@ -275,7 +275,7 @@ mod tests {
         let set = set(10);
         let mut cached = typical(now());
         set.apply(
-            [Revocation::Session {
+            [CacheRevocation::Session {
                 session_id: cached.session.id.clone(),
                 below_generation: cached.session.generation + 1,
             }],
@@ -298,7 +298,7 @@ mod tests {
             })
             .collect();
         sessions[0] = cached.session.clone();
-        let revocations = Revocation::for_deleted(&sessions);
+        let revocations = CacheRevocation::for_deleted(&sessions);
         assert_eq!(revocations.len(), 1, "compacted to one per-user entry");
         set.apply(revocations, now());
         assert!(!set.allows(&cached));
@@ -342,7 +342,7 @@ mod tests {
             "the revocation that did not fit still holds"
         );
         assert!(!set.allows(&unrelated), "older caches are all distrusted");
-        let newer = typical(now() + CLOCK_SKEW + Duration::milliseconds(1));
+        let newer = typical(now() + INSTANCE_CLOCK_SKEW + Duration::milliseconds(1));
         assert!(
             set.allows(&newer),
             "caches issued after the overflow (and the skew allowance) are fine"

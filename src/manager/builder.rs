@@ -1,0 +1,416 @@
+//! [`SessionManagerBuilder`]: every option, checked once by [`build`](SessionManagerBuilder::build).
+
+use std::sync::Arc;
+
+use chrono::Duration;
+use ipnet::IpNet;
+
+use super::resolve::RefreshGate;
+use super::{ManagerInner, SessionManager};
+use crate::client::ClientTracking;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{SameSite, SessionConfig};
+use crate::cookie_cache::CookieCache;
+use crate::cookies::CookieNames;
+use crate::error::ConfigError;
+use crate::events::{DEFAULT_EVENT_CAPACITY, EventBus};
+use crate::origin::TrustedOrigins;
+use crate::secondary::SecondaryStorage;
+use crate::store::SessionStore;
+use crate::token::KeyRing;
+
+/// The Redis client and key prefix of `tier` when it is a
+/// [`RedisStorage`](crate::secondary::RedisStorage): with the cookie cache on, instances
+/// that share it also share revocations (and lease their trust in caches) through it.
+#[cfg(feature = "redis")]
+fn redis_for_cache_revocations<T: 'static>(tier: &T) -> Option<(redis::Client, String)> {
+    let redis = (tier as &dyn std::any::Any).downcast_ref::<crate::secondary::RedisStorage>()?;
+    Some((redis.client().clone(), redis.key_prefix().to_owned()))
+}
+
+/// Configures a [`SessionManager`]. Mistakes are reported by [`build`](Self::build).
+#[must_use]
+pub struct SessionManagerBuilder {
+    store: Arc<dyn SessionStore>,
+    secondary: Option<Arc<dyn SecondaryStorage>>,
+    keys: Option<KeyRing>,
+    config: SessionConfig,
+    clock: Arc<dyn Clock>,
+    tracking: ClientTracking,
+    cookie_cache: Option<CookieCache>,
+    /// The Redis the manager talks to (secondary tier or store), for cache revocations.
+    #[cfg(feature = "redis")]
+    shared_redis: Option<(redis::Client, String)>,
+    event_capacity: usize,
+    errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Debug for SessionManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManagerBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The longest any duration option may be: far beyond any session, and far enough from
+/// the end of chrono's calendar that `now + duration` can never overflow (and panic).
+const MAX_OPTION_DURATION: std::time::Duration =
+    std::time::Duration::from_secs(1000 * 366 * 24 * 3600);
+
+fn to_chrono(option: &'static str, d: std::time::Duration) -> Result<Duration, ConfigError> {
+    if d > MAX_OPTION_DURATION {
+        return Err(ConfigError::Invalid {
+            option,
+            reason: "must be at most 1000 years".into(),
+        });
+    }
+    Duration::from_std(d).map_err(|_| ConfigError::Invalid {
+        option,
+        reason: "duration out of range".into(),
+    })
+}
+
+impl SessionManagerBuilder {
+    pub(super) fn new(store: impl SessionStore) -> Self {
+        // Secondary-only mode: the same Redis carries cookie cache revocations.
+        #[cfg(feature = "redis")]
+        let shared_redis = redis_for_cache_revocations(&store);
+        Self {
+            store: Arc::new(store),
+            secondary: None,
+            keys: None,
+            config: SessionConfig::default(),
+            clock: Arc::new(SystemClock),
+            tracking: ClientTracking::default(),
+            cookie_cache: None,
+            #[cfg(feature = "redis")]
+            shared_redis,
+            event_capacity: DEFAULT_EVENT_CAPACITY,
+            errors: Vec::new(),
+        }
+    }
+
+    fn record<T>(
+        mut self,
+        result: Result<T, ConfigError>,
+        apply: impl FnOnce(&mut Self, T),
+    ) -> Self {
+        match result {
+            Ok(value) => apply(&mut self, value),
+            Err(error) => self.errors.push(error),
+        }
+        self
+    }
+
+    /// The application secret (≥ 32 random bytes); a ring with one key, id `k0`.
+    ///
+    /// # Warning
+    /// Anyone with this secret can forge session cookies for any token they know. Load it
+    /// from a secret store, never from source code.
+    pub fn secret(self, secret: impl AsRef<[u8]>) -> Self {
+        let ring = KeyRing::from_secret(secret);
+        self.record(ring, |b, ring| b.keys = Some(ring))
+    }
+
+    /// A ring of keys for rotation: the first signs, all verify.
+    pub fn key_ring(mut self, ring: KeyRing) -> Self {
+        self.keys = Some(ring);
+        self
+    }
+
+    /// How long a session lives without activity (default 7 days); also the cookie's
+    /// `Max-Age` after sign-in and after each refresh.
+    pub fn expires_in(self, expires_in: std::time::Duration) -> Self {
+        let d = to_chrono("expires_in", expires_in);
+        self.record(d, |b, d| b.config.expires_in = d)
+    }
+
+    /// How old the last write must be before a request slides the expiry (default 1 day).
+    /// Zero refreshes on every request.
+    pub fn update_age(self, update_age: std::time::Duration) -> Self {
+        let d = to_chrono("update_age", update_age);
+        self.record(d, |b, d| b.config.update_age = d)
+    }
+
+    /// Turns sliding expiry off: sessions end `expires_in` after sign-in.
+    pub fn disable_refresh(mut self, disable: bool) -> Self {
+        self.config.disable_refresh = disable;
+        self
+    }
+
+    /// An absolute cap: no refresh moves `expires_at` past `created_at + max_lifetime`.
+    pub fn max_lifetime(self, max_lifetime: std::time::Duration) -> Self {
+        let d = to_chrono("max_lifetime", max_lifetime);
+        self.record(d, |b, d| b.config.max_lifetime = Some(d))
+    }
+
+    /// How recent the last authentication must be for sensitive actions (default 1 day).
+    pub fn fresh_age(self, fresh_age: std::time::Duration) -> Self {
+        let d = to_chrono("fresh_age", fresh_age);
+        self.record(d, |b, d| b.config.fresh_age = d)
+    }
+
+    /// Lifetime of a session whose user chose not to be remembered (default 1 day).
+    pub fn dont_remember_expires_in(self, expires_in: std::time::Duration) -> Self {
+        let d = to_chrono("dont_remember_expires_in", expires_in);
+        self.record(d, |b, d| b.config.dont_remember_expires_in = d)
+    }
+
+    /// The cookie name prefix (default `tas`): cookies are `{prefix}.session_token`, … with
+    /// `__Host-` (or `__Secure-` when a domain is set) in front when `Secure`.
+    pub fn cookie_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.config.cookie_prefix = prefix.into();
+        self
+    }
+
+    /// Whether cookies carry `Secure` (default `true`).
+    ///
+    /// # Warning
+    /// Only turn this off for local development over plain http: without `Secure` the
+    /// session cookie is sent over unencrypted connections.
+    pub fn secure(mut self, secure: bool) -> Self {
+        self.config.cookie_secure = secure;
+        self
+    }
+
+    /// A `Domain` for the cookies, to share them with subdomains (default none).
+    pub fn cookie_domain(mut self, domain: impl Into<String>) -> Self {
+        self.config.cookie_domain = Some(domain.into());
+        self
+    }
+
+    /// The `SameSite` attribute (default `Lax`).
+    pub fn same_site(mut self, same_site: SameSite) -> Self {
+        self.config.same_site = same_site;
+        self
+    }
+
+    /// Where time comes from (default the system clock); tests pass a
+    /// [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// A secondary tier (Redis) in front of the store: primary + secondary mode.
+    ///
+    /// Reads ask it first and fall back to the store (copying what they find back into
+    /// it); sign-ins and refreshes commit to the store first, then write through. The
+    /// store stays the source of truth: if the secondary is down, requests are served
+    /// from the store and nobody is signed out. Revocations fail while it is down (they
+    /// could not stop it serving the session). For Redis alone, pass the
+    /// [`RedisStorage`](crate::secondary::RedisStorage) to
+    /// [`SessionManager::builder`] instead (secondary-only mode).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    /// # #[cfg(feature = "redis")]
+    /// # {
+    /// use tower_auth_session::secondary::RedisStorage;
+    ///
+    /// let redis = RedisStorage::builder("redis://127.0.0.1:6379").build()?;
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secondary_storage(redis)
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # }
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn secondary_storage(mut self, secondary: impl SecondaryStorage) -> Self {
+        // The cookie cache shares its revocations through the same Redis (unless
+        // `CookieCache::redis` chose another).
+        #[cfg(feature = "redis")]
+        if let Some(redis) = redis_for_cache_revocations(&secondary) {
+            self.shared_redis = Some(redis);
+        }
+        self.secondary = Some(Arc::new(secondary));
+        self
+    }
+
+    /// Whether to record the client's IP address and user agent (default `true`).
+    pub fn track_client(mut self, track: bool) -> Self {
+        self.tracking.disabled = !track;
+        self
+    }
+
+    /// Proxies whose `X-Forwarded-For` is believed (default none: the socket peer is the
+    /// client).
+    pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
+        self.tracking.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// Turns the `session_data` cookie cache on (default off), with its settings.
+    ///
+    /// With the cache on, the session is also sent as a signed cookie that lives
+    /// [`max_age`](CookieCache::max_age) (default 5 minutes); a request that brings a valid
+    /// one is resolved without any store or Redis call. The cache is bound to the session
+    /// token, checked against its own expiry on every read, and a revocation (sign-out,
+    /// [`SessionManager::revoke`], [`SessionManager::revoke_user`]) stops this process
+    /// from believing it at once. Sensitive handlers bypass it with
+    /// [`SessionHandle::authoritative`](crate::SessionHandle::authoritative).
+    ///
+    /// # Warning
+    /// Without Redis, revocation reaches only the caches of the process that revoked. Run
+    /// one instance, or give every instance the same Redis: a
+    /// [`RedisStorage`](crate::secondary::RedisStorage) passed to
+    /// [`secondary_storage`](Self::secondary_storage) (or used as the store) carries
+    /// revocations by itself, otherwise add [`CookieCache::redis`]. Several instances over
+    /// a shared database alone would each believe a revoked session's cache for up to
+    /// `max_age`.
+    ///
+    /// ```
+    /// use tower_auth_session::{CookieCache, MemoryStore, SessionManager};
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .cookie_cache(CookieCache::new())
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn cookie_cache(mut self, cache: CookieCache) -> Self {
+        self.cookie_cache = Some(cache);
+        self
+    }
+
+    /// Caps how many live sessions one user may have: a sign-in that goes over revokes
+    /// that user's oldest sessions (default: no cap).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// // At most three devices per user; the fourth sign-in ends the oldest.
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .max_sessions_per_user(3)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
+        self.config.max_sessions_per_user = Some(max);
+        self
+    }
+
+    /// Origins (`scheme://host[:port]`) allowed to make state-changing requests to the
+    /// session endpoints (see [`SessionManager::is_cross_site`]). Default: none, which
+    /// allows only same-origin requests (an `Origin` that matches the `Host` header).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .trusted_origins(["https://app.example.com", "http://localhost:3000"])
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    ///
+    /// # Warning
+    /// Every origin listed here can act on a signed-in user's behalf with the user's
+    /// cookies. List only your own front ends, never a wildcard.
+    pub fn trusted_origins<I, S>(self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let origins = TrustedOrigins::parse(origins);
+        self.record(origins, |b, origins| b.config.trusted_origins = origins)
+    }
+
+    /// How many lifecycle events a [`subscribe`](SessionManager::subscribe)r may fall
+    /// behind before it misses some (default 1024).
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .event_capacity(16 * 1024)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn event_capacity(mut self, capacity: usize) -> Self {
+        self.event_capacity = capacity;
+        self
+    }
+
+    /// Checks the configuration and builds the manager.
+    pub fn build(mut self) -> Result<SessionManager, ConfigError> {
+        if let Some(error) = self.errors.drain(..).next() {
+            return Err(error);
+        }
+        let keys = self.keys.ok_or(ConfigError::MissingKeys)?;
+        let config = self.config;
+        let invalid = |option, reason: &str| {
+            Err(ConfigError::Invalid {
+                option,
+                reason: reason.to_owned(),
+            })
+        };
+        if config.expires_in <= Duration::zero() {
+            return invalid("expires_in", "must be positive");
+        }
+        if config.dont_remember_expires_in <= Duration::zero() {
+            return invalid("dont_remember_expires_in", "must be positive");
+        }
+        if config.max_lifetime.is_some_and(|m| m <= Duration::zero()) {
+            return invalid("max_lifetime", "must be positive");
+        }
+        if config.cookie_prefix.is_empty()
+            || !config
+                .cookie_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return invalid("cookie_prefix", "must be non-empty [A-Za-z0-9_-]");
+        }
+        if let Some(domain) = &config.cookie_domain {
+            if domain.is_empty()
+                || !domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            {
+                return invalid("cookie_domain", "must be a host name");
+            }
+        }
+        if config.max_sessions_per_user == Some(0) {
+            return invalid("max_sessions_per_user", "must be at least 1");
+        }
+        if self.event_capacity == 0 {
+            return invalid("event_capacity", "must be at least 1");
+        }
+        if config.same_site == SameSite::None && !config.cookie_secure {
+            return invalid("same_site", "SameSite=None requires Secure");
+        }
+        let names = CookieNames::new(&config);
+        let cookie_cache = match self.cookie_cache {
+            Some(cache) => cache.build(
+                &config,
+                &names,
+                &self.clock,
+                #[cfg(feature = "redis")]
+                self.shared_redis,
+            )?,
+            None => None,
+        };
+        Ok(SessionManager {
+            inner: Arc::new(ManagerInner {
+                config,
+                keys,
+                names,
+                store: self.store,
+                secondary: self.secondary,
+                clock: self.clock,
+                tracking: self.tracking,
+                refresh_gate: RefreshGate::default(),
+                cookie_cache,
+                events: EventBus::new(self.event_capacity),
+            }),
+        })
+    }
+}

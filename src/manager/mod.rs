@@ -1,0 +1,279 @@
+//! [`SessionManager`]: the app-wide handle that holds configuration, keys and stores,
+//! builds the layer, and answers admin calls outside a request.
+//!
+//! The upper layer of the crate (see `docs/ARCHITECTURE.md`): it may use everything
+//! below it (stores, tiers, the cookie cache, tokens) and nothing above it (handle,
+//! layer, extractors, routes).
+//!
+//! - `builder`: every option, checked once;
+//! - `resolve`: from a verified token hash to a live session (lazy expiry, the refresh);
+//! - `tiers`: reading Redis before the store, copying store reads back;
+//! - `revoke`: the one path by which a session ends early;
+//! - `limits`: the per-user session cap;
+//! - `cleanup`: the expired-session sweeper.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use tokio::sync::broadcast;
+
+use crate::client::ClientTracking;
+use crate::clock::Clock;
+use crate::config::SessionConfig;
+use crate::cookie_cache::CacheTier;
+use crate::cookies::CookieNames;
+use crate::error::{SessionError, StoreError};
+use crate::events::{EventBus, RevokeReason, SessionEvent};
+use crate::request_token::{PresentedToken, bearer_value, presented_token};
+use crate::secondary::SecondaryStorage;
+use crate::session::Session;
+use crate::store::SessionStore;
+use crate::token::KeyRing;
+
+mod builder;
+mod cleanup;
+mod limits;
+mod resolve;
+mod revoke;
+mod tiers;
+
+pub use builder::SessionManagerBuilder;
+pub use cleanup::CleanupTask;
+pub(crate) use resolve::Resolved;
+pub(crate) use revoke::RevokeTarget;
+use tiers::Lookup;
+pub(crate) use tiers::Mirrored;
+
+/// App-wide session configuration, keys and stores. Cheap to clone.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_auth_session::{MemoryStore, SessionManager};
+///
+/// let manager = SessionManager::builder(MemoryStore::new())
+///     .secret(b"an example secret of at least 32 bytes!")
+///     .expires_in(Duration::from_secs(7 * 24 * 3600))
+///     .build()?;
+/// let layer = manager.layer();
+/// # let _ = layer;
+/// # Ok::<(), tower_auth_session::ConfigError>(())
+/// ```
+#[derive(Clone)]
+pub struct SessionManager {
+    pub(crate) inner: Arc<ManagerInner>,
+}
+
+pub(crate) struct ManagerInner {
+    pub(crate) config: SessionConfig,
+    pub(crate) keys: KeyRing,
+    pub(crate) names: CookieNames,
+    pub(crate) store: Arc<dyn SessionStore>,
+    /// The secondary tier (Redis) in primary + secondary mode.
+    pub(crate) secondary: Option<Arc<dyn SecondaryStorage>>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) tracking: ClientTracking,
+    pub(crate) refresh_gate: resolve::RefreshGate,
+    /// The `session_data` cookie cache, when turned on.
+    pub(crate) cookie_cache: Option<CacheTier>,
+    pub(crate) events: EventBus,
+}
+
+impl std::fmt::Debug for SessionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionManager")
+            .field("config", &self.inner.config)
+            .field("keys", &self.inner.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionManager {
+    /// Starts configuring a manager over a primary store.
+    pub fn builder(store: impl SessionStore) -> SessionManagerBuilder {
+        SessionManagerBuilder::new(store)
+    }
+
+    /// The name of the `session_token` cookie (with its `__Host-`/`__Secure-` prefix).
+    pub fn session_cookie_name(&self) -> &str {
+        &self.inner.names.session_token
+    }
+
+    /// Whether this instance believes cookie caches right now: the cache is on and, when
+    /// revocations are shared through Redis, its lease is live. For health checks and
+    /// dashboards; requests fall back to the stores while it is `false`.
+    pub fn cookie_cache_active(&self) -> bool {
+        self.inner
+            .cookie_cache
+            .as_ref()
+            .is_some_and(|cache| cache.leased())
+    }
+
+    /// The name of the `dont_remember` marker cookie.
+    pub fn dont_remember_cookie_name(&self) -> &str {
+        &self.inner.names.dont_remember
+    }
+
+    /// Validates the session that `headers` carry (cookie or `Authorization: Bearer`),
+    /// outside the layer: for websocket upgrades, other frameworks or admin tools.
+    ///
+    /// It deletes an expired session it finds, but never slides expiry (there is no
+    /// response to re-set the cookie on). `Ok(None)` means no valid session;
+    /// an error means a store could not be reached.
+    pub async fn get_session(&self, headers: &HeaderMap) -> Result<Option<Session>, SessionError> {
+        let inner = &self.inner;
+        let hash = match presented_token(&inner.keys, &inner.names, headers) {
+            PresentedToken::Valid { token, .. } => token.hash(),
+            _ => return Ok(None),
+        };
+        let now = inner.clock.now();
+        let (session, cached) = match inner.lookup(&hash).await {
+            Lookup::Found { session, cached } => (session, cached),
+            Lookup::Missing => return Ok(None),
+            Lookup::Unavailable => {
+                return Err(StoreError::new("session store unavailable").into());
+            }
+        };
+        if session.is_expired(now) {
+            inner.drop_expired(&hash).await?;
+            return Ok(None);
+        }
+        if !cached && inner.mirror(&hash, &session, None).await == Mirrored::Revoked {
+            return Ok(None);
+        }
+        Ok(Some(session))
+    }
+
+    /// A user's live sessions, oldest first.
+    pub async fn list_user_sessions(&self, user_id: &str) -> Result<Vec<Session>, SessionError> {
+        let now = self.inner.clock.now();
+        Ok(self.inner.store.list_by_user(user_id, now).await?)
+    }
+
+    /// Revokes one session by its public id. Returns whether it existed.
+    pub async fn revoke(&self, session_id: &str) -> Result<bool, SessionError> {
+        let target = RevokeTarget::Session {
+            id: session_id,
+            owner: None,
+        };
+        let revoked = self.inner.revoke(target, RevokeReason::ByAdmin).await?;
+        revoked.complete?;
+        Ok(!revoked.sessions.is_empty())
+    }
+
+    /// Revokes every session of a user (after a password reset, an account lock, …).
+    /// Returns how many were revoked.
+    pub async fn revoke_user(&self, user_id: &str) -> Result<usize, SessionError> {
+        let target = RevokeTarget::User {
+            user_id,
+            except: None,
+        };
+        let revoked = self.inner.revoke(target, RevokeReason::ByAdmin).await?;
+        revoked.complete?;
+        Ok(revoked.sessions.len())
+    }
+
+    /// Revokes every session of a user but `keep_session_id`. Returns how many were revoked.
+    pub async fn revoke_user_except(
+        &self,
+        user_id: &str,
+        keep_session_id: &str,
+    ) -> Result<usize, SessionError> {
+        let target = RevokeTarget::User {
+            user_id,
+            except: Some(keep_session_id),
+        };
+        let revoked = self.inner.revoke(target, RevokeReason::ByAdmin).await?;
+        revoked.complete?;
+        Ok(revoked.sessions.len())
+    }
+
+    /// Deletes sessions that have expired, in batches of 1000; returns how many.
+    pub async fn delete_expired(&self) -> Result<u64, SessionError> {
+        Ok(self.inner.sweep_expired().await?)
+    }
+
+    /// Whether `session` was authenticated less than `fresh_age` ago (default one day).
+    ///
+    /// Freshness runs from `authenticated_at` (set by sign-in and by
+    /// [`SessionHandle::reauthenticate`](crate::SessionHandle::reauthenticate)), not from
+    /// the last refresh: a session kept alive for weeks is live, but not fresh.
+    ///
+    /// ```
+    /// use tower_auth_session::SessionHandle;
+    ///
+    /// async fn change_email(session: SessionHandle) -> &'static str {
+    ///     match session.authoritative().await {
+    ///         Ok(Some(current)) if session.manager().is_fresh(&current) => "changed",
+    ///         Ok(Some(_)) => "please enter your password again",
+    ///         _ => "please sign in",
+    ///     }
+    /// }
+    /// # let _ = change_email;
+    /// ```
+    pub fn is_fresh(&self, session: &Session) -> bool {
+        let inner = &self.inner;
+        inner.clock.now() - session.authenticated_at < inner.config.fresh_age
+    }
+
+    /// Whether a state-changing request must be refused as cross-site: its `Origin` is
+    /// present and not trusted, or `Sec-Fetch-Site` says `cross-site`.
+    ///
+    /// Requests with neither header (non-browser clients) pass, and so do requests with
+    /// `Authorization: Bearer` (a browser never attaches one by itself). With no trusted
+    /// origins configured, an `Origin` passes only when it names the request's own `Host`
+    /// (same-origin). The endpoints of [`router`](SessionManager::router) apply this to
+    /// every POST; apply it to the app's own sign-in with the
+    /// [`CrossSiteGuard`](crate::CrossSiteGuard) extractor.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .trusted_origins(["https://app.example.com"])
+    ///     .build()?;
+    /// let mut headers = HeaderMap::new();
+    /// headers.insert("origin", "https://evil.example".parse().unwrap());
+    /// assert!(manager.is_cross_site(&headers));
+    /// headers.insert("origin", "https://app.example.com".parse().unwrap());
+    /// assert!(!manager.is_cross_site(&headers));
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn is_cross_site(&self, headers: &HeaderMap) -> bool {
+        // Judged exactly as the layer judges a bearer token: a header the layer would not
+        // read as one (say, an empty one, after which the cookie counts) exempts nothing.
+        let bearer = bearer_value(headers).is_some();
+        crate::origin::is_cross_site(&self.inner.config.trusted_origins, headers, bearer)
+    }
+
+    /// Subscribes to lifecycle events from now on: created, refreshed, reauthenticated,
+    /// rotated, revoked (with a reason), expired.
+    ///
+    /// Events are delivered to every receiver; a receiver that falls more than the
+    /// channel's capacity behind (see
+    /// [`SessionManagerBuilder::event_capacity`](crate::SessionManagerBuilder::event_capacity))
+    /// gets `Lagged` and skips ahead, it never slows requests down.
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionEvent, SessionManager};
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .build()?;
+    /// let mut events = manager.subscribe();
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         if let SessionEvent::Revoked { session, reason } = event {
+    ///             println!("{} lost session {} ({reason:?})", session.user_id, session.id);
+    ///         }
+    ///     }
+    /// });
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn subscribe(&self) -> broadcast::Receiver<SessionEvent> {
+        self.inner.events.subscribe()
+    }
+}

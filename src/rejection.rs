@@ -1,0 +1,101 @@
+//! Why a request has no session: [`RejectionReason`] says why a presented token was
+//! refused (it rides in the response extensions), [`SessionRejection`] is the failure a
+//! handler answers with when it needs a session and has none.
+//!
+//! Both are plain types: code outside axum (hyper, tonic, tests) reads the status and the
+//! message from [`SessionRejection`] directly; with the `axum` feature it is also a
+//! response.
+
+use std::fmt;
+
+use http::StatusCode;
+
+/// Why a presented session token was refused. Found in the response extensions and in
+/// [`SessionHandle::rejection`](crate::SessionHandle::rejection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RejectionReason {
+    /// The cookie or bearer token was malformed, oversized, duplicated or badly signed.
+    Invalid,
+    /// No store knows the token: revoked, signed out, or never issued.
+    Unknown,
+    /// The session expired.
+    Expired,
+}
+
+/// Why a request that needs a session is refused, as an HTTP failure.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_auth_session::SessionRejection;
+///
+/// let rejection = SessionRejection::Unauthenticated;
+/// assert_eq!(rejection.status(), StatusCode::UNAUTHORIZED);
+/// assert_eq!(rejection.error_code(), "unauthenticated");
+/// assert_eq!(rejection.to_string(), "no valid session");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionRejection {
+    /// No valid session: 401.
+    Unauthenticated,
+    /// A store was down: 503 (the user is not signed out by an outage).
+    Unavailable,
+    /// The session is live but not fresh enough for a sensitive action: 403.
+    NotFresh,
+    /// A state-changing request from a site that is not trusted: 403.
+    CrossSite,
+    /// The `SessionLayer` is not installed in front of this handler: 500.
+    MissingLayer,
+}
+
+impl SessionRejection {
+    /// The HTTP status this failure answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotFresh | Self::CrossSite => StatusCode::FORBIDDEN,
+            Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The short machine-readable code of the JSON body (`{"error": "<code>"}`).
+    pub fn error_code(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::Unavailable => "session_store_unavailable",
+            Self::NotFresh => "session_not_fresh",
+            Self::CrossSite => "cross_site_request",
+            Self::MissingLayer => {
+                "SessionHandle not found in request extensions: add SessionManager::layer() around this route"
+            }
+        }
+    }
+}
+
+impl fmt::Display for SessionRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unauthenticated => "no valid session",
+            Self::Unavailable => "the session store is unavailable",
+            Self::NotFresh => "the session is not fresh enough for this action",
+            Self::CrossSite => "cross-site request refused",
+            Self::MissingLayer => "the session layer is not installed in front of this handler",
+        })
+    }
+}
+
+impl std::error::Error for SessionRejection {}
+
+#[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+impl axum::response::IntoResponse for SessionRejection {
+    fn into_response(self) -> axum::response::Response {
+        if self == Self::MissingLayer {
+            tracing::error!("{}", self.error_code());
+        }
+        let body = axum::Json(serde_json::json!({ "error": self.error_code() }));
+        (self.status(), body).into_response()
+    }
+}
