@@ -191,7 +191,7 @@ impl RevocationSet {
     }
 
     /// How long an entry is kept: the longest a cache issued before it can be believed.
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    #[cfg(feature = "redis")]
     pub(crate) fn retention(&self) -> Duration {
         self.retention
     }
