@@ -59,6 +59,22 @@ pin_project! {
     }
 }
 
+impl<S, B> std::fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<B>>,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.state {
+            State::Resolve { .. } => "resolving the session",
+            State::Inner { .. } => "calling the inner service",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .field("handle", &self.handle)
+            .finish()
+    }
+}
+
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<B>>,

@@ -8,22 +8,34 @@ use crate::service::SessionService;
 /// Resolves the session of every request and writes the cookies each response earned.
 ///
 /// Built by [`SessionManager::layer`]. Works with any tower service over `http` types
-/// (axum, hyper, tonic).
+/// (axum, hyper, tonic): handlers find a [`SessionHandle`](crate::SessionHandle) in the
+/// request extensions.
 ///
 /// ```
-/// use axum::{Router, routing::get};
-/// use tower_auth_session::{CurrentSession, MemoryStore, SessionManager};
+/// use std::convert::Infallible;
+/// use http::{Request, Response};
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use tower_auth_session::{MemoryStore, SessionHandle, SessionManager};
 ///
-/// async fn me(CurrentSession(session): CurrentSession) -> String {
-///     session.user_id
+/// async fn me(request: Request<String>) -> Result<Response<String>, Infallible> {
+///     let handle = request.extensions().get::<SessionHandle>().expect("layer installed");
+///     let body = match handle.current() {
+///         Some(session) => session.user_id,
+///         None => "nobody".to_owned(),
+///     };
+///     Ok(Response::new(body))
 /// }
 ///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let manager = SessionManager::builder(MemoryStore::new())
 ///     .secret(b"an example secret of at least 32 bytes!")
-///     .build()
-///     .unwrap();
-/// let app: Router = Router::new().route("/me", get(me)).layer(manager.layer());
-/// # let _ = app;
+///     .build()?;
+/// let service = ServiceBuilder::new().layer(manager.layer()).service(service_fn(me));
+/// let response = service.oneshot(Request::new(String::new())).await?;
+/// assert_eq!(response.body(), "nobody");
+/// # Ok(())
+/// # }
 /// ```
 #[derive(Debug, Clone)]
 #[must_use]

@@ -15,12 +15,18 @@
 //!
 //! # Example
 //! ```
+//! # #[cfg(feature = "axum")]
+//! # fn main() -> Result<(), tower_auth_session::ConfigError> {
 //! use axum::{Router, routing::{get, post}};
-//! use tower_auth_session::{CurrentSession, MemoryStore, SessionHandle, SessionManager, SignInOptions};
+//! use tower_auth_session::{
+//!     CrossSiteGuard, CurrentSession, MemoryStore, SessionError, SessionHandle, SessionManager,
+//!     SignInOptions,
+//! };
 //!
-//! async fn sign_in(session: SessionHandle) -> Result<&'static str, String> {
+//! // A failed sign-in answers 503 (store down) or 400, never a 200.
+//! async fn sign_in(_: CrossSiteGuard, session: SessionHandle) -> Result<&'static str, SessionError> {
 //!     // ... check the password first ...
-//!     session.sign_in("alice", SignInOptions::new()).await.map_err(|e| e.to_string())?;
+//!     session.sign_in("alice", SignInOptions::new()).await?;
 //!     Ok("welcome")
 //! }
 //!
@@ -28,7 +34,6 @@
 //!     format!("hello {}", session.user_id)
 //! }
 //!
-//! # fn main() -> Result<(), tower_auth_session::ConfigError> {
 //! let manager = SessionManager::builder(MemoryStore::new())
 //!     .secret(b"an example secret of at least 32 bytes!")
 //!     .build()?;
@@ -39,6 +44,8 @@
 //! # let _ = app;
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "axum"))]
+//! # fn main() {}
 //! ```
 //!
 //! # Feature flags
@@ -123,6 +130,6 @@ pub use sqlx;
 pub use {chrono, http, ipnet, serde_json, tokio};
 
 /// Compiles the README's code blocks as doctests, so the quick start cannot drift.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "axum", feature = "sqlite", feature = "conformance"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;

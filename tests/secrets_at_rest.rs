@@ -4,6 +4,8 @@
 //! and another test touching the same callsites from another thread could cache them as
 //! uninteresting before the subscriber is set.
 
+#[path = "integration/common/mod.rs"]
+#[macro_use]
 mod common;
 
 use std::io::Write;

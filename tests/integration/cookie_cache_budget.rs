@@ -4,7 +4,7 @@
 //! Timing is printed, not asserted (`cargo test --release --test cookie_cache_budget --
 //! --nocapture` for meaningful figures).
 
-mod common;
+use crate::common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -6,7 +6,7 @@
 //! ever issued (from `Set-Cookie` and `set-auth-token`) and fails the test if any response
 //! body, before or after, contains one.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

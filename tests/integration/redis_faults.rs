@@ -2,8 +2,8 @@
 //! these tests flush, kill and restart) and a test-owned TCP proxy (which they cut).
 #![cfg(feature = "redis")]
 
-mod common;
-mod redis_support;
+use crate::common;
+use crate::redis_support;
 
 use std::sync::Arc;
 use std::time::{Duration as StdDuration, Instant};

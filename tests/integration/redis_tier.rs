@@ -2,8 +2,8 @@
 //! index, and two app instances agreeing. Each test has its own key prefix.
 #![cfg(feature = "redis")]
 
-mod common;
-mod redis_support;
+use crate::common;
+use crate::redis_support;
 
 use std::time::Duration as StdDuration;
 

@@ -2,7 +2,7 @@
 //! call, anything tampered, foreign or expired falls through to the store (still 200 for a
 //! valid token, never 5xx), and revocations take effect on the very next request.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration as StdDuration;

@@ -2,8 +2,8 @@
 //! the shared Redis and one store: a revoked session never comes back.
 #![cfg(feature = "redis")]
 
-mod common;
-mod redis_support;
+use crate::common;
+use crate::redis_support;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;

@@ -1,6 +1,6 @@
 //! A new `SessionManager` over the same SQLite file and secret resolves existing sessions.
 
-mod common;
+use crate::common;
 
 use common::*;
 use http::StatusCode;

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 use common::demo::example_binary;
 

@@ -1,7 +1,7 @@
 //! Regression tests from the pre-release review: each one closes a gap where an existing
 //! test passed even with the feature it names broken (checked by mutating `src/`).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-mod common;
+use crate::common;
 
 use common::demo::{Server, example_binary, start};
 

@@ -1,7 +1,7 @@
 //! Responses that carry a live token are never cacheable, and the cross-site guard's bearer
 //! exemption covers only what the layer really reads as a bearer token.
 
-mod common;
+use crate::common;
 
 use axum::Router;
 use axum::response::IntoResponse;

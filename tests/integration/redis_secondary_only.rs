@@ -1,8 +1,8 @@
 //! Secondary-only mode: `SessionManager::builder(redis)`, Redis is the only store.
 #![cfg(feature = "redis")]
 
-mod common;
-mod redis_support;
+use crate::common;
+use crate::redis_support;
 
 use std::time::{Duration as StdDuration, Instant};
 

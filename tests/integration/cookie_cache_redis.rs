@@ -5,7 +5,7 @@
 //! for caches issued before it re-subscribed.
 #![cfg(feature = "redis")]
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration as StdDuration, Instant};

@@ -1,7 +1,7 @@
 //! Core behaviour: sign-in, cookies, bad input, sign-out, refresh, expiry, rotation.
 //! Each test runs against MemoryStore and SqliteStore.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration as StdDuration;

@@ -3,7 +3,7 @@
 //! (schemas, migrations under concurrency, restarts, errors).
 #![cfg(feature = "conformance")]
 
-mod common;
+use crate::common;
 
 use chrono::{DateTime, Utc};
 use tower_auth_session::store::{BoxFuture, StoredSession, conformance};

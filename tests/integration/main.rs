@@ -1,0 +1,26 @@
+//! Every integration test, in one binary: linking the whole dependency tree once instead
+//! of once per file is what a 2-core CI machine pays for (see CHANGELOG for the figures).
+//!
+//! Each module drives the real layer through `tower::ServiceExt::oneshot` or real HTTP and
+//! talks to real SQLite, PostgreSQL (`DATABASE_URL`) and Redis (`REDIS_URL`); tests that
+//! need a service skip without it unless `TAS_REQUIRE_SERVICES=1`.
+
+#[macro_use]
+mod common;
+mod redis_support;
+
+mod cookie_cache;
+mod cookie_cache_budget;
+mod cookie_cache_redis;
+mod core;
+mod example_device_page;
+mod example_server;
+mod management;
+mod redis_faults;
+mod redis_races;
+mod redis_secondary_only;
+mod redis_tier;
+mod response_hygiene;
+mod restart;
+mod review_regressions;
+mod store_conformance;
