@@ -1,29 +1,33 @@
-//! A circuit breaker, so that an unreachable Redis costs one bounded timeout per probe
-//! interval instead of one per request.
+//! A circuit breaker, so that an unreachable Redis costs one bounded timeout, not one per
+//! request.
 //!
 //! Closed: every call goes through. A call that times out or loses its connection opens
-//! the circuit: for `probe_interval` every call fails at once. After that one call (the
-//! probe) is let through while the others keep failing fast; if it succeeds the circuit
-//! closes, otherwise it stays open for another interval. Probes ride on real calls, so an
-//! idle process does not poll Redis, and a busy one sees Redis again at most one interval
-//! after it answers.
+//! the circuit, and from then on every call fails at once. Requests never carry the probe:
+//! a background task ([`RedisStorage`](super::RedisStorage) spawns it when the circuit
+//! opens) opens a *new* connection and asks Redis `PING` every `probe_interval`, and
+//! closes the circuit as soon as Redis answers — whether or not requests arrive, and
+//! however long Redis was gone. A request that is cancelled mid-flight cannot leave the
+//! breaker waiting for a probe that never ends, because no request is one.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug)]
 pub(super) struct Breaker {
-    probe_interval: Duration,
+    pub(super) probe_interval: Duration,
     state: Mutex<State>,
     pub(super) opened: AtomicU64,
     pub(super) short_circuited: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Closed,
-    Open { retry_at: Instant, probing: bool },
+    /// Open; `prober` says whether a probe task is running for it.
+    Open {
+        prober: bool,
+    },
 }
 
 /// Whether a call may go to Redis.
@@ -31,8 +35,6 @@ enum State {
 pub(super) enum Admission {
     /// Circuit closed.
     Go,
-    /// Circuit open, and this call is the probe.
-    Probe,
     /// Circuit open: fail now.
     Reject,
 }
@@ -56,16 +58,8 @@ impl Breaker {
     }
 
     pub(super) fn admit(&self) -> Admission {
-        let mut state = self.state();
-        match *state {
+        match *self.state() {
             State::Closed => Admission::Go,
-            State::Open { retry_at, probing } if !probing && Instant::now() >= retry_at => {
-                *state = State::Open {
-                    retry_at,
-                    probing: true,
-                };
-                Admission::Probe
-            }
             State::Open { .. } => {
                 self.short_circuited.fetch_add(1, Ordering::Relaxed);
                 Admission::Reject
@@ -73,39 +67,48 @@ impl Breaker {
         }
     }
 
-    /// Redis answered.
-    pub(super) fn succeeded(&self, admission: Admission) {
+    /// Redis answered a call (or a probe).
+    pub(super) fn succeeded(&self) {
         let mut state = self.state();
-        if admission == Admission::Probe || matches!(*state, State::Open { .. }) {
-            if matches!(*state, State::Open { .. }) {
-                tracing::info!("redis is answering again; circuit closed");
-            }
+        if matches!(*state, State::Open { .. }) {
+            tracing::info!("redis is answering again; circuit closed");
             *state = State::Closed;
         }
     }
 
-    /// Redis did not answer in time, or the connection failed.
-    pub(super) fn failed(&self, admission: Admission, error: &dyn std::fmt::Display) {
+    /// A call did not get an answer in time, or its connection failed: the circuit is
+    /// open.
+    pub(super) fn failed(&self, error: &dyn std::fmt::Display) {
         let mut state = self.state();
-        let was_closed = matches!(*state, State::Closed);
-        let retry_at = Instant::now() + self.probe_interval;
-        // A call admitted before the circuit opened, failing late: keep the schedule.
-        if !was_closed && admission == Admission::Go {
-            return;
-        }
-        *state = State::Open {
-            retry_at,
-            probing: false,
-        };
-        if was_closed {
+        if *state == State::Closed {
+            *state = State::Open { prober: false };
             self.opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 %error,
                 probe_interval_ms = self.probe_interval.as_millis() as u64,
                 "redis unreachable; circuit open, calls fail fast until a probe succeeds"
             );
-        } else {
-            tracing::debug!(%error, "redis probe failed; circuit stays open");
+        }
+    }
+
+    /// Whether the caller should start a probe task: the circuit is open and none runs.
+    /// Marks one as running; the task calls [`prober_ended`](Self::prober_ended) when it
+    /// stops for any reason (success, the storage dropped, its runtime shut down).
+    pub(super) fn claim_prober(&self) -> bool {
+        let mut state = self.state();
+        match *state {
+            State::Open { prober: false } => {
+                *state = State::Open { prober: true };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(super) fn prober_ended(&self) {
+        let mut state = self.state();
+        if *state == (State::Open { prober: true }) {
+            *state = State::Open { prober: false };
         }
     }
 }
@@ -115,16 +118,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn opens_on_failure_lets_one_probe_through_and_closes_on_success() {
+    fn opens_on_failure_rejects_and_closes_on_success() {
         let breaker = Breaker::new(Duration::ZERO);
         assert_eq!(breaker.admit(), Admission::Go);
-        breaker.failed(Admission::Go, &"down");
+        breaker.failed(&"down");
         assert!(breaker.is_open());
-        assert_eq!(breaker.admit(), Admission::Probe);
-        assert_eq!(breaker.admit(), Admission::Reject, "one probe at a time");
-        breaker.failed(Admission::Probe, &"still down");
-        assert_eq!(breaker.admit(), Admission::Probe);
-        breaker.succeeded(Admission::Probe);
+        assert_eq!(breaker.admit(), Admission::Reject);
+        breaker.failed(&"still down");
+        breaker.succeeded();
         assert!(!breaker.is_open());
         assert_eq!(breaker.admit(), Admission::Go);
         assert_eq!(breaker.opened.load(Ordering::Relaxed), 1);
@@ -132,14 +133,17 @@ mod tests {
     }
 
     #[test]
-    fn rejects_until_the_interval_passes() {
-        let breaker = Breaker::new(Duration::from_secs(3600));
-        breaker.failed(Admission::Go, &"down");
-        for _ in 0..10 {
-            assert_eq!(breaker.admit(), Admission::Reject);
-        }
-        // A straggler admitted while closed does not push the probe further out.
-        breaker.failed(Admission::Go, &"late");
-        assert_eq!(breaker.opened.load(Ordering::Relaxed), 1);
+    fn one_prober_at_a_time_and_a_new_one_after_it_ends() {
+        let breaker = Breaker::new(Duration::ZERO);
+        assert!(!breaker.claim_prober(), "closed: nothing to probe");
+        breaker.failed(&"down");
+        assert!(breaker.claim_prober());
+        assert!(!breaker.claim_prober(), "one is running");
+        // Its runtime went away: the next caller must be able to start another.
+        breaker.prober_ended();
+        assert!(breaker.claim_prober());
+        breaker.succeeded();
+        breaker.prober_ended();
+        assert!(!breaker.is_open());
     }
 }

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, RedisResult, Script};
-use tokio::sync::OnceCell;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, Script};
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, StoreError};
@@ -75,7 +74,10 @@ struct Inner {
     prefix: String,
     timeout: Duration,
     clock: Arc<dyn Clock>,
-    connection: OnceCell<ConnectionManager>,
+    /// The one multiplexed connection, replaced after it fails.
+    connection: std::sync::Mutex<Option<MultiplexedConnection>>,
+    /// Serialises making a new connection, so a burst of requests makes one.
+    connecting: tokio::sync::Mutex<()>,
     breaker: Breaker,
     round_trips: AtomicU64,
     failures: AtomicU64,
@@ -203,51 +205,79 @@ impl RedisStorage {
     /// ```
     pub async fn with_connection<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(MultiplexedConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let inner = &self.inner;
-        let admission = inner.breaker.admit();
-        if admission == Admission::Reject {
+        if inner.breaker.admit() == Admission::Reject {
+            self.ensure_prober();
             return Err(StoreError::new("redis unavailable (circuit open)"));
         }
         inner.round_trips.fetch_add(1, Ordering::Relaxed);
-        let attempt = async {
-            let connection = inner
-                .connection
-                .get_or_try_init(|| {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(inner.timeout)
-                        .set_response_timeout(inner.timeout)
-                        // One attempt per reconnect: the breaker paces the retries.
-                        .set_number_of_retries(0);
-                    ConnectionManager::new_with_config(inner.client.clone(), config)
-                })
-                .await?
-                .clone();
-            call(connection).await
-        };
-        match tokio::time::timeout(inner.timeout, attempt).await {
+        let attempt = async { call(inner.connection().await?).await };
+        let error = match tokio::time::timeout(inner.timeout, attempt).await {
             Ok(Ok(value)) => {
-                inner.breaker.succeeded(admission);
-                Ok(value)
+                inner.breaker.succeeded();
+                return Ok(value);
             }
             Ok(Err(error)) if !is_outage(&error) => {
-                inner.breaker.succeeded(admission);
-                Err(StoreError::with_source("redis refused the command", error))
+                inner.breaker.succeeded();
+                return Err(StoreError::with_source("redis refused the command", error));
             }
-            Ok(Err(error)) => {
-                inner.failures.fetch_add(1, Ordering::Relaxed);
-                inner.breaker.failed(admission, &error);
-                Err(StoreError::with_source("redis unreachable", error))
-            }
-            Err(_elapsed) => {
-                inner.failures.fetch_add(1, Ordering::Relaxed);
-                let error = format!("no answer within {} ms", inner.timeout.as_millis());
-                inner.breaker.failed(admission, &error);
-                Err(StoreError::new(format!("redis timed out: {error}")))
-            }
+            Ok(Err(error)) => StoreError::with_source("redis unreachable", error),
+            Err(_elapsed) => StoreError::new(format!(
+                "redis timed out: no answer within {} ms",
+                inner.timeout.as_millis()
+            )),
+        };
+        inner.failures.fetch_add(1, Ordering::Relaxed);
+        // A connection that failed or hung (a blackholed peer never answers) is not used
+        // again: the probe makes a new one.
+        inner.forget_connection();
+        inner.breaker.failed(&crate::error::chain(&error));
+        self.ensure_prober();
+        Err(error)
+    }
+
+    /// Starts the background probe if the circuit is open and none runs.
+    fn ensure_prober(&self) {
+        let inner = &self.inner;
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !inner.breaker.claim_prober() {
+            return;
         }
+        let storage = Arc::downgrade(&self.inner);
+        runtime.spawn(async move {
+            // Clears the claim however the task ends, even when its runtime shuts down.
+            struct Ended(std::sync::Weak<Inner>);
+            impl Drop for Ended {
+                fn drop(&mut self) {
+                    if let Some(inner) = self.0.upgrade() {
+                        inner.breaker.prober_ended();
+                    }
+                }
+            }
+            let _ended = Ended(storage.clone());
+            loop {
+                let Some(interval) = storage.upgrade().map(|i| i.breaker.probe_interval) else {
+                    return;
+                };
+                tokio::time::sleep(interval).await;
+                let Some(inner) = storage.upgrade() else {
+                    return;
+                };
+                if !inner.breaker.is_open() {
+                    return;
+                }
+                if inner.probe().await {
+                    inner.breaker.succeeded();
+                    return;
+                }
+                tracing::debug!("redis probe failed; circuit stays open");
+            }
+        });
     }
 
     fn key_for_hash(&self, token_hash: &crate::token::TokenHash) -> String {
@@ -256,6 +286,61 @@ impl RedisStorage {
 
     fn now_ms(&self) -> i64 {
         self.inner.clock.now().timestamp_millis()
+    }
+}
+
+impl Inner {
+    /// The current connection, or a new one.
+    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+        if let Some(connection) = self.current_connection() {
+            return Ok(connection);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(connection) = self.current_connection() {
+            return Ok(connection);
+        }
+        let connection = self.connect().await?;
+        *self.lock_connection() = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout);
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+
+    /// Asks Redis now, on a new connection, and keeps that connection if it answers.
+    async fn probe(&self) -> bool {
+        let attempt = async {
+            let mut connection = self.connect().await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut connection)
+                .await?;
+            RedisResult::Ok(connection)
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(connection)) => {
+                *self.lock_connection() = Some(connection);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn lock_connection(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn current_connection(&self) -> Option<MultiplexedConnection> {
+        self.lock_connection().clone()
+    }
+
+    fn forget_connection(&self) {
+        *self.lock_connection() = None;
     }
 }
 
@@ -355,7 +440,8 @@ impl RedisStorageBuilder {
                 prefix: self.prefix,
                 timeout: self.timeout,
                 clock: self.clock,
-                connection: OnceCell::new(),
+                connection: std::sync::Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
                 breaker: Breaker::new(self.probe_interval),
                 round_trips: AtomicU64::new(0),
                 failures: AtomicU64::new(0),

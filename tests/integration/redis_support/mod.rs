@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
@@ -199,59 +198,94 @@ pub fn session_key(prefix: &str, hash_hex: &str) -> String {
     format!("{prefix}s:{hash_hex}")
 }
 
-/// A TCP proxy to `target` that a test can cut (every connection dropped, new ones
-/// refused) and restore.
+/// What the proxy does with traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Up,
+    /// Every connection dropped, new ones refused (Redis down, a partition with RSTs).
+    Cut,
+    /// Connections accepted and held, nothing forwarded either way (a firewall that drops
+    /// packets, a frozen host).
+    Blackhole,
+}
+
+/// A TCP proxy to `target` that a test can cut, blackhole and restore.
 pub struct TcpProxy {
     pub port: u16,
-    up: Arc<AtomicBool>,
-    cut_tx: watch::Sender<u64>,
+    mode: watch::Sender<Mode>,
 }
 
 impl TcpProxy {
     pub async fn start(target: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut_tx, cut_rx) = watch::channel(0u64);
-        let accept_up = up.clone();
+        let (mode, mode_rx) = watch::channel(Mode::Up);
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
-                if !accept_up.load(Ordering::SeqCst) {
-                    let _ = client.shutdown().await;
-                    continue;
+                let mut mode_rx = mode_rx.clone();
+                let now = *mode_rx.borrow_and_update();
+                match now {
+                    Mode::Cut => {
+                        let _ = client.shutdown().await;
+                        continue;
+                    }
+                    Mode::Blackhole => {
+                        // Hold it, say nothing, drop it once the proxy changes mode.
+                        tokio::spawn(async move {
+                            let _ = mode_rx.changed().await;
+                            drop(client);
+                        });
+                        continue;
+                    }
+                    Mode::Up => {}
                 }
                 let target = target.clone();
-                let mut cut_rx = cut_rx.clone();
-                cut_rx.mark_unchanged();
                 tokio::spawn(async move {
                     let Ok(mut server) = TcpStream::connect(&target).await else {
                         return;
                     };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut_rx.changed() => {}
+                        _ = mode_rx.changed() => {}
+                    }
+                    if *mode_rx.borrow() == Mode::Blackhole {
+                        // Stop forwarding but keep both sockets open until the next change.
+                        let _ = mode_rx.changed().await;
                     }
                 });
             }
         });
-        Self { port, up, cut_tx }
+        Self { port, mode }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Drops every open connection and refuses new ones.
-    pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut_tx.send_modify(|n| *n += 1);
+    fn set(&self, mode: Mode) {
+        self.mode.send_if_modified(|current| {
+            let changed = *current != mode;
+            *current = mode;
+            changed
+        });
     }
 
+    /// Drops every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.set(Mode::Cut);
+    }
+
+    /// Freezes every open connection and accepts new ones that never get an answer.
+    pub fn blackhole(&self) {
+        self.set(Mode::Blackhole);
+    }
+
+    /// Forwards again (connections that were cut or held are gone).
     pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.set(Mode::Up);
     }
 }
 
