@@ -316,9 +316,16 @@ impl SessionHandle {
             return Err(SessionError::InvalidUserId);
         }
         let manager = &self.shared.manager.inner;
-        let previous = self.state().token.as_ref().map(|(_, hash)| *hash);
-        if let Some(hash) = previous {
-            let target = RevokeTarget::Token(&hash);
+        let previous = {
+            let state = self.state();
+            let id = state.session.as_ref().map(|session| session.id.clone());
+            state.token.as_ref().map(|(_, hash)| (*hash, id))
+        };
+        if let Some((hash, session_id)) = previous {
+            let target = RevokeTarget::Token {
+                hash: &hash,
+                session_id: session_id.as_deref(),
+            };
             manager
                 .revoke(target, RevokeReason::Replaced)
                 .await?
@@ -379,9 +386,16 @@ impl SessionHandle {
     /// the cookies. Without a session it only clears cookies. Fails closed: if the store
     /// cannot commit the revoke, cookies are left alone and an error is returned.
     pub async fn sign_out(&self) -> Result<(), SessionError> {
-        let hash = self.state().token.as_ref().map(|(_, hash)| *hash);
-        if let Some(hash) = hash {
-            let target = RevokeTarget::Token(&hash);
+        let presented = {
+            let state = self.state();
+            let id = state.session.as_ref().map(|session| session.id.clone());
+            state.token.as_ref().map(|(_, hash)| (*hash, id))
+        };
+        if let Some((hash, session_id)) = presented {
+            let target = RevokeTarget::Token {
+                hash: &hash,
+                session_id: session_id.as_deref(),
+            };
             let manager = &self.shared.manager.inner;
             manager
                 .revoke(target, RevokeReason::SignOut)

@@ -213,6 +213,9 @@ impl CookieCache {
             max_age + INSTANCE_CLOCK_SKEW * 2,
             DEFAULT_CAPACITY,
         ));
+        // This process saw no revocation made before it started (a restart, a deploy):
+        // caches issued before then are checked against the stores once and re-issued.
+        revocations.distrust_issued_until(clock.now() - Duration::milliseconds(1));
         #[cfg(feature = "redis")]
         let bus = {
             let redis = self.redis.transpose()?.or(shared_redis);
@@ -222,8 +225,6 @@ impl CookieCache {
                 bus
             })
         };
-        #[cfg(not(feature = "redis"))]
-        let _ = clock;
         Ok(Some(CacheTier {
             max_age,
             version: self.version,

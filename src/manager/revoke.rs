@@ -14,6 +14,8 @@
 //! Expired rows (lazy deletion, the sweeper) and a sign-in taken back are deleted here
 //! too, so that every store deletion is in one file.
 
+use chrono::{DateTime, Utc};
+
 use super::ManagerInner;
 use crate::cookie_cache::CacheRevocation;
 use crate::error::{SessionError, StoreError, chain};
@@ -29,8 +31,14 @@ const SWEEP_BATCH: u32 = 1000;
 /// What to revoke.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum RevokeTarget<'a> {
-    /// The session stored under this token hash (sign-out, a sign-in replacing it).
-    Token(&'a TokenHash),
+    /// The session stored under this token hash (sign-out, a sign-in replacing it), and
+    /// its id when the request knows it: the cookie caches of that session are refused
+    /// even if no tier holds the row any more (deleted out of band, a restarted memory
+    /// store, an eviction), so a thief's copy of token + cache dies with the sign-out.
+    Token {
+        hash: &'a TokenHash,
+        session_id: Option<&'a str>,
+    },
     /// The session with this public id; with an `owner`, only if it is theirs (a user
     /// revoking one of their devices), without one unconditionally (the admin API).
     Session { id: &'a str, owner: Option<&'a str> },
@@ -47,7 +55,7 @@ impl<'a> RevokeTarget<'a> {
     /// What step 1 asks of the secondary tier.
     fn secondary_revocations(&self) -> Vec<Revocation<'a>> {
         match *self {
-            Self::Token(hash) => vec![Revocation::Token(hash)],
+            Self::Token { hash, .. } => vec![Revocation::Token(hash)],
             Self::Session { id, owner } => vec![Revocation::Session {
                 id,
                 user_id: owner,
@@ -66,6 +74,40 @@ impl<'a> RevokeTarget<'a> {
                     verified: true,
                 })
                 .collect(),
+        }
+    }
+}
+
+impl RevokeTarget<'_> {
+    /// What the cookie caches must refuse beyond the rows the store deleted: a revoke
+    /// that names a session or a user is final for their caches even when no tier had a
+    /// row left to delete. A user-checked revoke by id names nothing here (its owner is
+    /// unproven without the row).
+    fn cache_revocation_without_row(
+        &self,
+        removed: &[StoredSession],
+        now: DateTime<Utc>,
+    ) -> Option<CacheRevocation> {
+        let deleted = |id: &str| removed.iter().any(|stored| stored.session.id == id);
+        match *self {
+            Self::Token {
+                session_id: Some(id),
+                ..
+            }
+            | Self::Session { id, owner: None } => {
+                (!deleted(id)).then(|| CacheRevocation::Session {
+                    session_id: id.to_owned(),
+                    below_generation: u64::MAX,
+                })
+            }
+            Self::User {
+                user_id,
+                except: None,
+            } => Some(CacheRevocation::User {
+                user_id: user_id.to_owned(),
+                created_up_to: now,
+            }),
+            _ => None,
         }
     }
 }
@@ -97,7 +139,9 @@ impl ManagerInner {
                 return Err(error.into());
             }
         }
-        let mut complete = self.after_store_revoke(&removed, reason, &covered).await;
+        let mut complete = self
+            .after_store_revoke(target, &removed, reason, &covered)
+            .await;
         if let Some(error) = store_error {
             // Part of a multi-session target was deleted before the store failed: what was
             // deleted is revoked everywhere, and the caller hears about the rest.
@@ -119,7 +163,7 @@ impl ManagerInner {
             Err(error) => (Vec::new(), Some(error)),
         };
         match target {
-            RevokeTarget::Token(hash) => one(self.store.delete(hash).await.map(|found| {
+            RevokeTarget::Token { hash, .. } => one(self.store.delete(hash).await.map(|found| {
                 found.map(|session| StoredSession {
                     token_hash: *hash,
                     session,
@@ -150,6 +194,7 @@ impl ManagerInner {
     /// every instance's cookie cache refuse them, and emits events.
     async fn after_store_revoke(
         &self,
+        target: RevokeTarget<'_>,
         removed: &[StoredSession],
         reason: RevokeReason,
         covered: &[String],
@@ -161,9 +206,11 @@ impl ManagerInner {
         // Cookie caches are revoked even if the secondary failed: the store committed.
         let caches = match &self.cookie_cache {
             Some(cache) => {
-                let revocations =
+                let now = self.clock.now();
+                let mut revocations =
                     CacheRevocation::for_deleted(removed.iter().map(|stored| &stored.session));
-                cache.revoke(revocations, self.clock.now()).await
+                revocations.extend(target.cache_revocation_without_row(removed, now));
+                cache.revoke(revocations, now).await
             }
             None => Ok(()),
         };

@@ -657,7 +657,85 @@ async fn the_cache_is_off_by_default() {
     );
 }
 
+/// Issue 9, item 4a: without Redis, a process that restarts (same secret, same store)
+/// never saw the revocations made before it; caches issued before it started must not be
+/// believed.
+async fn a_cache_revoked_before_a_restart_is_refused_after_it(kind: StoreKind) {
+    let (store, _dir) = make_store(kind).await;
+    let clock = ManualClock::new();
+    let build = |store: std::sync::Arc<dyn tower_auth_session::SessionStore>| {
+        SessionManager::builder(store)
+            .secret(SECRET)
+            .clock(clock.clone())
+            .cookie_cache(CookieCache::new())
+            .build()
+            .unwrap()
+    };
+    let before = build(store.clone());
+    let app = cache_app(&before);
+    let (revoked, _) = sign_in_jar(&app, "user=alice").await;
+    let (kept, _) = sign_in_jar(&app, "user=bob").await;
+    let id = reply_session_id(&app, &revoked).await;
+    assert_eq!(me(&app, &revoked.header()).await.status, StatusCode::OK);
+    assert!(before.revoke(id.as_str().unwrap()).await.unwrap());
+    drop((before, app));
+
+    // The restart takes a moment; a memory store does not survive it.
+    clock.advance(Duration::seconds(1));
+    let store = match kind {
+        StoreKind::Memory => std::sync::Arc::new(MemoryStore::new()) as _,
+        StoreKind::Sqlite => store,
+    };
+    let after = cache_app(&build(store));
+    let reply = me(&after, &revoked.header()).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    // A live session only pays one store read (SQLite keeps it across the restart).
+    if kind == StoreKind::Sqlite {
+        let reply = me(&after, &kept.header()).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.set_cookie(CACHE).is_some(), "a fresh cache is issued");
+    }
+}
+
+/// Issue 9, item 4b: the row is already gone (deleted in SQL, a restarted memory store);
+/// sign-out still answers 200 and the same token + cache, replayed by a thief, are refused.
+async fn sign_out_when_the_row_is_already_gone_still_ends_the_cached_session(kind: StoreKind) {
+    let (store, _dir) = make_store(kind).await;
+    let manager = SessionManager::builder(store.clone())
+        .secret(SECRET)
+        .cookie_cache(CookieCache::new())
+        .build()
+        .unwrap();
+    let app = cache_app(&manager);
+    let (jar, _) = sign_in_jar(&app, "user=alice").await;
+    assert_eq!(me(&app, &jar.header()).await.status, StatusCode::OK);
+    // Behind the crate's back.
+    let now = chrono::Utc::now();
+    assert_eq!(store.delete_by_user("alice", None).await.unwrap().len(), 1);
+    assert!(store.list_by_user("alice", now).await.unwrap().is_empty());
+
+    let reply = send(&app, post("/sign-out", Some(&jar.header()))).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        reply
+            .set_cookies()
+            .iter()
+            .any(|c| c.starts_with(TOKEN) && c.contains("Max-Age=0")),
+        "sign-out clears the cookies: {:?}",
+        reply.set_cookies()
+    );
+    let replayed = me(&app, &jar.header()).await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        replayed.body
+    );
+}
+
 store_suite!(
+    a_cache_revoked_before_a_restart_is_refused_after_it,
+    sign_out_when_the_row_is_already_gone_still_ends_the_cached_session,
     valid_cache_resolves_with_zero_store_calls,
     cache_is_issued_whenever_the_store_is_read,
     another_users_cache_next_to_my_token_is_ignored,

@@ -404,3 +404,90 @@ async fn redis_as_the_only_store_also_carries_cache_revocations() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Issue 9, item 4 in Redis-only mode: a session revoked before a restart, and a session
+/// whose Redis keys were deleted behind the crate's back before its sign-out, are both
+/// refused afterwards with their old token + cache.
+#[tokio::test]
+async fn redis_only_restart_and_a_missing_row_never_bring_a_cache_back() {
+    let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    let prefix = format!("{}:", unique_name("tas_cc_gone"));
+    let build = || {
+        let redis = RedisStorage::builder(&url)
+            .key_prefix(&prefix)
+            .build()
+            .unwrap();
+        SessionManager::builder(redis)
+            .secret(SECRET)
+            .cookie_cache(CookieCache::new())
+            .build()
+            .unwrap()
+    };
+    let leased = |manager: &SessionManager| {
+        let manager = manager.clone();
+        async move {
+            let deadline = Instant::now() + StdDuration::from_secs(10);
+            while !manager.cookie_cache_active() {
+                assert!(Instant::now() < deadline, "no lease");
+                tokio::time::sleep(StdDuration::from_millis(10)).await;
+            }
+        }
+    };
+    let before = build();
+    leased(&before).await;
+    // Past the start-up watermark, so this process's own caches are believed.
+    tokio::time::sleep(StdDuration::from_secs(6)).await;
+    let app_before = app(&before);
+    let sign_in = |app: Router| async move {
+        let reply = send(&app, post("/sign-in?user=alice", None)).await;
+        let id = reply.json()["session"]["id"].as_str().unwrap().to_owned();
+        let token = reply.cookie_value("__Host-tas.session_token").unwrap();
+        let token = format!("__Host-tas.session_token={token}");
+        let cache = reply.cookie_value(CACHE).expect("sign-in issues a cache");
+        (id, format!("{token}; {CACHE}={cache}"))
+    };
+    let (revoked_id, revoked) = sign_in(app_before.clone()).await;
+    assert_eq!(
+        send(&app_before, get("/me", Some(&revoked))).await.status,
+        StatusCode::OK
+    );
+    assert!(before.revoke(&revoked_id).await.unwrap());
+
+    // A second session's row disappears from Redis (an eviction, a FLUSHDB).
+    let (_, gone) = sign_in(app_before.clone()).await;
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}s:*"))
+        .query(&mut conn)
+        .unwrap();
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL").arg(&keys).query(&mut conn).unwrap();
+    // Served from its cache until the user signs out…
+    let reply = send(&app_before, get("/me", Some(&gone))).await;
+    assert_eq!(reply.status, StatusCode::OK, "the cache still serves it");
+    let out = send(&app_before, post("/sign-out", Some(&gone))).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+    // …after which a copy of token + cache is refused.
+    let replayed = send(&app_before, get("/me", Some(&gone))).await;
+    assert_eq!(
+        replayed.status,
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        replayed.body
+    );
+    drop((before, app_before));
+
+    let after = build();
+    leased(&after).await;
+    let reply = send(&app(&after), get("/me", Some(&revoked))).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNAUTHORIZED,
+        "revoked before the restart"
+    );
+}

@@ -252,7 +252,7 @@ pub async fn sign_in(app: &Router, manager: &SessionManager, user: &str) -> Stri
 }
 
 /// Which primary store a shared-suite test runs against.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
     Sqlite,
