@@ -16,8 +16,9 @@ use crate::client::ClientFacts;
 use crate::cookie_cache::{CacheCookies, CacheIssue, CacheState, CacheWrite};
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::SessionError;
+use crate::error::chain;
 use crate::events::{RevokeReason, SessionEvent};
-use crate::manager::{ManagerInner, Resolved, RevokeTarget, SessionManager};
+use crate::manager::{ManagerInner, Resolved, RevokeTarget, SessionManager, revoke_later};
 use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
 use crate::session::Session;
@@ -28,6 +29,18 @@ pub const SET_AUTH_TOKEN: &str = "set-auth-token";
 
 /// Longest user id accepted.
 const MAX_USER_ID_LEN: usize = 255;
+
+/// Whether the server side of a sign-out is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevokeStatus {
+    /// Revoked in every tier and every instance's cookie cache.
+    Complete,
+    /// The browser's cookies are cleared, but a tier could not be reached: the server
+    /// finishes the revoke by itself once it answers. Until then another client holding
+    /// the same token may still be served by other instances.
+    Pending,
+}
 
 /// Options for [`SessionHandle::sign_in`].
 ///
@@ -322,14 +335,14 @@ impl SessionHandle {
             state.token.as_ref().map(|(_, hash)| (*hash, id))
         };
         if let Some((hash, session_id)) = previous {
-            let target = RevokeTarget::Token {
-                hash: &hash,
-                session_id: session_id.as_deref(),
-            };
-            manager
-                .revoke(target, RevokeReason::Replaced)
-                .await?
-                .complete?;
+            // Never fails the sign-in: the new token already defeats fixation, and an owed
+            // revoke is finished by the server.
+            if let Err(error) = self
+                .revoke_or_owe(hash, session_id, RevokeReason::Replaced)
+                .await
+            {
+                tracing::error!(error = %chain(&error), "the session this sign-in replaces could not be revoked");
+            }
             let mut state = self.state();
             state.token = None;
             state.session = None;
@@ -382,33 +395,65 @@ impl SessionHandle {
         Ok(session)
     }
 
-    /// Signs the current session out: it is revoked in the store and the response clears
-    /// the cookies. Without a session it only clears cookies. Fails closed: if the store
-    /// cannot commit the revoke, cookies are left alone and an error is returned.
-    pub async fn sign_out(&self) -> Result<(), SessionError> {
+    /// Signs the current session out: the response clears the cookies, always, and the
+    /// session is revoked in every tier. Without a session it only clears cookies.
+    ///
+    /// When a tier cannot be reached (Redis or the store down), the browser that asked is
+    /// still signed out, nothing is half-revoked, and the answer is
+    /// [`RevokeStatus::Pending`]: the server retries the revoke in the background until it
+    /// goes through (see [`SessionManager::pending_revocations`]), and this instance stops
+    /// believing the session's cookie caches at once. An error only when even that cannot
+    /// be promised (too many revocations owed, no runtime to retry on).
+    pub async fn sign_out(&self) -> Result<RevokeStatus, SessionError> {
         let presented = {
             let state = self.state();
             let id = state.session.as_ref().map(|session| session.id.clone());
             state.token.as_ref().map(|(_, hash)| (*hash, id))
         };
-        if let Some((hash, session_id)) = presented {
-            let target = RevokeTarget::Token {
-                hash: &hash,
-                session_id: session_id.as_deref(),
-            };
-            let manager = &self.shared.manager.inner;
-            manager
-                .revoke(target, RevokeReason::SignOut)
-                .await?
-                .complete?;
-        }
+        let status = match presented {
+            Some((hash, session_id)) => {
+                self.revoke_or_owe(hash, session_id, RevokeReason::SignOut)
+                    .await?
+            }
+            None => RevokeStatus::Complete,
+        };
         let mut state = self.state();
         state.token = None;
         state.session = None;
         state.issued = None;
         state.cookie_action = CookieAction::Clear;
         state.cache.issue_from = None;
-        Ok(())
+        Ok(status)
+    }
+
+    /// Revokes the session under `hash` now or, when a tier cannot be reached, owes it:
+    /// retried in the background, and refused by this instance's cookie cache at once.
+    async fn revoke_or_owe(
+        &self,
+        hash: TokenHash,
+        session_id: Option<String>,
+        reason: RevokeReason,
+    ) -> Result<RevokeStatus, SessionError> {
+        let manager = &self.shared.manager.inner;
+        let target = RevokeTarget::Token {
+            hash: &hash,
+            session_id: session_id.as_deref(),
+        };
+        let error = match manager.revoke(target, reason).await {
+            Ok(revoked) => match revoked.complete {
+                Ok(()) => return Ok(RevokeStatus::Complete),
+                Err(error) => error,
+            },
+            Err(error) => error,
+        };
+        tracing::warn!(error = %chain(&error), ?reason, "could not revoke the session now; the server will finish it when the tiers answer");
+        if let Some(id) = &session_id {
+            manager.refuse_cached_here(id);
+        }
+        if !revoke_later(manager, hash, session_id, reason) {
+            return Err(error);
+        }
+        Ok(RevokeStatus::Pending)
     }
 
     /// Writes the cookies this request earned onto the response headers.

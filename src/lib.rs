@@ -106,7 +106,7 @@ pub use events::{RevokeReason, SessionEvent};
 #[cfg(feature = "axum")]
 pub use extract::{CrossSiteGuard, CurrentSession, FreshSession};
 pub use future::ResponseFuture;
-pub use handle::{SET_AUTH_TOKEN, SessionHandle, SignInOptions};
+pub use handle::{RevokeStatus, SET_AUTH_TOKEN, SessionHandle, SignInOptions};
 pub use layer::SessionLayer;
 pub use manager::{CleanupTask, SessionManager, SessionManagerBuilder};
 pub use rejection::{RejectionReason, SessionRejection};

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::error::SessionError;
 use crate::extract::CrossSiteGuard;
-use crate::handle::SessionHandle;
+use crate::handle::{RevokeStatus, SessionHandle};
 use crate::manager::SessionManager;
 use crate::rejection::SessionRejection;
 use crate::session::Session;
@@ -182,8 +182,12 @@ async fn revoke_sessions(_: CrossSiteGuard, handle: SessionHandle) -> Result<Jso
 }
 
 async fn sign_out(_: CrossSiteGuard, handle: SessionHandle) -> Result<Json<Value>, Failure> {
-    handle.sign_out().await?;
-    Ok(Json(json!({ "success": true })))
+    // The browser is signed out either way; `pending` says the server is still finishing
+    // the revoke (a tier was unreachable).
+    match handle.sign_out().await? {
+        RevokeStatus::Pending => Ok(Json(json!({ "success": true, "pending": true }))),
+        _ => Ok(Json(json!({ "success": true }))),
+    }
 }
 
 #[cfg(test)]

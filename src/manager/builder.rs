@@ -410,6 +410,7 @@ impl SessionManagerBuilder {
                 refresh_gate: RefreshGate::default(),
                 cookie_cache,
                 events: EventBus::new(self.event_capacity),
+                pending: Default::default(),
             }),
         })
     }

@@ -33,12 +33,14 @@ use crate::token::KeyRing;
 mod builder;
 mod cleanup;
 mod limits;
+mod pending;
 mod resolve;
 mod revoke;
 mod tiers;
 
 pub use builder::SessionManagerBuilder;
 pub use cleanup::CleanupTask;
+pub(crate) use pending::revoke_later;
 pub(crate) use resolve::Resolved;
 pub(crate) use revoke::RevokeTarget;
 use tiers::Lookup;
@@ -76,6 +78,8 @@ pub(crate) struct ManagerInner {
     /// The `session_data` cookie cache, when turned on.
     pub(crate) cookie_cache: Option<CacheTier>,
     pub(crate) events: EventBus,
+    /// Revocations owed to sign-outs that could not reach a tier.
+    pub(crate) pending: pending::PendingRevocations,
 }
 
 impl std::fmt::Debug for SessionManager {
@@ -185,6 +189,13 @@ impl SessionManager {
         let revoked = self.inner.revoke(target, RevokeReason::ByAdmin).await?;
         revoked.complete?;
         Ok(revoked.sessions.len())
+    }
+
+    /// How many revocations this instance still owes: sign-outs (or sign-ins replacing a
+    /// session) whose revoke could not reach a tier and is being retried in the
+    /// background. For health checks; zero in normal operation.
+    pub fn pending_revocations(&self) -> usize {
+        self.inner.pending.len()
     }
 
     /// Deletes sessions that have expired, in batches of 1000; returns how many.

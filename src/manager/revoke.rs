@@ -237,6 +237,18 @@ impl ManagerInner {
         cache.revoke(vec![revocation], self.clock.now()).await
     }
 
+    /// Makes this instance's cookie cache refuse a session at once, while its revoke is
+    /// owed (see `pending`): the other tiers are not reachable to be told.
+    pub(crate) fn refuse_cached_here(&self, session_id: &str) {
+        if let Some(cache) = &self.cookie_cache {
+            let revocation = CacheRevocation::Session {
+                session_id: session_id.to_owned(),
+                below_generation: u64::MAX,
+            };
+            cache.revocations.apply([revocation], self.clock.now());
+        }
+    }
+
     /// Deletes an expired session found on a read. Nothing to revoke elsewhere: every
     /// tier and every cookie cache checks the expiry itself.
     pub(crate) async fn drop_expired(&self, hash: &TokenHash) -> Result<(), StoreError> {

@@ -710,7 +710,6 @@ async fn store_outage_is_503_and_signs_nobody_out(kind: StoreKind) {
         ("GET", "/api/auth/list-sessions"),
         ("POST", "/api/auth/revoke-other-sessions"),
         ("POST", "/api/auth/revoke-sessions"),
-        ("POST", "/api/auth/sign-out"),
         ("POST", "/sensitive"),
         ("POST", "/rotate"),
     ] {
@@ -725,6 +724,30 @@ async fn store_outage_is_503_and_signs_nobody_out(kind: StoreKind) {
     assert_eq!(laptop.cookies, jar_before);
     h.down.store(false, Ordering::SeqCst);
     assert_eq!(h.status(&mut laptop, "GET", "/me").await, StatusCode::OK);
+
+    // Sign-out always ends the session in the browser that asked (issue 9): during an
+    // outage it clears the cookies and says the server side is pending…
+    let mut thief = laptop.clone();
+    h.down.store(true, Ordering::SeqCst);
+    let reply = h.call(&mut laptop, "POST", "/api/auth/sign-out").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.json()["pending"], true, "{}", reply.body);
+    assert!(laptop.cookies.is_empty(), "{:?}", laptop.cookies);
+    assert_eq!(h.manager.pending_revocations(), 1);
+    // …and the server finishes the revoke by itself once the store is back.
+    h.down.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while h.manager.pending_revocations() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the owed revoke never ran"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        h.status(&mut thief, "GET", "/me").await,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 // ---------------------------------------------------------------------------------------

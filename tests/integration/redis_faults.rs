@@ -552,3 +552,51 @@ async fn reports_time_from_heal_to_first_successful_revoke() {
     );
     p.assert_never_served(&pair, &id).await;
 }
+
+/// Issue 9, item 5: Redis down, the database up. Sign-out still signs the browser out
+/// (cookies cleared) and the server finishes the revoke by itself once Redis is back; a
+/// sign-in over an old cookie succeeds and the replaced session is revoked later too.
+#[tokio::test]
+async fn with_redis_cut_sign_out_and_sign_in_succeed_and_the_server_finishes_the_revokes() {
+    let Some(p) = partition().await else { return };
+    let signed_out = sign_in(&p.app_a, &p.a, "alice").await;
+    let replaced = sign_in(&p.app_a, &p.a, "bob").await;
+    for pair in [&signed_out, &replaced] {
+        session_id(&p.app_b, pair).await;
+    }
+
+    p.proxy.cut();
+    let out = send(&p.app_a, post("/sign-out", Some(&signed_out))).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+    assert!(
+        out.set_cookies()
+            .iter()
+            .any(|c| c.starts_with(p.a.session_cookie_name()) && c.contains("Max-Age=0")),
+        "the browser is signed out: {:?}",
+        out.set_cookies()
+    );
+    let again = send(&p.app_a, post("/sign-in?user=bob", Some(&replaced))).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert!(again.cookie_value(p.a.session_cookie_name()).is_some());
+    assert_eq!(p.a.pending_revocations(), 2);
+
+    p.proxy.restore();
+    // Nobody retries anything: the server owes both revokes and pays them.
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    while p.a.pending_revocations() > 0 {
+        assert!(Instant::now() < deadline, "the owed revokes never ran");
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    for pair in [&signed_out, &replaced] {
+        for app in [&p.app_a, &p.app_b] {
+            assert_eq!(
+                send(app, get("/me", Some(pair))).await.status,
+                StatusCode::UNAUTHORIZED,
+                "served after its owed revoke"
+            );
+        }
+        let mut conn = connection(&p.url);
+        let value: Option<Vec<u8>> = conn.get(session_key(&p.prefix, &hash_of(pair))).unwrap();
+        assert!(value.is_none(), "Redis still holds a revoked session");
+    }
+}

@@ -100,6 +100,7 @@ async fn redis_down_is_a_503_never_a_sign_out() {
     let manager = redis_only(redis.clone(), &clock);
     let app = app(&manager);
     let pair = sign_in(&app, &manager, "alice").await;
+    let other = sign_in(&app, &manager, "carol").await;
 
     let assert_unavailable = |reply: Reply, what: &str| {
         assert_eq!(
@@ -119,15 +120,23 @@ async fn redis_down_is_a_503_never_a_sign_out() {
     for _ in 0..5 {
         assert_unavailable(send(&app, get("/me", Some(&pair))).await, "me");
     }
-    assert_unavailable(send(&app, post("/sign-out", Some(&pair))).await, "sign-out");
+    // Sign-out ends the session in the browser that asked, and owes the revoke.
+    let out = send(&app, post("/sign-out", Some(&pair))).await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.body);
+    assert_eq!(manager.pending_revocations(), 1, "the revoke is owed");
+    assert!(
+        out.set_cookies().iter().any(|c| c.contains("Max-Age=0")),
+        "{:?}",
+        out.set_cookies()
+    );
     assert_unavailable(send(&app, post("/sign-in?user=bob", None)).await, "sign-in");
     assert!(redis.metrics().short_circuited > 0);
 
-    // Back: the same cookie works again, within a probe interval or two.
+    // Back: a cookie that did not sign out works again, within a probe interval or two…
     server.thaw();
     let deadline = Instant::now() + StdDuration::from_secs(10);
     loop {
-        let reply = send(&app, get("/me", Some(&pair))).await;
+        let reply = send(&app, get("/me", Some(&other))).await;
         if reply.status == StatusCode::OK {
             break;
         }
@@ -135,11 +144,20 @@ async fn redis_down_is_a_503_never_a_sign_out() {
         assert!(Instant::now() < deadline, "Redis never used again");
         tokio::time::sleep(StdDuration::from_millis(50)).await;
     }
+    // …and the one that signed out is refused once the owed revoke ran, with no retry.
+    while manager.pending_revocations() > 0 {
+        assert!(Instant::now() < deadline, "the owed revoke never ran");
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert_eq!(
+        send(&app, get("/me", Some(&pair))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Killed (connections refused).
     server.kill();
     for _ in 0..5 {
-        assert_unavailable(send(&app, get("/me", Some(&pair))).await, "me, killed");
+        assert_unavailable(send(&app, get("/me", Some(&other))).await, "me, killed");
     }
 }
 
