@@ -98,3 +98,19 @@ impl Session {
         now >= self.expires_at
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    /// Floats whose shortest text serde_json's default parser reads back one ULP off
+    /// (found by search; the `0.1 + 0.2` style values at the end happen to survive it).
+    /// With serde_json's `float_roundtrip` every one comes back bit for bit, which the
+    /// cookie cache's and the Redis encoding's round-trip tests check.
+    pub(crate) const HARD_FLOATS: [f64; 6] = [
+        0.999_999_999_999_999_9,
+        1.234_567_890_123_456_8e-300,
+        1.071_566_039_146_582_6e-75,
+        0.300_000_000_000_000_04,
+        1.000_000_000_000_000_2,
+        2.225_073_858_507_201_4e-308,
+    ];
+}

@@ -403,6 +403,22 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn app_field_floats_round_trip_bit_for_bit() {
+        use crate::session::tests::HARD_FLOATS;
+        let mut cached = typical(now());
+        cached.session.fields = HARD_FLOATS
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| (format!("f{i}"), json!(f)))
+            .collect();
+        let back = round_trip(&cached);
+        for (i, &f) in HARD_FLOATS.iter().enumerate() {
+            let read = back.session.fields[&format!("f{i}")].as_f64().unwrap();
+            assert_eq!(read.to_bits(), f.to_bits(), "{f:e} came back as {read:e}");
+        }
+    }
+
+    #[test]
     fn trailing_bytes_and_unknown_flags_are_refused() {
         let bytes = encoded(&typical(now()));
         let mut longer = bytes.clone();

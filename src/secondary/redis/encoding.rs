@@ -148,6 +148,22 @@ mod tests {
     }
 
     #[test]
+    fn app_field_floats_round_trip_bit_for_bit() {
+        use crate::session::tests::HARD_FLOATS;
+        let mut session = sample();
+        session.fields = HARD_FLOATS
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| (format!("f{i}"), Value::from(f)))
+            .collect();
+        let back = decode(&encode(&session)).unwrap();
+        for (i, &f) in HARD_FLOATS.iter().enumerate() {
+            let read = back.fields[&format!("f{i}")].as_f64().unwrap();
+            assert_eq!(read.to_bits(), f.to_bits(), "{f:e} came back as {read:e}");
+        }
+    }
+
+    #[test]
     fn header_is_what_the_scripts_parse() {
         let encoded = String::from_utf8(encode(&sample())).unwrap();
         let expires = sample().expires_at.timestamp_millis();
