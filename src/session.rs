@@ -7,6 +7,32 @@ use serde_json::{Map, Value};
 
 use crate::error::SessionError;
 
+/// How deeply app fields may nest arrays and objects, the fields object itself being level
+/// 1. serde_json refuses to parse JSON nested deeper than 128 levels, and the tiers wrap
+/// the fields (the Redis value puts them inside an array), so a deeper value would be
+/// written but never read back; half the parser's limit leaves room for any wrapper.
+pub(crate) const MAX_FIELDS_DEPTH: usize = 64;
+
+/// Whether `fields` nest arrays and objects deeper than `limit` levels (the map itself is
+/// level 1). The walk keeps its own stack and stops at the first level past `limit`, so
+/// even an absurdly deep value cannot overflow the thread's stack here.
+pub(crate) fn fields_nest_deeper_than(fields: &Map<String, Value>, limit: usize) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    // Each value with the level it sits at; only arrays and objects add a level.
+    let mut stack: Vec<(&Value, usize)> = fields.values().map(|value| (value, 2)).collect();
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(_) | Value::Object(_) if level > limit => return true,
+            Value::Array(items) => stack.extend(items.iter().map(|item| (item, level + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|item| (item, level + 1))),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// One signed-in device: what stores keep and handlers read.
 ///
 /// Serializes to camelCase JSON with RFC 3339 times; the token is never part of it, so a
@@ -101,6 +127,30 @@ impl Session {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::*;
+
+    /// App fields exactly [`MAX_FIELDS_DEPTH`] levels deep: `{"a": {"a": … [1] …}}`.
+    pub(crate) fn deepest_fields() -> Map<String, Value> {
+        let inner = (2..MAX_FIELDS_DEPTH).fold(Value::Array(vec![1.into()]), |inner, _| {
+            Value::Object(Map::from_iter([("a".to_owned(), inner)]))
+        });
+        let fields = Map::from_iter([("a".to_owned(), inner)]);
+        assert!(!fields_nest_deeper_than(&fields, MAX_FIELDS_DEPTH));
+        assert!(fields_nest_deeper_than(&fields, MAX_FIELDS_DEPTH - 1));
+        fields
+    }
+
+    #[test]
+    fn nesting_counts_arrays_and_objects_only() {
+        let flat = Map::from_iter([("n".to_owned(), Value::from(1))]);
+        assert!(!fields_nest_deeper_than(&flat, 1));
+        assert!(fields_nest_deeper_than(&flat, 0));
+        let two = Map::from_iter([("a".to_owned(), Value::Array(vec![]))]);
+        assert!(!fields_nest_deeper_than(&two, 2));
+        assert!(fields_nest_deeper_than(&two, 1));
+        deepest_fields();
+    }
+
     /// Floats whose shortest text serde_json's default parser reads back one ULP off
     /// (found by search; the `0.1 + 0.2` style values at the end happen to survive it).
     /// With serde_json's `float_roundtrip` every one comes back bit for bit, which the

@@ -419,6 +419,13 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn fields_at_the_depth_limit_round_trip() {
+        let mut cached = typical(now());
+        cached.session.fields = crate::session::tests::deepest_fields();
+        assert_eq!(round_trip(&cached), cached);
+    }
+
+    #[test]
     fn trailing_bytes_and_unknown_flags_are_refused() {
         let bytes = encoded(&typical(now()));
         let mut longer = bytes.clone();

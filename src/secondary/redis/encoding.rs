@@ -164,6 +164,13 @@ mod tests {
     }
 
     #[test]
+    fn fields_at_the_depth_limit_round_trip() {
+        let mut session = sample();
+        session.fields = crate::session::tests::deepest_fields();
+        assert_eq!(decode(&encode(&session)), Some(session));
+    }
+
+    #[test]
     fn header_is_what_the_scripts_parse() {
         let encoded = String::from_utf8(encode(&sample())).unwrap();
         let expires = sample().expires_at.timestamp_millis();
