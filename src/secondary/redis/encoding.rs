@@ -10,14 +10,16 @@
 //! times as milliseconds, the later ones relative to `created_at`, which keeps a typical
 //! session (browser user agent, IPv4) near 200 bytes. The token never appears: values are
 //! stored under `SHA-256(token)`.
+//!
+//! Every time is between 1970 and 9999: [`decode`] reads anything else as no value, so
+//! a value written by hand cannot reach a request's arithmetic.
 
 use std::borrow::Cow;
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::session::Session;
+use crate::session::{Session, time_from_millis};
 
 /// The format version written first in every value.
 const VERSION: &str = "1";
@@ -62,7 +64,9 @@ pub(super) fn encode(session: &Session) -> Vec<u8> {
     out
 }
 
-/// Decodes a value written by [`encode`]; `None` for anything else.
+/// Decodes a value written by [`encode`]; `None` for anything else, including times
+/// outside 1970–9999 (a value written with `redis-cli`, say), which must never reach the
+/// time arithmetic of a request.
 pub(super) fn decode(bytes: &[u8]) -> Option<Session> {
     let rest = bytes.strip_prefix(VERSION.as_bytes())?.strip_prefix(b";")?;
     let (generation, rest) = number(rest)?;
@@ -71,7 +75,7 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Session> {
     let (user_id, rest) = counted(rest)?;
     let body: Body<'_> = serde_json::from_slice(rest).ok()?;
     let Body(created, updated, authenticated, last_seen, remember, ip, user_agent, fields) = body;
-    let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms);
+    let at = time_from_millis;
     let offset = |delta: i64| created.checked_add(delta).and_then(at);
     Some(Session {
         id: id.to_owned(),
@@ -113,7 +117,8 @@ fn counted(bytes: &[u8]) -> Option<(&str, &[u8])> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Duration;
+    use crate::session::{EARLIEST_TIME_MS, LATEST_TIME_MS};
+    use chrono::{DateTime, Duration, Utc};
 
     fn sample() -> Session {
         let created = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
@@ -180,6 +185,31 @@ mod tests {
                 "ali;ce{}\u{e9}".len()
             )),
             "{encoded}"
+        );
+    }
+
+    /// A value as `redis-cli SET` could leave it: created now-ish, updated at `updated_ms`.
+    fn value_updated_at(updated_ms: i64) -> Vec<u8> {
+        let created: i64 = 1_700_000_000_123;
+        let expires = created + 7 * 86_400_000;
+        format!(
+            "1;3;{expires};1;a5;alice[{created},{},0,0,1,null,null,{{}}]",
+            updated_ms - created
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn times_outside_1970_to_9999_decode_to_none() {
+        assert!(decode(&value_updated_at(1_700_000_005_000)).is_some());
+        let chrono_max = DateTime::<Utc>::MAX_UTC.timestamp_millis();
+        for updated_ms in [chrono_max, LATEST_TIME_MS + 1, EARLIEST_TIME_MS - 1] {
+            assert_eq!(decode(&value_updated_at(updated_ms)), None, "{updated_ms}");
+        }
+        // `created` itself, absolute in the body, before 1970.
+        assert_eq!(
+            decode(b"1;3;1700000000000;1;a5;alice[-5,0,0,0,1,null,null,{}]"),
+            None
         );
     }
 
