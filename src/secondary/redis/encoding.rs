@@ -11,14 +11,16 @@
 //! session (browser user agent, IPv4) near 200 bytes. The token never appears: values are
 //! stored under `SHA-256(token)`.
 //!
-//! Every time is between 1970 and 9999: [`decode`] reads anything else as no value, so
-//! a value written by hand cannot reach a request's arithmetic.
+//! Every time is between 1970 and 9999, on both sides: [`encode`] refuses anything else
+//! and [`decode`] reads it as no value, so a value written by hand can neither reach a
+//! request's arithmetic nor put a sign in the header the scripts parse.
 
 use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::error::StoreError;
 use crate::session::{Session, time_from_millis};
 
 /// The format version written first in every value.
@@ -36,8 +38,16 @@ struct Body<'a>(
     Map<String, Value>,
 );
 
-/// Encodes a session for Redis.
-pub(super) fn encode(session: &Session) -> Vec<u8> {
+/// Encodes a session for Redis; an error when one of its times lies outside 1970–9999
+/// ([`time_in_range`](crate::session::time_in_range)). The header must stay digits for
+/// the scripts (`%d+` reads no sign), and [`decode`] refuses such times anyway, so the write fails like an unreachable Redis
+/// would (no copy, never a sign-out) instead of storing a value nothing could read.
+pub(super) fn encode(session: &Session) -> Result<Vec<u8>, StoreError> {
+    if !session.times_in_range() {
+        return Err(StoreError::new(
+            "session not written to redis: a time lies outside 1970-9999",
+        ));
+    }
     let created = session.created_at.timestamp_millis();
     let body = Body(
         created,
@@ -61,7 +71,7 @@ pub(super) fn encode(session: &Session) -> Vec<u8> {
     .into_bytes();
     // Serializing plain numbers, strings and a JSON map cannot fail.
     serde_json::to_writer(&mut out, &body).expect("session body serializes");
-    out
+    Ok(out)
 }
 
 /// Decodes a value written by [`encode`]; `None` for anything else, including times
@@ -143,13 +153,13 @@ mod tests {
     #[test]
     fn round_trips_every_field() {
         let session = sample();
-        assert_eq!(decode(&encode(&session)), Some(session));
+        assert_eq!(decode(&encode(&session).unwrap()), Some(session));
         let mut bare = sample();
         bare.ip_address = None;
         bare.user_agent = None;
         bare.remember = false;
         bare.fields = Map::new();
-        assert_eq!(decode(&encode(&bare)), Some(bare));
+        assert_eq!(decode(&encode(&bare).unwrap()), Some(bare));
     }
 
     #[test]
@@ -161,7 +171,7 @@ mod tests {
             .enumerate()
             .map(|(i, &f)| (format!("f{i}"), Value::from(f)))
             .collect();
-        let back = decode(&encode(&session)).unwrap();
+        let back = decode(&encode(&session).unwrap()).unwrap();
         for (i, &f) in HARD_FLOATS.iter().enumerate() {
             let read = back.fields[&format!("f{i}")].as_f64().unwrap();
             assert_eq!(read.to_bits(), f.to_bits(), "{f:e} came back as {read:e}");
@@ -172,12 +182,12 @@ mod tests {
     fn fields_at_the_depth_limit_round_trip() {
         let mut session = sample();
         session.fields = crate::session::tests::deepest_fields();
-        assert_eq!(decode(&encode(&session)), Some(session));
+        assert_eq!(decode(&encode(&session).unwrap()), Some(session));
     }
 
     #[test]
     fn header_is_what_the_scripts_parse() {
-        let encoded = String::from_utf8(encode(&sample())).unwrap();
+        let encoded = String::from_utf8(encode(&sample()).unwrap()).unwrap();
         let expires = sample().expires_at.timestamp_millis();
         assert!(
             encoded.starts_with(&format!(
@@ -213,9 +223,46 @@ mod tests {
         );
     }
 
+    /// Whatever `encode` writes, `decode` reads back unchanged: before this, a session
+    /// from before 1970 was written with a `-` in the header, which neither `decode` nor
+    /// the scripts read.
+    #[test]
+    fn encode_writes_only_what_decode_reads() {
+        let at = |ms: i64| DateTime::from_timestamp_millis(ms).unwrap();
+        type SetTime = fn(&mut Session, DateTime<Utc>);
+        let edits: [(&str, SetTime); 5] = [
+            ("expires_at", |s, t| s.expires_at = t),
+            ("created_at", |s, t| s.created_at = t),
+            ("updated_at", |s, t| s.updated_at = t),
+            ("authenticated_at", |s, t| s.authenticated_at = t),
+            ("last_seen_at", |s, t| s.last_seen_at = t),
+        ];
+        for (field, edit) in edits {
+            for ms in [
+                -86_400_000,
+                EARLIEST_TIME_MS - 1,
+                EARLIEST_TIME_MS,
+                LATEST_TIME_MS,
+                LATEST_TIME_MS + 1,
+            ] {
+                let mut session = sample();
+                edit(&mut session, at(ms));
+                let in_range = (EARLIEST_TIME_MS..=LATEST_TIME_MS).contains(&ms);
+                match encode(&session).ok() {
+                    Some(bytes) => assert_eq!(
+                        (in_range, decode(&bytes)),
+                        (true, Some(session)),
+                        "{field} = {ms} ms was written"
+                    ),
+                    None => assert!(!in_range, "{field} = {ms} ms was refused"),
+                }
+            }
+        }
+    }
+
     #[test]
     fn garbage_is_none_never_a_panic() {
-        let good = encode(&sample());
+        let good = encode(&sample()).unwrap();
         for len in 0..good.len() {
             assert_eq!(decode(&good[..len]), None, "prefix of {len} bytes");
         }
