@@ -11,9 +11,10 @@
 //! session (browser user agent, IPv4) near 200 bytes. The token never appears: values are
 //! stored under `SHA-256(token)`.
 //!
-//! Every time is between 1970 and 9999, on both sides: [`encode`] refuses anything else
-//! and [`decode`] reads it as no value, so a value written by hand can neither reach a
-//! request's arithmetic nor put a sign in the header the scripts parse.
+//! Every time is between 1970 and 9999 and the generation at most `i64::MAX`, on both
+//! sides: [`encode`] refuses anything else and [`decode`] reads it as no value, so a
+//! value written by hand can neither reach a request's arithmetic nor put a sign in the
+//! header the scripts parse.
 
 use std::borrow::Cow;
 
@@ -25,6 +26,8 @@ use crate::session::{Session, time_from_millis};
 
 /// The format version written first in every value.
 const VERSION: &str = "1";
+/// The largest generation a value may carry.
+const MAX_GENERATION: u64 = i64::MAX as u64;
 
 #[derive(Serialize, Deserialize)]
 struct Body<'a>(
@@ -39,13 +42,19 @@ struct Body<'a>(
 );
 
 /// Encodes a session for Redis; an error when one of its times lies outside 1970–9999
-/// ([`time_in_range`](crate::session::time_in_range)). The header must stay digits for
-/// the scripts (`%d+` reads no sign), and [`decode`] refuses such times anyway, so the write fails like an unreachable Redis
+/// ([`time_in_range`](crate::session::time_in_range)) or its generation past
+/// `i64::MAX`. The header must stay digits for the scripts (`%d+` reads no sign), and
+/// [`decode`] refuses such values anyway, so the write fails like an unreachable Redis
 /// would (no copy, never a sign-out) instead of storing a value nothing could read.
 pub(super) fn encode(session: &Session) -> Result<Vec<u8>, StoreError> {
     if !session.times_in_range() {
         return Err(StoreError::new(
             "session not written to redis: a time lies outside 1970-9999",
+        ));
+    }
+    if session.generation > MAX_GENERATION {
+        return Err(StoreError::new(
+            "session not written to redis: generation exceeds i64::MAX",
         ));
     }
     let created = session.created_at.timestamp_millis();
@@ -80,6 +89,10 @@ pub(super) fn encode(session: &Session) -> Result<Vec<u8>, StoreError> {
 pub(super) fn decode(bytes: &[u8]) -> Option<Session> {
     let rest = bytes.strip_prefix(VERSION.as_bytes())?.strip_prefix(b";")?;
     let (generation, rest) = number(rest)?;
+    // No store keeps more (PostgreSQL's BIGINT), and a refresh writes `generation + 1`.
+    if generation > MAX_GENERATION {
+        return None;
+    }
     let (expires_ms, rest) = number(rest)?;
     let (id, rest) = counted(rest)?;
     let (user_id, rest) = counted(rest)?;
@@ -258,6 +271,11 @@ mod tests {
                 }
             }
         }
+        let mut session = sample();
+        session.generation = MAX_GENERATION;
+        assert_eq!(decode(&encode(&session).unwrap()), Some(session.clone()));
+        session.generation += 1;
+        assert!(encode(&session).is_err());
     }
 
     #[test]
@@ -273,6 +291,8 @@ mod tests {
             b"1;3;4;1;\xff1;b[0,0,0,0,1,null,null,{}]",
             b"1;3;99999999999999999999;1;a1;b[0,0,0,0,1,null,null,{}]",
             b"1;3;4;1;a1;b[9223372036854775807,9223372036854775807,0,0,1,null,null,{}]",
+            // A generation past i64::MAX: `generation + 1` in a refresh would overflow.
+            b"1;18446744073709551615;4;1;a1;b[0,0,0,0,1,null,null,{}]",
         ] {
             assert_eq!(decode(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
