@@ -65,15 +65,28 @@ impl Default for SessionConfig {
 
 impl SessionConfig {
     /// Whether `session` is due for its sliding refresh at `now`.
+    ///
+    /// The session's times come from a store, so the sum is checked: one past the end of
+    /// the calendar is a refresh that never comes due, not a panic in the request.
     pub(crate) fn refresh_due(&self, session: &Session, now: DateTime<Utc>) -> bool {
-        !self.disable_refresh && session.remember && now >= session.updated_at + self.update_age
+        !self.disable_refresh
+            && session.remember
+            && session
+                .updated_at
+                .checked_add_signed(self.update_age)
+                .is_some_and(|due| now >= due)
     }
 
-    /// The expiry a refresh at `now` would give, capped by `max_lifetime`.
+    /// The expiry a refresh at `now` would give, capped by `max_lifetime` (a cap past the
+    /// end of the calendar caps nothing).
     pub(crate) fn slid_expiry(&self, session: &Session, now: DateTime<Utc>) -> DateTime<Utc> {
+        // `now` is the clock's, and the builder keeps durations under 1000 years.
         let slid = now + self.expires_in;
-        match self.max_lifetime {
-            Some(max) => slid.min(session.created_at + max),
+        match self
+            .max_lifetime
+            .and_then(|max| session.created_at.checked_add_signed(max))
+        {
+            Some(cap) => slid.min(cap),
             None => slid,
         }
     }
@@ -81,3 +94,30 @@ impl SessionConfig {
 
 /// Browsers cap cookie lifetimes at 400 days (RFC 6265bis); a longer `Max-Age` is clamped.
 pub(crate) const MAX_COOKIE_AGE: Duration = Duration::days(400);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_at_the_end_of_the_calendar_do_not_panic() {
+        let now = Utc::now();
+        let config = SessionConfig {
+            max_lifetime: Some(Duration::days(30)),
+            ..SessionConfig::default()
+        };
+        let mut session = Session::new("alice", now, now + Duration::days(7));
+        session.updated_at = DateTime::<Utc>::MAX_UTC;
+        session.created_at = DateTime::<Utc>::MAX_UTC;
+        assert!(!config.refresh_due(&session, now));
+        assert_eq!(config.slid_expiry(&session, now), now + config.expires_in);
+        // Sane times still slide and cap as before.
+        session.updated_at = now - Duration::days(2);
+        session.created_at = now - Duration::days(29);
+        assert!(config.refresh_due(&session, now));
+        assert_eq!(
+            config.slid_expiry(&session, now),
+            session.created_at + Duration::days(30)
+        );
+    }
+}

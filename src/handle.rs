@@ -21,7 +21,7 @@ use crate::events::{RevokeReason, SessionEvent};
 use crate::manager::{ManagerInner, Resolved, RevokeTarget, SessionManager, revoke_later};
 use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
-use crate::session::Session;
+use crate::session::{MAX_FIELDS_DEPTH, Session, fields_nest_deeper_than};
 use crate::token::{Token, TokenHash};
 
 /// Response header that carries the signed token to clients without cookies.
@@ -78,7 +78,10 @@ impl SignInOptions {
         self
     }
 
-    /// App-defined fields stored with the session; must serialize to a JSON object.
+    /// App-defined fields stored with the session; must serialize to a JSON object that
+    /// nests arrays and objects at most 64 levels deep (the object itself is level 1).
+    /// Anything else is [`SessionError::Fields`]: deeper JSON could be written but not
+    /// read back by the stores.
     ///
     /// ```
     /// use tower_auth_session::SignInOptions;
@@ -88,14 +91,16 @@ impl SignInOptions {
     /// # let _ = options;
     /// ```
     pub fn fields<T: Serialize>(mut self, fields: &T) -> Result<Self, SessionError> {
+        let invalid = |reason| Err(SessionError::Fields(serde::ser::Error::custom(reason)));
         match serde_json::to_value(fields).map_err(SessionError::Fields)? {
+            Value::Object(map) if fields_nest_deeper_than(&map, MAX_FIELDS_DEPTH) => {
+                invalid("session fields nest arrays and objects more than 64 levels deep")
+            }
             Value::Object(map) => {
                 self.fields = map;
                 Ok(self)
             }
-            _ => Err(SessionError::Fields(serde::ser::Error::custom(
-                "session fields must serialize to a JSON object",
-            ))),
+            _ => invalid("session fields must serialize to a JSON object"),
         }
     }
 }
@@ -548,6 +553,55 @@ impl SessionHandle {
                     HeaderValue::from_static(SET_AUTH_TOKEN),
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// `{"a": {"a": … 1 …}}` with `levels` objects, the outermost included.
+    fn nested(levels: usize) -> Value {
+        (1..levels).fold(json!({ "a": 1 }), |inner, _| json!({ "a": inner }))
+    }
+
+    #[test]
+    fn fields_nested_past_the_limit_are_refused() {
+        for levels in [MAX_FIELDS_DEPTH + 1, 200] {
+            let result = SignInOptions::new().fields(&nested(levels));
+            assert!(
+                matches!(result, Err(SessionError::Fields(_))),
+                "{levels} levels: accepted ({})",
+                result.is_ok()
+            );
+        }
+        // Why: such fields serialize, but no tier could parse them back.
+        assert!(serde_json::from_str::<Value>(&nested(200).to_string()).is_err());
+        // Arrays count as levels too.
+        let arrays = (2..=MAX_FIELDS_DEPTH).fold(json!([1]), |inner, _| json!([inner]));
+        assert!(
+            SignInOptions::new()
+                .fields(&json!({ "a": arrays }))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn fields_within_the_limit_are_kept_and_read_back() {
+        for levels in [1, 32, MAX_FIELDS_DEPTH] {
+            let value = nested(levels);
+            let options = SignInOptions::new().fields(&value).unwrap();
+            let Value::Object(expected) = value else {
+                unreachable!()
+            };
+            assert_eq!(options.fields, expected);
+            // Stores keep fields as JSON text and parse them back.
+            let text = serde_json::to_string(&options.fields).unwrap();
+            let back: Map<String, Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, expected, "{levels} levels");
         }
     }
 }

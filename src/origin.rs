@@ -79,24 +79,39 @@ fn normalise_origin(origin: &str) -> Option<String> {
 }
 
 /// Splits `host[:port]`, minding bracketed IPv6 hosts (`[::1]:8080`).
+///
+/// A colon is only ever the port separator or inside brackets, so an unbracketed host
+/// with one (`4::443`, `x:443:443`) is refused rather than split somewhere; otherwise two
+/// spellings could normalise to one trusted origin.
 fn split_port(authority: &str) -> Option<(&str, Option<u16>)> {
-    let (host, port) = if authority.starts_with('[') {
-        let end = authority.find(']')?;
-        let (host, rest) = authority.split_at(end + 1);
+    let (host, port) = if let Some(inside) = authority.strip_prefix('[') {
+        let (literal, rest) = inside.split_once(']')?;
+        // Only an IPv6 address may be bracketed; `str::parse` also refuses zone ids,
+        // which URLs do not allow.
+        literal.parse::<std::net::Ipv6Addr>().ok()?;
+        let host = &authority[..literal.len() + 2];
         match rest {
             "" => (host, None),
             _ => (host, Some(rest.strip_prefix(':')?)),
         }
     } else {
-        match authority.rsplit_once(':') {
+        match authority.split_once(':') {
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
         }
     };
     match port {
         None => Some((host, None)),
-        Some(port) => Some((host, Some(port.parse().ok()?))),
+        Some(port) => Some((host, Some(parse_port(port)?))),
     }
+}
+
+/// A port is 1 to 5 ASCII digits: `u16::from_str` alone would take `+443`.
+fn parse_port(port: &str) -> Option<u16> {
+    if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    port.parse().ok()
 }
 
 /// Whether a state-changing request must be refused as cross-site: its `Origin` is
@@ -161,6 +176,18 @@ mod tests {
             normalise_origin("http://[::1]:8080").as_deref(),
             Some("http://[::1]:8080")
         );
+        assert_eq!(
+            normalise_origin("https://[2001:DB8::1]:443").as_deref(),
+            Some("https://[2001:db8::1]")
+        );
+        assert_eq!(
+            normalise_origin("http://[::ffff:192.0.2.1]").as_deref(),
+            Some("http://[::ffff:192.0.2.1]")
+        );
+        assert_eq!(
+            normalise_origin("http://a.example:08080").as_deref(),
+            Some("http://a.example:8080")
+        );
         for bad in [
             "null",
             "app.example.com",
@@ -170,6 +197,20 @@ mod tests {
             "https://a.example:99999",
             "https://a.example:",
             "1http://a.example",
+            // A colon in an unbracketed host, a signed or doubled port, a bracketed
+            // non-address.
+            "HTTPS://4::443",
+            "https://x:443:443",
+            "https://a.example:+443",
+            "https://a.example:-1",
+            "https://a.example:0443x",
+            "https://a.example:000443",
+            "http://[::1]]:80",
+            "http://[::1]x",
+            "http://[example.com]",
+            "http://[]",
+            "http://[::1%25eth0]",
+            "http://[1:2:3:4:5:6:7:8:9]",
         ] {
             assert_eq!(normalise_origin(bad), None, "{bad}");
         }

@@ -128,6 +128,8 @@ mod tests {
             &[b"__Host-tas.session_data.1=b; x=\xff", b"__Host-tas.session_data.0=a"],
             &[b"__Host-tas.session_data.0=a; __Host-tas.session_data.2=c"],
             &[b"__Host-tas.session_data=a; __Host-tas.session_data.0=b; __Host-tas.session_data.1=c"],
+            &[b"__Host-tas.session_data=a; __Host-tas.session_data.1=b"],
+            &[b"__Host-tas.session_data.2=b", b"__Host-tas.session_data=a"],
             &[b"__Host-tas.session_data.00=a; __Host-tas.session_data.9=z; __%48ost-tas.session_token=v"],
             &[b"__Host-tas.session_data=\"q\"; __Host-tas.session_data=q"],
         ];
@@ -136,6 +138,22 @@ mod tests {
             for case in cases {
                 agrees(&manager, &headers(case));
             }
+        }
+    }
+
+    #[test]
+    fn a_plain_cache_next_to_any_chunk_is_refused() {
+        let manager = manager(true);
+        let names = &manager.inner.names;
+        for case in [
+            &[&b"__Host-tas.session_data=a; __Host-tas.session_data.1=b"[..]][..],
+            &[b"__Host-tas.session_data.2=b", b"__Host-tas.session_data=a"],
+        ] {
+            let map = headers(case);
+            let gathered = RequestCookies::parse(names, true, &map).cache.unwrap();
+            assert!(gathered.presence().has_plain());
+            let shown: Vec<_> = case.iter().map(|c| String::from_utf8_lossy(c)).collect();
+            assert_eq!(gathered.value(), None, "{shown:?}");
         }
     }
 

@@ -7,6 +7,58 @@ use serde_json::{Map, Value};
 
 use crate::error::SessionError;
 
+/// The earliest instant a session time may hold, in ms since the Unix epoch: the epoch
+/// itself. The Redis value and the cookie cache write times as unsigned numbers, and no
+/// clock that issues sessions reads before 1970.
+pub(crate) const EARLIEST_TIME_MS: i64 = 0;
+/// The latest: the last millisecond of year 9999 (`253402300800000` is 10000-01-01). Far
+/// beyond `now + 1000 years` (the longest duration option), yet so far inside chrono's
+/// calendar (year 262142) that adding any option to such a time cannot overflow, and RFC
+/// 3339 still spells it with four digits.
+pub(crate) const LATEST_TIME_MS: i64 = 253_402_300_799_999;
+
+/// `ms` since the epoch as a session time, or `None` outside
+/// [`EARLIEST_TIME_MS`]`..=`[`LATEST_TIME_MS`]. Every decoder of stored sessions reads
+/// times through this, so a value written by someone else (`redis-cli`, a bad migration,
+/// `'infinity'`) is a decode failure and never reaches time arithmetic.
+pub(crate) fn time_from_millis(ms: i64) -> Option<DateTime<Utc>> {
+    (EARLIEST_TIME_MS..=LATEST_TIME_MS)
+        .contains(&ms)
+        .then(|| DateTime::from_timestamp_millis(ms))
+        .flatten()
+}
+
+/// Whether `time` lies in the range [`time_from_millis`] accepts.
+pub(crate) fn time_in_range(time: DateTime<Utc>) -> bool {
+    (EARLIEST_TIME_MS..=LATEST_TIME_MS).contains(&time.timestamp_millis())
+}
+
+/// How many levels of arrays and objects app fields may nest, counting the fields object
+/// itself. serde_json refuses to parse JSON nested deeper than 128 levels, and the tiers
+/// wrap the fields (the Redis value puts them inside an array), so a deeper value would be
+/// written but never read back; half the parser's limit leaves room for any wrapper.
+pub(crate) const MAX_FIELDS_DEPTH: usize = 64;
+
+/// Whether `fields` nest arrays and objects deeper than `limit` levels (the map itself is
+/// level 1). The walk keeps its own stack and stops at the first level past `limit`, so
+/// even an absurdly deep value cannot overflow the thread's stack here.
+pub(crate) fn fields_nest_deeper_than(fields: &Map<String, Value>, limit: usize) -> bool {
+    if limit == 0 {
+        return true;
+    }
+    // Each value with the level it sits at; only arrays and objects add a level.
+    let mut stack: Vec<(&Value, usize)> = fields.values().map(|value| (value, 2)).collect();
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(_) | Value::Object(_) if level > limit => return true,
+            Value::Array(items) => stack.extend(items.iter().map(|item| (item, level + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|item| (item, level + 1))),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// One signed-in device: what stores keep and handlers read.
 ///
 /// Serializes to camelCase JSON with RFC 3339 times; the token is never part of it, so a
@@ -97,4 +149,80 @@ impl Session {
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         now >= self.expires_at
     }
+
+    /// Whether all five times lie in the range every tier can store and read back.
+    pub(crate) fn times_in_range(&self) -> bool {
+        [
+            self.expires_at,
+            self.created_at,
+            self.updated_at,
+            self.authenticated_at,
+            self.last_seen_at,
+        ]
+        .into_iter()
+        .all(time_in_range)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// App fields exactly [`MAX_FIELDS_DEPTH`] levels deep: `{"a": {"a": … [1] …}}`.
+    pub(crate) fn deepest_fields() -> Map<String, Value> {
+        let inner = (2..MAX_FIELDS_DEPTH).fold(Value::Array(vec![1.into()]), |inner, _| {
+            Value::Object(Map::from_iter([("a".to_owned(), inner)]))
+        });
+        let fields = Map::from_iter([("a".to_owned(), inner)]);
+        assert!(!fields_nest_deeper_than(&fields, MAX_FIELDS_DEPTH));
+        assert!(fields_nest_deeper_than(&fields, MAX_FIELDS_DEPTH - 1));
+        fields
+    }
+
+    #[test]
+    fn the_time_range_is_1970_to_9999() {
+        use chrono::Datelike;
+        assert_eq!(
+            time_from_millis(EARLIEST_TIME_MS).map(|t| t.to_rfc3339()),
+            Some("1970-01-01T00:00:00+00:00".to_owned())
+        );
+        let latest = time_from_millis(LATEST_TIME_MS).unwrap();
+        assert_eq!(latest.year(), 9999);
+        assert_eq!((latest + chrono::Duration::milliseconds(1)).year(), 10000);
+        for outside in [-1, LATEST_TIME_MS + 1, i64::MIN, i64::MAX] {
+            assert_eq!(time_from_millis(outside), None, "{outside}");
+        }
+        assert!(!time_in_range(DateTime::<Utc>::MAX_UTC));
+        assert!(!time_in_range(DateTime::<Utc>::MIN_UTC));
+        // Nothing in range overflows when the longest option (1000 years) is added.
+        assert!(
+            latest
+                .checked_add_signed(chrono::Duration::days(1000 * 366))
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn nesting_counts_arrays_and_objects_only() {
+        let flat = Map::from_iter([("n".to_owned(), Value::from(1))]);
+        assert!(!fields_nest_deeper_than(&flat, 1));
+        assert!(fields_nest_deeper_than(&flat, 0));
+        let two = Map::from_iter([("a".to_owned(), Value::Array(vec![]))]);
+        assert!(!fields_nest_deeper_than(&two, 2));
+        assert!(fields_nest_deeper_than(&two, 1));
+        deepest_fields();
+    }
+
+    /// Floats whose shortest text serde_json's default parser reads back one ULP off
+    /// (found by search; the `0.1 + 0.2` style values at the end happen to survive it).
+    /// With serde_json's `float_roundtrip` every one comes back bit for bit, which the
+    /// cookie cache's and the Redis encoding's round-trip tests check.
+    pub(crate) const HARD_FLOATS: [f64; 6] = [
+        0.999_999_999_999_999_9,
+        1.234_567_890_123_456_8e-300,
+        1.071_566_039_146_582_6e-75,
+        0.300_000_000_000_000_04,
+        1.000_000_000_000_000_2,
+        2.225_073_858_507_201_4e-308,
+    ];
 }

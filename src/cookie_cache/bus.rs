@@ -360,8 +360,10 @@ impl BusCore {
             if id == self.instance_id {
                 continue; // applied locally before publishing
             }
-            let remaining = Duration::from_millis((expiry as i64 - redis_now).max(0) as u64);
-            pending.push((id, received + remaining + LAPSE_SLACK));
+            pending.push((
+                id,
+                received + lease_remaining(expiry, redis_now) + LAPSE_SLACK,
+            ));
         }
         loop {
             let notified = waiter.notify.notified();
@@ -558,6 +560,16 @@ async fn republish(core: Weak<BusCore>, message: String, retention: chrono::Dura
     }
 }
 
+/// How long a lease registered until `expiry` (Redis ms) may still run at `redis_now`.
+/// Never longer than a lease lives: the registry is data in Redis, and a score nobody
+/// renewed for `LEASE_TTL` (`inf`, `1e300`, written with `redis-cli`) must neither
+/// overflow `Instant` nor make a revoke wait for ever.
+fn lease_remaining(expiry: f64, redis_now: i64) -> Duration {
+    // `as` saturates (and turns NaN into 0), so only the subtraction needs care.
+    let ms = (expiry as i64).saturating_sub(redis_now);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(LEASE_TTL)
+}
+
 fn parse(value: Option<String>) -> Result<i64, StoreError> {
     value
         .and_then(|v| v.parse().ok())
@@ -592,6 +604,23 @@ mod tests {
     use chrono::{DateTime, Utc};
 
     use super::*;
+
+    #[test]
+    fn lease_waits_are_bounded_whatever_the_registry_holds() {
+        let now = 1_790_000_000_000;
+        assert_eq!(
+            lease_remaining(now as f64 + 1_500.0, now),
+            Duration::from_millis(1_500)
+        );
+        for absurd in [f64::INFINITY, 1e300, i64::MAX as f64] {
+            assert_eq!(lease_remaining(absurd, now), LEASE_TTL, "{absurd}");
+            // What the caller adds it to must not overflow either.
+            let _ = Instant::now() + lease_remaining(absurd, now) + LAPSE_SLACK;
+        }
+        for gone in [f64::NEG_INFINITY, f64::NAN, -1e300, now as f64 - 1.0] {
+            assert_eq!(lease_remaining(gone, now), Duration::ZERO, "{gone}");
+        }
+    }
 
     #[test]
     fn messages_round_trip() {

@@ -2,7 +2,7 @@
 //! together.
 //!
 //! A value that fits is sent as `{name}`; a larger one as `{name}.0` … `{name}.{n-1}`,
-//! 2 ≤ n ≤ [`MAX_CHUNKS`]. Reading is strict: the plain name and chunks together, a
+//! 2 ≤ n ≤ [`MAX_CHUNKS`]. Reading is strict: the plain name next to any chunk name, a
 //! duplicate, a gap, or a single `.0` are anomalies and the cache is ignored. The MAC
 //! covers the reassembled whole, so dropped, reordered or appended chunks fail it.
 
@@ -118,8 +118,11 @@ impl<'a> Gathered<'a> {
         }
         let chunks = &self.chunks;
         let count = chunks.iter().take_while(|c| c.is_some()).count();
+        // Any chunk next to the plain name, even a stray `.1` with no `.0`, means two
+        // writes disagree about the value; neither is chosen.
+        let any_chunk = chunks.iter().any(Option::is_some);
         match (self.plain, count) {
-            (Some(value), 0) => Some(Cow::Borrowed(value)),
+            (Some(value), _) if !any_chunk => Some(Cow::Borrowed(value)),
             // Chunks must be 0..n with nothing after a gap; a lone `.0` is never written.
             (None, n) if n >= 2 && chunks[n..].iter().all(Option::is_none) => Some(Cow::Owned(
                 chunks[..n]
@@ -211,6 +214,9 @@ mod tests {
     fn anomalies_are_refused() {
         for cookie in [
             "c=a; c.0=b; c.1=c", // plain and chunks
+            "c=a; c.1=b",        // plain and a stray later chunk
+            "c.2=b; c=a",        // the same, in the other order
+            "c=a; c.0=b",        // plain and a lone first chunk
             "c.0=a",             // a lone first chunk
             "c.0=a; c.2=c",      // a gap
             "c.1=b; c.2=c",      // no first chunk

@@ -388,7 +388,12 @@ impl CacheTier {
             return Some(Vec::new());
         }
         let mut payload = Vec::with_capacity(256);
-        payload::encode(issue.session, issue.from, expires_at, &mut payload)?;
+        if payload::encode(issue.session, issue.from, expires_at, &mut payload).is_none() {
+            // Only a store can hand us such a session (times outside 1970–9999); a cache of
+            // it would never be believed, and it is not a size problem worth a warning.
+            tracing::debug!(session_id = %issue.session.id, "session not cacheable: a time is out of range");
+            return Some(Vec::new());
+        }
         let value = seal::seal(
             keys,
             self.protection,
@@ -596,6 +601,40 @@ mod tests {
             let len = name_value_len(&set[0]);
             println!("typical session, encrypted={encrypted}: name+value {len} bytes");
             assert!(len < 400, "{len}");
+        }
+    }
+
+    /// A cache that opens (right MAC, this token) but whose session was last updated at
+    /// the end of chrono's calendar: `refresh_due` used to add `update_age` to it and
+    /// panic in the request.
+    #[test]
+    fn a_cache_with_an_absurd_updated_at_yields_no_session() {
+        for encrypted in [false, true] {
+            let manager = manager(encrypted);
+            let inner = &manager.inner;
+            let cache = inner.cookie_cache.as_ref().unwrap();
+            let hash = Token::generate().hash();
+            let now = inner.clock.now();
+            let mut session = session_with_field(0);
+            session.updated_at = DateTime::<Utc>::MAX_UTC;
+            let cached = CachedSession {
+                issued_at: now,
+                expires_at: now + cache.max_age,
+                session,
+            };
+            let bytes = payload::tests::written_unchecked(&cached);
+            assert_eq!(payload::decode(&bytes), None);
+            let value = seal::seal(&inner.keys, cache.protection, &cache.binding(&hash), &bytes);
+            let cookie = format!("{}={value}", cache.names.plain);
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, HeaderValue::from_str(&cookie).unwrap());
+            let cookies =
+                crate::request_cookies::RequestCookies::parse(&inner.names, true, &headers);
+            let gathered = cookies.cache.unwrap();
+            let (state, read) = cache.read(&inner.keys, &inner.config, &gathered, &hash, now);
+            assert!(!state.hit, "encrypted: {encrypted}");
+            assert_eq!(read, None);
+            assert_eq!(state.issue_from, Some(now), "a fresh cache replaces it");
         }
     }
 

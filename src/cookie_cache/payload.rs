@@ -20,14 +20,16 @@
 //! ```
 //!
 //! The bytes are authenticated before they are parsed, so the parser guards only against
-//! our own mistakes and old formats; it still never panics and never trusts a length.
+//! our own mistakes and old formats; it still never panics and never trusts a length, and
+//! it reads a time outside 1970–9999 as no cache (the range every tier holds), so no
+//! cache can carry one into a request's arithmetic.
 
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::session::Session;
+use crate::session::{Session, time_from_millis, time_in_range};
 
 const REMEMBER: u8 = 1;
 const IP_V4: u8 = 1 << 1;
@@ -49,9 +51,24 @@ pub(crate) struct CachedSession {
 }
 
 /// Appends the encoding of `session` cached from `issued_at` to `expires_at` to `out`.
-/// `None` when a time is out of range or the app fields cannot be serialized (the caller
-/// then skips caching).
+/// `None` when a time is outside the range [`decode`] accepts
+/// ([`time_in_range`](crate::session::time_in_range)) or the app fields cannot be
+/// serialized (the caller then skips caching): a cache that could never be believed is
+/// not worth its bytes.
 pub(crate) fn encode(
+    session: &Session,
+    issued_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    if !(time_in_range(issued_at) && time_in_range(expires_at) && session.times_in_range()) {
+        return None;
+    }
+    write_layout(session, issued_at, expires_at, out)
+}
+
+/// The layout itself, whatever the times.
+fn write_layout(
     session: &Session,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
@@ -120,12 +137,13 @@ enum IpPart<'a> {
     Text(&'a str),
 }
 
-/// Parses what [`encode`] wrote; `None` for anything else, including trailing bytes.
+/// Parses what [`encode`] wrote; `None` for anything else, including trailing bytes and
+/// times outside the range every tier holds (so none reaches time arithmetic).
 pub(crate) fn decode(mut input: &[u8]) -> Option<CachedSession> {
     let input = &mut input;
     let base = i64::try_from(get_uvarint(input)?).ok()?;
     let ttl = i64::try_from(get_uvarint(input)?).ok()?;
-    let time = |ms: i64| DateTime::from_timestamp_millis(ms);
+    let time = time_from_millis;
     let issued_at = time(base)?;
     let expires_at = time(base.checked_add(ttl)?)?;
     let mut times = [issued_at; 5];
@@ -329,6 +347,7 @@ pub(crate) mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::session::{EARLIEST_TIME_MS, LATEST_TIME_MS};
 
     pub(crate) const CHROME_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36";
 
@@ -399,6 +418,83 @@ pub(crate) mod tests {
         cached.session.ip_address = Some("::ffff:010.0.0.1".into());
         assert_eq!(round_trip(&cached), cached);
         cached.session.ip_address = None;
+        assert_eq!(round_trip(&cached), cached);
+    }
+
+    #[test]
+    fn app_field_floats_round_trip_bit_for_bit() {
+        use crate::session::tests::HARD_FLOATS;
+        let mut cached = typical(now());
+        cached.session.fields = HARD_FLOATS
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| (format!("f{i}"), json!(f)))
+            .collect();
+        let back = round_trip(&cached);
+        for (i, &f) in HARD_FLOATS.iter().enumerate() {
+            let read = back.session.fields[&format!("f{i}")].as_f64().unwrap();
+            assert_eq!(read.to_bits(), f.to_bits(), "{f:e} came back as {read:e}");
+        }
+    }
+
+    #[test]
+    fn fields_at_the_depth_limit_round_trip() {
+        let mut cached = typical(now());
+        cached.session.fields = crate::session::tests::deepest_fields();
+        assert_eq!(round_trip(&cached), cached);
+    }
+
+    /// The bytes of `cached` in the layout, bypassing the range check of [`encode`], as
+    /// a cache from another build or a leaked key could carry them.
+    pub(crate) fn written_unchecked(cached: &CachedSession) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        write_layout(
+            &cached.session,
+            cached.issued_at,
+            cached.expires_at,
+            &mut bytes,
+        )
+        .unwrap();
+        bytes
+    }
+
+    fn written_with(edit: impl FnOnce(&mut CachedSession)) -> Vec<u8> {
+        let mut cached = typical(now());
+        edit(&mut cached);
+        written_unchecked(&cached)
+    }
+
+    #[test]
+    fn times_outside_1970_to_9999_are_refused() {
+        let max = DateTime::<Utc>::MAX_UTC;
+        let before_1970 = DateTime::from_timestamp_millis(-1).unwrap();
+        let year_10000 = DateTime::from_timestamp_millis(LATEST_TIME_MS + 1).unwrap();
+        for bytes in [
+            written_with(|c| c.session.updated_at = max),
+            written_with(|c| c.session.expires_at = max),
+            written_with(|c| c.session.created_at = year_10000),
+            written_with(|c| c.session.last_seen_at = before_1970),
+            written_with(|c| c.session.authenticated_at = DateTime::<Utc>::MIN_UTC),
+        ] {
+            assert_eq!(decode(&bytes), None);
+        }
+        // Encoding refuses them too, so no such cache is ever issued.
+        let mut cached = typical(now());
+        cached.session.updated_at = max;
+        let mut out = Vec::new();
+        assert_eq!(
+            encode(
+                &cached.session,
+                cached.issued_at,
+                cached.expires_at,
+                &mut out
+            ),
+            None
+        );
+        // The ends of the range themselves are fine.
+        let mut cached = typical(now());
+        cached.session.created_at = DateTime::from_timestamp_millis(EARLIEST_TIME_MS).unwrap();
+        cached.session.expires_at = DateTime::from_timestamp_millis(LATEST_TIME_MS).unwrap();
         assert_eq!(round_trip(&cached), cached);
     }
 

@@ -17,7 +17,7 @@ use sqlx::{Connection, Row};
 
 use super::{BoxFuture, SessionStore, StoredSession};
 use crate::error::{ConfigError, StoreError};
-use crate::session::Session;
+use crate::session::{Session, time_in_range};
 use crate::token::TokenHash;
 
 /// Schema changes: statements applied in order, once per version, recorded in
@@ -61,9 +61,34 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 const MIGRATION_FAILED: &str = "could not apply the session store's migrations";
 
-const COLUMNS: &str = "id, token_hash, user_id, expires_at, created_at, updated_at, \
-    authenticated_at, last_seen_at, ip_address, user_agent, remember, generation, \
-    fields::text AS fields";
+/// The bounds of the time range every tier holds (`session::time_in_range`), as
+/// PostgreSQL literals; a unit test checks that they agree.
+const EARLIEST_TIME: &str = "1970-01-01 00:00:00+00";
+const LATEST_TIME: &str = "9999-12-31 23:59:59.999999+00";
+
+/// The columns of a session as every query returns them. A time outside the range reads
+/// as NULL, so the row fails to decode instead of reaching sqlx's conversion, which
+/// panics on `'infinity'` and on years past chrono's calendar (PostgreSQL goes to 294276).
+fn columns() -> String {
+    let times = [
+        "expires_at",
+        "created_at",
+        "updated_at",
+        "authenticated_at",
+        "last_seen_at",
+    ]
+    .map(|column| {
+        format!(
+            "CASE WHEN {column} BETWEEN '{EARLIEST_TIME}' AND '{LATEST_TIME}' \
+                 THEN {column} END AS {column}"
+        )
+    })
+    .join(", ");
+    format!(
+        "id, token_hash, user_id, {times}, ip_address, user_agent, remember, generation, \
+         fields::text AS fields"
+    )
+}
 
 /// Sessions in PostgreSQL. Cheap to clone (clones share the pool).
 ///
@@ -214,6 +239,7 @@ struct Queries {
 impl Queries {
     fn new(prefix: &str) -> Self {
         let table = format!("{prefix}tas_sessions");
+        let columns = columns();
         Self {
             insert: format!(
                 "INSERT INTO {table} (id, token_hash, user_id, expires_at, created_at, \
@@ -221,26 +247,26 @@ impl Queries {
                  generation, fields) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
             ),
-            find: format!("SELECT {COLUMNS} FROM {table} WHERE token_hash = $1"),
+            find: format!("SELECT {columns} FROM {table} WHERE token_hash = $1"),
             update: format!(
                 "UPDATE {table} SET token_hash = $1, expires_at = $2, updated_at = $3, \
                  authenticated_at = $4, last_seen_at = $5, ip_address = $6, user_agent = $7, \
                  remember = $8, generation = $9, fields = $10::jsonb \
                  WHERE token_hash = $11 AND generation = $12"
             ),
-            delete: format!("DELETE FROM {table} WHERE token_hash = $1 RETURNING {COLUMNS}"),
+            delete: format!("DELETE FROM {table} WHERE token_hash = $1 RETURNING {columns}"),
             delete_by_id: format!(
                 "DELETE FROM {table} WHERE id = $1 AND ($2::text IS NULL OR user_id = $2) \
-                 RETURNING {COLUMNS}"
+                 RETURNING {columns}"
             ),
             delete_by_user: format!(
                 "DELETE FROM {table} WHERE user_id = $1 AND ($2::text IS NULL OR id <> $2) \
-                 RETURNING {COLUMNS}"
+                 RETURNING {columns}"
             ),
             // `COLLATE "C"` orders ties by bytes, as the other stores do, whatever the
             // database's collation.
             list_by_user: format!(
-                "SELECT {COLUMNS} FROM {table} WHERE user_id = $1 AND expires_at > $2 \
+                "SELECT {columns} FROM {table} WHERE user_id = $1 AND expires_at > $2 \
                  ORDER BY created_at, id COLLATE \"C\""
             ),
             // SKIP LOCKED lets several cleanup tasks run at once without waiting on each
@@ -434,17 +460,27 @@ fn to_i64(generation: u64) -> Result<i64, StoreError> {
     i64::try_from(generation).map_err(|_| StoreError::new("session generation exceeds i64::MAX"))
 }
 
+/// A time column as [`columns`] returns it: NULL (outside 1970–9999) is a decode error.
+fn time(row: &PgRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
+    let time: Option<DateTime<Utc>> = row.try_get(column)?;
+    time.filter(|time| time_in_range(*time))
+        .ok_or_else(|| sqlx::Error::ColumnDecode {
+            index: column.to_owned(),
+            source: "timestamp outside 1970-9999".into(),
+        })
+}
+
 fn session_from_row(row: &PgRow) -> Result<Session, sqlx::Error> {
     let fields: String = row.try_get("fields")?;
     let generation: i64 = row.try_get("generation")?;
     Ok(Session {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
-        expires_at: row.try_get("expires_at")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        authenticated_at: row.try_get("authenticated_at")?,
-        last_seen_at: row.try_get("last_seen_at")?,
+        expires_at: time(row, "expires_at")?,
+        created_at: time(row, "created_at")?,
+        updated_at: time(row, "updated_at")?,
+        authenticated_at: time(row, "authenticated_at")?,
+        last_seen_at: time(row, "last_seen_at")?,
         ip_address: row.try_get("ip_address")?,
         user_agent: row.try_get("user_agent")?,
         remember: row.try_get("remember")?,
@@ -680,6 +716,18 @@ mod tests {
                 "{error:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_sql_time_bounds_are_the_session_time_range() {
+        use crate::session::{EARLIEST_TIME_MS, LATEST_TIME_MS};
+        let parse = |text: &str| {
+            DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+                .unwrap()
+                .timestamp_millis()
+        };
+        assert_eq!(parse(EARLIEST_TIME), EARLIEST_TIME_MS);
+        assert_eq!(parse(LATEST_TIME), LATEST_TIME_MS);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use sqlx::sqlite::{
 
 use super::{BoxFuture, SessionStore, StoredSession};
 use crate::error::StoreError;
-use crate::session::Session;
+use crate::session::{Session, time_from_millis};
 use crate::token::TokenHash;
 
 /// Schema changes, applied in order once each and recorded in `tas_migrations`.
@@ -136,11 +136,13 @@ fn millis(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
 
+/// A stored time; one outside 1970–9999 (written by something other than this store) is
+/// a decode error, so it never reaches a request's time arithmetic.
 fn time(row: &SqliteRow, column: &str) -> Result<DateTime<Utc>, sqlx::Error> {
     let ms: i64 = row.try_get(column)?;
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| sqlx::Error::ColumnDecode {
+    time_from_millis(ms).ok_or_else(|| sqlx::Error::ColumnDecode {
         index: column.to_owned(),
-        source: "timestamp out of range".into(),
+        source: "timestamp outside 1970-9999".into(),
     })
 }
 

@@ -504,3 +504,55 @@ async fn handle_writes_and_self_service_revokes_reach_redis() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// Issue 14: a session value whose `updated_at` lies at the end of chrono's calendar,
+/// written straight into Redis as `redis-cli SET` would, panicked every request that
+/// carried its cookie (`updated_at + update_age` in the refresh check), even on routes
+/// that need no session. Such a value is now undecodable: the request falls back to the
+/// store like for any other bad value.
+#[tokio::test]
+async fn a_redis_value_with_an_absurd_updated_at_never_panics_a_request() {
+    let Some(s) = setup() else { return };
+    let pair = sign_in(&s.app, &s.manager, "mallory").await;
+    let hash = token_hash_hex(&raw_token(cookie_value(&pair)));
+    let key = session_key(&s.prefix, &hash);
+    let mut conn = connection(&s.url);
+
+    // Keep the header the scripts read (generation, expiry, id, user) and move
+    // `updated_at`, stored relative to `created_at`, to chrono's last millisecond.
+    let stored: String = conn.get(&key).unwrap();
+    let (header, body) = stored.split_at(stored.find('[').unwrap());
+    let mut body: Vec<serde_json::Value> = serde_json::from_str(body).unwrap();
+    let created_ms = body[0].as_i64().unwrap();
+    body[1] = (chrono::DateTime::<chrono::Utc>::MAX_UTC.timestamp_millis() - created_ms).into();
+    let absurd = format!("{header}{}", serde_json::to_string(&body).unwrap());
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(&absurd)
+        .arg("KEEPTTL")
+        .query(&mut conn)
+        .unwrap();
+
+    let app = axum::Router::new()
+        .route("/public", axum::routing::get(|| async { "public" }))
+        .route(
+            "/me",
+            axum::routing::get(|tower_auth_session::CurrentSession(session)| async move {
+                session.user_id
+            }),
+        )
+        .layer(s.manager.layer());
+    for attempt in 1..=2 {
+        let reply = send(&app, get("/public", Some(&pair))).await;
+        assert_eq!(reply.status, StatusCode::OK, "request {attempt}");
+        assert_eq!(reply.body, "public");
+    }
+    // The store still has the session, so nobody was signed out by the bad copy.
+    let me = send(&app, get("/me", Some(&pair))).await;
+    assert_eq!((me.status, me.body.as_str()), (StatusCode::OK, "mallory"));
+    assert_eq!(
+        s.counts.finds(),
+        3,
+        "every request read the store: the absurd copy was refused, not served"
+    );
+}

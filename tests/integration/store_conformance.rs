@@ -25,6 +25,40 @@ async fn sqlite_store_passes_the_conformance_suite() {
     conformance::run(store).await;
 }
 
+/// Issue 14: a time another writer left in the table, past chrono's calendar or outside
+/// 1970–9999, is a decode error (the request answers 503 for that session), never a
+/// session whose times overflow a request's arithmetic.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_refuses_stored_times_outside_1970_to_9999() {
+    use chrono::{Duration, SubsecRound};
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("sessions.db").display());
+    let store = tower_auth_session::store::SqliteStore::connect(&url)
+        .await
+        .unwrap();
+    let now = Utc::now().trunc_subsecs(3);
+    for (column, ms) in [
+        ("updated_at", DateTime::<Utc>::MAX_UTC.timestamp_millis()),
+        ("expires_at", 253_402_300_800_000), // 10000-01-01
+        ("created_at", -1),
+    ] {
+        let hash = tower_auth_session::Token::generate().hash();
+        let session = Session::new("mallory", now, now + Duration::days(7));
+        store.create(&hash, &session).await.unwrap();
+        sqlx::query(&format!(
+            "UPDATE tas_sessions SET {column} = ? WHERE id = ?"
+        ))
+        .bind(ms)
+        .bind(&session.id)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        let found = store.find(&hash).await;
+        assert!(found.is_err(), "{column} = {ms}: {found:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_suite_can_run_twice_at_once_against_one_shared_store() {
     let store = std::sync::Arc::new(MemoryStore::new());
@@ -578,6 +612,47 @@ mod postgres {
                 .parse::<chrono::DateTime<chrono::Utc>>()
                 .unwrap()
         );
+    }
+
+    /// Issue 14: sqlx converts `timestamptz` by adding to 2000-01-01 and panics past
+    /// chrono's calendar (`'infinity'` is the largest value PostgreSQL has). A time
+    /// outside 1970–9999 is now read as NULL and refused as a decode error: the request
+    /// answers 503 for that session, and nothing panics.
+    #[tokio::test]
+    async fn stored_times_outside_1970_to_9999_are_a_decode_error_not_a_panic() {
+        let Some(url) = database_url() else { return };
+        let schema = TestSchema::create(&url).await;
+        let store = schema.connect().await;
+        for value in [
+            "infinity",
+            "-infinity",
+            "20000-01-01 00:00:00+00",
+            "1969-12-31 23:59:59.999+00",
+        ] {
+            let hash = Token::generate().hash();
+            let session = session("mallory", "2024-05-06T07:08:09.010Z");
+            store.create(&hash, &session).await.unwrap();
+            schema
+                .execute(&format!(
+                    "UPDATE \"{}\".tas_sessions SET updated_at = '{value}' WHERE id = '{}'",
+                    schema.name, session.id
+                ))
+                .await;
+            let found = store.find(&hash).await;
+            assert!(found.is_err(), "{value}: {found:?}");
+            let listed = store.list_by_user("mallory", chrono::Utc::now()).await;
+            assert!(listed.is_err(), "{value}: {listed:?}");
+            schema
+                .execute(&format!(
+                    "DELETE FROM \"{}\".tas_sessions WHERE id = '{}'",
+                    schema.name, session.id
+                ))
+                .await;
+        }
+        let hash = Token::generate().hash();
+        let sane = session("mallory", "1970-01-01T00:00:00.000Z");
+        store.create(&hash, &sane).await.unwrap();
+        assert_eq!(store.find(&hash).await.unwrap(), Some(sane));
     }
 
     #[tokio::test]

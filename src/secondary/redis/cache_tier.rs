@@ -141,13 +141,14 @@ impl SecondaryStorage for RedisStorage {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         Box::pin(async move {
+            let value = encode(session)?;
             let mut invocation = self.inner.scripts.put.prepare_invoke();
             invocation
                 .arg(&self.inner.prefix)
                 .arg(token_hash.to_hex())
                 .arg(&session.id)
                 .arg(&session.user_id)
-                .arg(encode(session))
+                .arg(value)
                 .arg(session.expires_at.timestamp_millis())
                 .arg(session.generation)
                 .arg(now.timestamp_millis())

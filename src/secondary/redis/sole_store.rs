@@ -47,13 +47,14 @@ impl SessionStore for RedisStorage {
         session: &'a Session,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            let value = encode(session)?;
             let mut invocation = self.inner.scripts.create.prepare_invoke();
             invocation
                 .arg(&self.inner.prefix)
                 .arg(token_hash.to_hex())
                 .arg(&session.id)
                 .arg(&session.user_id)
-                .arg(encode(session))
+                .arg(value)
                 .arg(session.expires_at.timestamp_millis())
                 .arg(self.now_ms());
             let outcome: Value = self
@@ -87,6 +88,7 @@ impl SessionStore for RedisStorage {
         new_token_hash: Option<&'a TokenHash>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
+            let value = encode(session)?;
             let mut invocation = self.inner.scripts.update.prepare_invoke();
             invocation
                 .arg(&self.inner.prefix)
@@ -94,7 +96,7 @@ impl SessionStore for RedisStorage {
                 .arg(expected_generation)
                 .arg(new_token_hash.map(TokenHash::to_hex).unwrap_or_default())
                 .arg(&session.id)
-                .arg(encode(session))
+                .arg(value)
                 .arg(session.expires_at.timestamp_millis())
                 .arg(self.now_ms());
             let written: i64 = self
