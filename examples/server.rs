@@ -504,6 +504,13 @@ async fn run() -> Result<(), String> {
     // Sessions of users who never come back are deleted hourly; the task stops with the
     // server (it is aborted when `_cleanup` is dropped at the end of `run`).
     let _cleanup = manager.spawn_cleanup(Duration::from_secs(3600));
+    // With Redis, believe cookie caches from the first request on (bounded: without the
+    // lease, requests are served from the stores, which is safe).
+    if !manager.cookie_cache_ready(Duration::from_secs(2)).await {
+        eprintln!(
+            "warning: cookie cache not trusted yet (no Redis lease); serving from the stores"
+        );
+    }
     let app = app(&manager);
     println!("listening on http://{local}");
     axum::serve(

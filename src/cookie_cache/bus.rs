@@ -15,8 +15,9 @@
 //!   down, subscription lost, event loop stalled) trust simply runs out.
 //! - **Regaining trust.** Whenever trust is regained after it lapsed (at start, after a
 //!   reconnect), revocations may have been missed; the instance then refuses every cache
-//!   issued up to now plus the clock-skew allowance (the revocation set's watermark) and
-//!   falls through to the stores for those.
+//!   issued up to now — other instances' up to now plus the clock-skew allowance — (the
+//!   revocation set's watermarks) and falls through to the stores for those. Caches it
+//!   issues itself after that are believed at once.
 //! - **Revoke.** After the source of truth committed, the revoking instance applies the
 //!   revocation locally, then one script reads the live leases and publishes the revocation
 //!   atomically; each instance applies it and acks on the revoker's ack channel. The revoke
@@ -289,10 +290,12 @@ impl BusCore {
         }
         if !self.trusts() {
             // Trust was lost (or never held): revocations may have been missed meanwhile.
-            // Caches issued up to now (and up to the skew allowance, for other instances'
-            // clocks) are refused from here on.
+            // Caches issued up to now are refused from here on: this process's own by its
+            // own clock, which the caches it issues from now on are stamped with (taken
+            // before their store read), other instances' up to the skew allowance.
+            let now = self.clock.now();
             self.revocations
-                .distrust_issued_until(self.clock.now() + INSTANCE_CLOCK_SKEW);
+                .distrust_issued_until(now + INSTANCE_CLOCK_SKEW, now);
             if self.warned_down.swap(false, Ordering::Relaxed) {
                 tracing::info!(
                     "cookie cache revocation channel is back; older caches fall back to the store"

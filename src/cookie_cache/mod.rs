@@ -215,7 +215,8 @@ impl CookieCache {
         ));
         // This process saw no revocation made before it started (a restart, a deploy):
         // caches issued before then are checked against the stores once and re-issued.
-        revocations.distrust_issued_until(clock.now() - Duration::milliseconds(1));
+        let before_start = clock.now() - Duration::milliseconds(1);
+        revocations.distrust_issued_until(before_start, before_start);
         #[cfg(feature = "redis")]
         let bus = {
             let redis = self.redis.transpose()?.or(shared_redis);
@@ -388,7 +389,8 @@ impl CacheTier {
             return Some(Vec::new());
         }
         let mut payload = Vec::with_capacity(256);
-        if payload::encode(issue.session, issue.from, expires_at, &mut payload).is_none() {
+        let issuer = self.revocations.issuer();
+        if payload::encode(issue.session, issue.from, expires_at, issuer, &mut payload).is_none() {
             // Only a store can hand us such a session (times outside 1970–9999); a cache of
             // it would never be believed, and it is not a size problem worth a warning.
             tracing::debug!(session_id = %issue.session.id, "session not cacheable: a time is out of range");
@@ -620,6 +622,7 @@ mod tests {
             let cached = CachedSession {
                 issued_at: now,
                 expires_at: now + cache.max_age,
+                issuer: cache.revocations.issuer(),
                 session,
             };
             let bytes = payload::tests::written_unchecked(&cached);

@@ -9,6 +9,8 @@
 //! ```text
 //! uvarint  issued_at      ms since the Unix epoch (the cache's own start)
 //! uvarint  ttl            ms; the cache's own expiry is issued_at + ttl
+//! u64 LE   issuer         the issuing process's random id (own caches are judged by
+//!                         when that process regained trust, others' with a skew margin)
 //! svarint  ×5             session expires_at, created_at, updated_at, authenticated_at,
 //!                         last_seen_at, each as ms relative to issued_at (zigzag)
 //! uvarint  generation
@@ -47,6 +49,8 @@ pub(crate) struct CachedSession {
     pub(crate) issued_at: DateTime<Utc>,
     /// When the cache stops being trusted, whatever the browser does with `Max-Age`.
     pub(crate) expires_at: DateTime<Utc>,
+    /// The random id of the process that issued it.
+    pub(crate) issuer: u64,
     pub(crate) session: Session,
 }
 
@@ -59,12 +63,13 @@ pub(crate) fn encode(
     session: &Session,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    issuer: u64,
     out: &mut Vec<u8>,
 ) -> Option<()> {
     if !(time_in_range(issued_at) && time_in_range(expires_at) && session.times_in_range()) {
         return None;
     }
-    write_layout(session, issued_at, expires_at, out)
+    write_layout(session, issued_at, expires_at, issuer, out)
 }
 
 /// The layout itself, whatever the times.
@@ -72,12 +77,14 @@ fn write_layout(
     session: &Session,
     issued_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
+    issuer: u64,
     out: &mut Vec<u8>,
 ) -> Option<()> {
     let base = issued_at.timestamp_millis();
     put_uvarint(out, u64::try_from(base).ok()?);
     let ttl = expires_at.timestamp_millis().checked_sub(base)?;
     put_uvarint(out, u64::try_from(ttl).ok()?);
+    out.extend_from_slice(&issuer.to_le_bytes());
     for time in [
         session.expires_at,
         session.created_at,
@@ -146,6 +153,7 @@ pub(crate) fn decode(mut input: &[u8]) -> Option<CachedSession> {
     let time = time_from_millis;
     let issued_at = time(base)?;
     let expires_at = time(base.checked_add(ttl)?)?;
+    let issuer = u64::from_le_bytes(take(input, 8)?.try_into().ok()?);
     let mut times = [issued_at; 5];
     for slot in &mut times {
         *slot = time(base.checked_add(get_svarint(input)?)?)?;
@@ -195,6 +203,7 @@ pub(crate) fn decode(mut input: &[u8]) -> Option<CachedSession> {
     Some(CachedSession {
         issued_at,
         expires_at,
+        issuer,
         session: Session {
             id,
             user_id,
@@ -357,6 +366,7 @@ pub(crate) mod tests {
         CachedSession {
             issued_at,
             expires_at: issued_at + Duration::seconds(300),
+            issuer: 0x5eed_1d_c0ffee,
             session: Session {
                 id: "Xo3n9c1yTqkJb4mJ0p7R2w".into(),
                 user_id: "6f1c2b9e-8d4a-4e0b-9f3a-2c7d5e8b1a40".into(),
@@ -384,6 +394,7 @@ pub(crate) mod tests {
             &cached.session,
             cached.issued_at,
             cached.expires_at,
+            cached.issuer,
             &mut bytes,
         )
         .unwrap();
@@ -452,6 +463,7 @@ pub(crate) mod tests {
             &cached.session,
             cached.issued_at,
             cached.expires_at,
+            cached.issuer,
             &mut bytes,
         )
         .unwrap();
@@ -487,6 +499,7 @@ pub(crate) mod tests {
                 &cached.session,
                 cached.issued_at,
                 cached.expires_at,
+                cached.issuer,
                 &mut out
             ),
             None

@@ -83,8 +83,14 @@ pub(crate) struct RevocationSet {
     entries: RwLock<Entries>,
     /// Entry count, readable without the lock so an empty set costs one atomic load.
     len: AtomicUsize,
-    /// Caches issued at or before this many ms since the epoch are not trusted.
+    /// Other instances' caches issued at or before this many ms since the epoch are not
+    /// trusted.
     watermark_ms: AtomicI64,
+    /// The same for caches this process issued (stamped with `issuer`), which need no
+    /// clock-skew margin.
+    own_watermark_ms: AtomicI64,
+    /// This process's random id, written into every cache it issues.
+    issuer: u64,
 }
 
 #[derive(Debug, Default)]
@@ -110,12 +116,28 @@ impl RevocationSet {
             entries: RwLock::default(),
             len: AtomicUsize::new(0),
             watermark_ms: AtomicI64::new(i64::MIN),
+            own_watermark_ms: AtomicI64::new(i64::MIN),
+            issuer: {
+                let mut bytes = [0u8; 8];
+                crate::token::random_bytes(&mut bytes);
+                u64::from_le_bytes(bytes)
+            },
         }
+    }
+
+    /// The id this process stamps its caches with.
+    pub(crate) fn issuer(&self) -> u64 {
+        self.issuer
     }
 
     /// Whether nothing here refuses `cached`.
     pub(crate) fn allows(&self, cached: &CachedSession) -> bool {
-        if cached.issued_at.timestamp_millis() <= self.watermark_ms.load(Ordering::Acquire) {
+        let watermark = if cached.issuer == self.issuer {
+            &self.own_watermark_ms
+        } else {
+            &self.watermark_ms
+        };
+        if cached.issued_at.timestamp_millis() <= watermark.load(Ordering::Acquire) {
             return false;
         }
         if self.len.load(Ordering::Acquire) == 0 {
@@ -156,7 +178,7 @@ impl RevocationSet {
             *entries = Entries::default();
             self.len.store(0, Ordering::Release);
             // Other instances stamp their caches with their own clocks.
-            self.distrust_issued_until(now + INSTANCE_CLOCK_SKEW);
+            self.distrust_issued_until(now + INSTANCE_CLOCK_SKEW, now);
             return;
         }
         for revocation in revocations {
@@ -196,10 +218,13 @@ impl RevocationSet {
         self.retention
     }
 
-    /// Refuses every cache issued at or before `instant` from now on.
-    pub(crate) fn distrust_issued_until(&self, instant: DateTime<Utc>) {
+    /// From now on refuses every cache another instance issued at or before `others`,
+    /// and every cache this process issued at or before `own`.
+    pub(crate) fn distrust_issued_until(&self, others: DateTime<Utc>, own: DateTime<Utc>) {
         self.watermark_ms
-            .fetch_max(instant.timestamp_millis(), Ordering::AcqRel);
+            .fetch_max(others.timestamp_millis(), Ordering::AcqRel);
+        self.own_watermark_ms
+            .fetch_max(own.timestamp_millis(), Ordering::AcqRel);
     }
 
     #[cfg(test)]
@@ -257,6 +282,31 @@ mod tests {
             session_id: id.into(),
             below_generation: u64::MAX,
         }
+    }
+
+    #[test]
+    fn after_regaining_trust_own_caches_need_no_skew_margin() {
+        let set = set(10);
+        let regained = now();
+        set.distrust_issued_until(regained + INSTANCE_CLOCK_SKEW, regained);
+        let mut own = typical(regained + Duration::milliseconds(1));
+        own.issuer = set.issuer();
+        assert!(
+            set.allows(&own),
+            "issued by this process after it regained trust"
+        );
+        let mut own_before = typical(regained);
+        own_before.issuer = set.issuer();
+        assert!(!set.allows(&own_before), "issued while trust was lapsing");
+        let mut foreign = own.clone();
+        foreign.issuer = set.issuer().wrapping_add(1);
+        assert!(
+            !set.allows(&foreign),
+            "another instance's clock may run ahead"
+        );
+        let mut foreign_later = typical(regained + INSTANCE_CLOCK_SKEW + Duration::milliseconds(1));
+        foreign_later.issuer = foreign.issuer;
+        assert!(set.allows(&foreign_later));
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //!
 //! | protection | body |
 //! |---|---|
-//! | MAC (default) | `0x01 ‖ payload ‖ HMAC-SHA256(cache subkey, context ‖ 0x01 ‖ payload)` |
-//! | AES-256-GCM | `0x02 ‖ nonce[24] ‖ AES-256-GCM(k, nonce[12..], payload, aad = context ‖ 0x02)` |
+//! | MAC (default) | `0x03 ‖ payload ‖ HMAC-SHA256(cache subkey, context ‖ 0x03 ‖ payload)` |
+//! | AES-256-GCM | `0x04 ‖ nonce[24] ‖ AES-256-GCM(k, nonce[12..], payload, aad = context ‖ 0x04)` |
 //!
 //! `context` is the deploy `version`, the cookie name, the token hash and the key id, each
 //! length-prefixed, so a value verifies only for the token it was issued next to, under the
@@ -29,9 +29,10 @@ use crate::token::{Key, KeyRing, TokenHash, random_bytes};
 type HmacSha256 = Hmac<Sha256>;
 
 /// Format byte of a MAC-protected body.
-const FORMAT_MAC: u8 = 0x01;
+/// (0x01 and 0x02 carried payloads without an issuer; they no longer open.)
+const FORMAT_MAC: u8 = 0x03;
 /// Format byte of an encrypted body.
-const FORMAT_AEAD: u8 = 0x02;
+const FORMAT_AEAD: u8 = 0x04;
 const MAC_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;

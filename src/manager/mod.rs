@@ -112,6 +112,33 @@ impl SessionManager {
             .is_some_and(|cache| cache.leased())
     }
 
+    /// Waits (at most `within`) until this instance believes cookie caches: at once
+    /// without Redis, else until its first lease is live (a few milliseconds when Redis
+    /// answers). Await it before serving, so that no request in the first moments after
+    /// start pays a store read for a valid cache; `false` if the lease did not come in
+    /// time (requests then read the stores until it does, which is safe).
+    ///
+    /// ```
+    /// # async fn demo(manager: tower_auth_session::SessionManager) {
+    /// use std::time::Duration;
+    /// if !manager.cookie_cache_ready(Duration::from_secs(2)).await {
+    ///     eprintln!("cookie cache not trusted yet; serving from the stores");
+    /// }
+    /// # }
+    /// ```
+    pub async fn cookie_cache_ready(&self, within: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if self.inner.cookie_cache.is_none() || self.cookie_cache_active() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// The name of the `dont_remember` marker cookie.
     pub fn dont_remember_cookie_name(&self) -> &str {
         &self.inner.names.dont_remember
