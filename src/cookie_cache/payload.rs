@@ -366,7 +366,7 @@ pub(crate) mod tests {
         CachedSession {
             issued_at,
             expires_at: issued_at + Duration::seconds(300),
-            issuer: 0x5eed_1d_c0ffee,
+            issuer: 0x5eed_1dc0_ffee,
             session: Session {
                 id: "Xo3n9c1yTqkJb4mJ0p7R2w".into(),
                 user_id: "6f1c2b9e-8d4a-4e0b-9f3a-2c7d5e8b1a40".into(),
