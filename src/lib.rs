@@ -109,7 +109,7 @@ pub use extract::{CrossSiteGuard, CurrentSession, FreshSession};
 pub use future::ResponseFuture;
 pub use handle::{SET_AUTH_TOKEN, SessionHandle, SignInOptions};
 pub use layer::SessionLayer;
-pub use manager::{CleanupTask, SessionManager, SessionManagerBuilder};
+pub use manager::{CleanupTask, SessionManager, SessionManagerBuilder, SessionPage};
 pub use page_headers::html_page_headers;
 pub use rejection::{RejectionReason, SessionRejection};
 pub use request_token::TokenSource;
