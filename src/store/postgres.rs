@@ -15,6 +15,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+use super::breaker::{Admission, Breaker};
 use super::{BoxFuture, SessionStore, StoredSession};
 use crate::error::{ConfigError, StoreError};
 use crate::session::Session;
@@ -59,6 +60,13 @@ const MIGRATION_LOCK: i32 = 0x0074_6173;
 /// acquire by default, and again when it is released).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
+/// Default bound on every call, waiting for a pooled connection included: an outage
+/// answers within it rather than after sqlx's 30 s acquire timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default time the circuit stays open before one call probes the database again.
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
 const MIGRATION_FAILED: &str = "could not apply the session store's migrations";
 
 const COLUMNS: &str = "id, token_hash, user_id, expires_at, created_at, updated_at, \
@@ -90,6 +98,14 @@ pub struct PostgresStore {
     pool: PgPool,
     schema: Option<Arc<str>>,
     queries: Arc<Queries>,
+    guard: Arc<Guard>,
+}
+
+/// What keeps an outage fast: a bound on each call and a circuit breaker shared by clones.
+#[derive(Debug)]
+struct Guard {
+    timeout: Duration,
+    breaker: Breaker,
 }
 
 /// Options for a [`PostgresStore`], from [`PostgresStore::builder`].
@@ -106,13 +122,58 @@ pub struct PostgresStore {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[must_use]
 pub struct PostgresStoreBuilder {
     schema: Option<String>,
+    timeout: Duration,
+    probe_interval: Duration,
+}
+
+impl Default for PostgresStoreBuilder {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            timeout: DEFAULT_TIMEOUT,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+        }
+    }
 }
 
 impl PostgresStoreBuilder {
+    /// Bounds every store call, waiting for a pooled connection included (the pool's
+    /// acquire timeout when [`connect`](Self::connect) builds the pool). Default 2 s, so a
+    /// database outage answers 503 in at most that long instead of sqlx's 30 s. Zero is
+    /// replaced by the default.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_auth_session::store::PostgresStore;
+    /// let builder = PostgresStore::builder().timeout(Duration::from_millis(500));
+    /// # let _ = builder;
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = if timeout.is_zero() {
+            DEFAULT_TIMEOUT
+        } else {
+            timeout
+        };
+        self
+    }
+
+    /// After a call finds the database unreachable (a connection error, a timeout, an
+    /// admin shutdown), every call fails at once for this long; then one call probes,
+    /// and its success closes the circuit. Default 1 s, so recovery needs no restart and
+    /// costs at most one interval. Zero is replaced by the default.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = if interval.is_zero() {
+            DEFAULT_PROBE_INTERVAL
+        } else {
+            interval
+        };
+        self
+    }
+
     /// Puts the store's tables in `schema` (created on connect if it does not exist)
     /// instead of the first schema of the connection's `search_path`.
     ///
@@ -144,6 +205,7 @@ impl PostgresStoreBuilder {
             options
         };
         let pool = PgPoolOptions::new()
+            .acquire_timeout(self.timeout)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
@@ -169,6 +231,10 @@ impl PostgresStoreBuilder {
             pool,
             schema: self.schema.map(Arc::from),
             queries: Arc::new(Queries::new(&prefix)),
+            guard: Arc::new(Guard {
+                timeout: self.timeout,
+                breaker: Breaker::new("postgres", self.probe_interval),
+            }),
         };
         store.migrate(&prefix).await?;
         Ok(store)
@@ -260,7 +326,10 @@ impl PostgresStore {
     ///
     /// The pool has sqlx's defaults, except that a connection is only pinged before use
     /// when it has been idle for more than 10 seconds, so that each store call is one
-    /// round trip. For other pool settings, build the pool yourself and use
+    /// round trip, and that waiting for a connection gives up after 2 s (sqlx: 30 s).
+    /// Every call is bounded by that time and goes through a circuit breaker (see
+    /// [`PostgresStoreBuilder::timeout`] and [`PostgresStoreBuilder::probe_interval`]):
+    /// during an outage requests answer 503 at once, and service resumes by itself. For other pool settings, build the pool yourself and use
     /// [`PostgresStore::from_pool`].
     ///
     /// ```no_run
@@ -315,6 +384,38 @@ impl PostgresStore {
     /// The schema the tables live in, when one was given.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
+    }
+
+    /// Runs one store call under the timeout and the circuit breaker.
+    fn guarded<'a, T: Send + 'a>(
+        &'a self,
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        Box::pin(async move {
+            let breaker = &self.guard.breaker;
+            let admission = breaker.admit();
+            if admission == Admission::Reject {
+                return Err(StoreError::new("PostgreSQL unavailable (circuit open)"));
+            }
+            match tokio::time::timeout(self.guard.timeout, call).await {
+                Ok(Err(error)) if is_outage(&error) => {
+                    breaker.failed(admission, &crate::error::chain(&error));
+                    Err(error)
+                }
+                Ok(result) => {
+                    breaker.succeeded(admission);
+                    result
+                }
+                Err(_) => {
+                    let error = StoreError::new(format!(
+                        "PostgreSQL did not answer within {} ms",
+                        self.guard.timeout.as_millis()
+                    ));
+                    breaker.failed(admission, &error);
+                    Err(error)
+                }
+            }
+        })
     }
 
     async fn migrate(&self, prefix: &str) -> Result<(), StoreError> {
@@ -424,6 +525,32 @@ fn db_error(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError + Send 
     }
 }
 
+/// Whether `error` means the database could not be reached (as opposed to a statement it
+/// answered and refused): connection and pool errors, and the SQLSTATE classes 08
+/// (connection exception) and 57 (operator intervention: shutdown, crash recovery).
+fn is_outage(error: &StoreError) -> bool {
+    let Some(source) = std::error::Error::source(error) else {
+        return false;
+    };
+    if let Some(db) = source.downcast_ref::<DatabaseError>() {
+        return db
+            .code
+            .as_deref()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57"));
+    }
+    matches!(
+        source.downcast_ref::<sqlx::Error>(),
+        Some(
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        )
+    )
+}
+
 /// Stored times are truncated to milliseconds, so that every store returns the same
 /// instant (`timestamptz` itself keeps microseconds).
 fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -480,7 +607,7 @@ impl SessionStore for PostgresStore {
         token_hash: &'a TokenHash,
         session: &'a Session,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             sqlx::query(&self.queries.insert)
                 .bind(&session.id)
                 .bind(&token_hash.as_bytes()[..])
@@ -506,7 +633,7 @@ impl SessionStore for PostgresStore {
         &'a self,
         token_hash: &'a TokenHash,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let row = sqlx::query(&self.queries.find)
                 .bind(&token_hash.as_bytes()[..])
                 .fetch_optional(&self.pool)
@@ -526,7 +653,7 @@ impl SessionStore for PostgresStore {
         session: &'a Session,
         new_token_hash: Option<&'a TokenHash>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             // A generation no row can have matches nothing.
             let Ok(expected_generation) = i64::try_from(expected_generation) else {
                 return Ok(false);
@@ -556,7 +683,7 @@ impl SessionStore for PostgresStore {
         &'a self,
         token_hash: &'a TokenHash,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let row = sqlx::query(&self.queries.delete)
                 .bind(&token_hash.as_bytes()[..])
                 .fetch_optional(&self.pool)
@@ -574,7 +701,7 @@ impl SessionStore for PostgresStore {
         session_id: &'a str,
         user_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let row = sqlx::query(&self.queries.delete_by_id)
                 .bind(session_id)
                 .bind(user_id)
@@ -593,7 +720,7 @@ impl SessionStore for PostgresStore {
         user_id: &'a str,
         keep_session_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<StoredSession>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let rows = sqlx::query(&self.queries.delete_by_user)
                 .bind(user_id)
                 .bind(keep_session_id)
@@ -612,7 +739,7 @@ impl SessionStore for PostgresStore {
         user_id: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let rows = sqlx::query(&self.queries.list_by_user)
                 .bind(user_id)
                 .bind(now)
@@ -631,7 +758,7 @@ impl SessionStore for PostgresStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let result = sqlx::query(&self.queries.delete_expired)
                 .bind(now)
                 .bind(i64::from(limit))

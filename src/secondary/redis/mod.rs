@@ -16,13 +16,12 @@ use tokio::sync::OnceCell;
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, StoreError};
 
-mod breaker;
 mod cache_tier;
 mod encoding;
 mod scripts;
 mod sole_store;
 
-use breaker::{Admission, Breaker};
+use crate::store::breaker::{Admission, Breaker};
 
 /// The default key prefix: namespaced and versioned, so a layout change can move to
 /// `tas:v2:` without reading old values.
@@ -356,7 +355,7 @@ impl RedisStorageBuilder {
                 timeout: self.timeout,
                 clock: self.clock,
                 connection: OnceCell::new(),
-                breaker: Breaker::new(self.probe_interval),
+                breaker: Breaker::new("redis", self.probe_interval),
                 round_trips: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 scripts: Scripts {

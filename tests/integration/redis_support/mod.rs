@@ -199,11 +199,12 @@ pub fn session_key(prefix: &str, hash_hex: &str) -> String {
     format!("{prefix}s:{hash_hex}")
 }
 
-/// A TCP proxy to `target` that a test can cut (every connection dropped, new ones
-/// refused) and restore.
+/// A TCP proxy to `target` (Redis, PostgreSQL, any TCP service) that a test can cut
+/// (every connection dropped, new ones refused) and restore.
 pub struct TcpProxy {
     pub port: u16,
     up: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     cut_tx: watch::Sender<u64>,
 }
 
@@ -212,13 +213,26 @@ impl TcpProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let (cut_tx, cut_rx) = watch::channel(0u64);
         let accept_up = up.clone();
+        let accept_frozen = frozen.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else {
                     return;
                 };
+                let frozen = accept_frozen.clone();
+                if frozen.load(Ordering::SeqCst) {
+                    // Accepted, never answered, until the freeze ends.
+                    tokio::spawn(async move {
+                        while frozen.load(Ordering::SeqCst) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        drop(client);
+                    });
+                    continue;
+                }
                 if !accept_up.load(Ordering::SeqCst) {
                     let _ = client.shutdown().await;
                     continue;
@@ -234,14 +248,28 @@ impl TcpProxy {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                         _ = cut_rx.changed() => {}
                     }
+                    // Frozen: hold both ends open and silent until the freeze ends.
+                    while frozen.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
                 });
             }
         });
-        Self { port, up, cut_tx }
+        Self {
+            port,
+            up,
+            frozen,
+            cut_tx,
+        }
     }
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<port>`, to put in any URL.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     /// Drops every open connection and refuses new ones.
@@ -250,7 +278,16 @@ impl TcpProxy {
         self.cut_tx.send_modify(|n| *n += 1);
     }
 
+    /// A hung server or a network partition: open connections stop carrying bytes but
+    /// stay open, new ones are accepted and never answered. `restore` ends it (the held
+    /// connections are then closed).
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+        self.cut_tx.send_modify(|n| *n += 1);
+    }
+
     pub fn restore(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
         self.up.store(true, Ordering::SeqCst);
     }
 }

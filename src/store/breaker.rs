@@ -1,5 +1,5 @@
-//! A circuit breaker, so that an unreachable Redis costs one bounded timeout per probe
-//! interval instead of one per request.
+//! A circuit breaker, so that an unreachable Redis or PostgreSQL costs one bounded timeout
+//! per probe interval instead of one per request.
 //!
 //! Closed: every call goes through. A call that times out or loses its connection opens
 //! the circuit: for `probe_interval` every call fails at once. After that one call (the
@@ -13,11 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug)]
-pub(super) struct Breaker {
+pub(crate) struct Breaker {
+    /// What is behind the breaker, for log lines ("redis", "postgres").
+    name: &'static str,
     probe_interval: Duration,
     state: Mutex<State>,
-    pub(super) opened: AtomicU64,
-    pub(super) short_circuited: AtomicU64,
+    pub(crate) opened: AtomicU64,
+    pub(crate) short_circuited: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +28,9 @@ enum State {
     Open { retry_at: Instant, probing: bool },
 }
 
-/// Whether a call may go to Redis.
+/// Whether a call may go to the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Admission {
+pub(crate) enum Admission {
     /// Circuit closed.
     Go,
     /// Circuit open, and this call is the probe.
@@ -38,8 +40,9 @@ pub(super) enum Admission {
 }
 
 impl Breaker {
-    pub(super) fn new(probe_interval: Duration) -> Self {
+    pub(crate) fn new(name: &'static str, probe_interval: Duration) -> Self {
         Self {
+            name,
             probe_interval,
             state: Mutex::new(State::Closed),
             opened: AtomicU64::new(0),
@@ -51,11 +54,11 @@ impl Breaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(super) fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         matches!(*self.state(), State::Open { .. })
     }
 
-    pub(super) fn admit(&self) -> Admission {
+    pub(crate) fn admit(&self) -> Admission {
         let mut state = self.state();
         match *state {
             State::Closed => Admission::Go,
@@ -73,19 +76,19 @@ impl Breaker {
         }
     }
 
-    /// Redis answered.
-    pub(super) fn succeeded(&self, admission: Admission) {
+    /// The backend answered.
+    pub(crate) fn succeeded(&self, admission: Admission) {
         let mut state = self.state();
         if admission == Admission::Probe || matches!(*state, State::Open { .. }) {
             if matches!(*state, State::Open { .. }) {
-                tracing::info!("redis is answering again; circuit closed");
+                tracing::info!(store = self.name, "answering again; circuit closed");
             }
             *state = State::Closed;
         }
     }
 
-    /// Redis did not answer in time, or the connection failed.
-    pub(super) fn failed(&self, admission: Admission, error: &dyn std::fmt::Display) {
+    /// The backend did not answer in time, or the connection failed.
+    pub(crate) fn failed(&self, admission: Admission, error: &dyn std::fmt::Display) {
         let mut state = self.state();
         let was_closed = matches!(*state, State::Closed);
         let retry_at = Instant::now() + self.probe_interval;
@@ -100,12 +103,13 @@ impl Breaker {
         if was_closed {
             self.opened.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
+                store = self.name,
                 %error,
                 probe_interval_ms = self.probe_interval.as_millis() as u64,
-                "redis unreachable; circuit open, calls fail fast until a probe succeeds"
+                "unreachable; circuit open, calls fail fast until a probe succeeds"
             );
         } else {
-            tracing::debug!(%error, "redis probe failed; circuit stays open");
+            tracing::debug!(store = self.name, %error, "probe failed; circuit stays open");
         }
     }
 }
@@ -116,7 +120,7 @@ mod tests {
 
     #[test]
     fn opens_on_failure_lets_one_probe_through_and_closes_on_success() {
-        let breaker = Breaker::new(Duration::ZERO);
+        let breaker = Breaker::new("test", Duration::ZERO);
         assert_eq!(breaker.admit(), Admission::Go);
         breaker.failed(Admission::Go, &"down");
         assert!(breaker.is_open());
@@ -133,7 +137,7 @@ mod tests {
 
     #[test]
     fn rejects_until_the_interval_passes() {
-        let breaker = Breaker::new(Duration::from_secs(3600));
+        let breaker = Breaker::new("test", Duration::from_secs(3600));
         breaker.failed(Admission::Go, &"down");
         for _ in 0..10 {
             assert_eq!(breaker.admit(), Admission::Reject);
