@@ -161,8 +161,8 @@ impl PostgresStoreBuilder {
         self
     }
 
-    /// After a call finds the database unreachable (a connection error, a timeout, an
-    /// admin shutdown), every call fails at once for this long; then one call probes,
+    /// After a call finds the database unreachable (no connection within the timeout, a
+    /// call that timed out, a server starting up), every call fails at once for this long; then one call probes,
     /// and its success closes the circuit. Default 1 s, so recovery needs no restart and
     /// costs at most one interval. Zero is replaced by the default.
     pub fn probe_interval(mut self, interval: Duration) -> Self {
@@ -381,6 +381,12 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Whether the circuit breaker is open: a recent call found the database unreachable,
+    /// and calls fail at once until a probe succeeds (for a readiness check).
+    pub fn circuit_open(&self) -> bool {
+        self.guard.breaker.is_open()
+    }
+
     /// The schema the tables live in, when one was given.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
@@ -525,29 +531,25 @@ fn db_error(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError + Send 
     }
 }
 
-/// Whether `error` means the database could not be reached (as opposed to a statement it
-/// answered and refused): connection and pool errors, and the SQLSTATE classes 08
-/// (connection exception) and 57 (operator intervention: shutdown, crash recovery).
+/// Whether `error` means no connection to the database could be had (the pool gave up
+/// waiting, or the server is starting up), as opposed to one call failing.
+///
+/// An error on one pooled connection (I/O, a backend terminated by an admin) does not
+/// count: after a database restart every idle connection fails once and is dropped, and
+/// opening the circuit on each would keep the store down for one probe interval per dead
+/// connection. A refused connect fails at once without the breaker; a silent database is
+/// caught by the call timeout, which does open it.
 fn is_outage(error: &StoreError) -> bool {
     let Some(source) = std::error::Error::source(error) else {
         return false;
     };
     if let Some(db) = source.downcast_ref::<DatabaseError>() {
-        return db
-            .code
-            .as_deref()
-            .is_some_and(|code| code.starts_with("08") || code.starts_with("57"));
+        // cannot_connect_now: the server is starting up or recovering.
+        return db.code.as_deref() == Some("57P03");
     }
     matches!(
         source.downcast_ref::<sqlx::Error>(),
-        Some(
-            sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed
-        )
+        Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
     )
 }
 

@@ -47,6 +47,7 @@ async fn outage(fault: Fault) {
         .connect(&proxied)
         .await
         .unwrap();
+    let handle = store.clone();
     let manager = SessionManager::builder(store)
         .secret(SECRET)
         .build()
@@ -85,6 +86,8 @@ async fn outage(fault: Fault) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A silent database opens the circuit; refused connections fail fast without it.
+    assert_eq!(handle.circuit_open(), fault == Fault::Freeze);
     proxy.restore();
     let restored = Instant::now();
     loop {
@@ -101,6 +104,7 @@ async fn outage(fault: Fault) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let recovery = restored.elapsed();
+    assert!(!handle.circuit_open());
     eprintln!(
         "postgres outage ({fault:?}): {requests} requests, slowest {slowest:?}; service back {recovery:?} after the database"
     );
