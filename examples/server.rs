@@ -28,7 +28,7 @@ use tower_auth_session::secondary::RedisStorage;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
     ConfigError, CookieCache, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
-    SessionManager, SessionStore, SignInOptions,
+    SessionManager, SessionStore, SignInOptions, html_page_headers,
 };
 
 /// Everything read from the environment, checked before anything starts.
@@ -159,7 +159,7 @@ async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
     if url.starts_with("sqlite:") {
         let store = SqliteStore::connect(url)
             .await
-            .map_err(|e| format!("DATABASE_URL {url:?}: {}", with_causes(&e)))?;
+            .map_err(|e| format!("DATABASE_URL {:?}: {}", redact(url), with_causes(&e)))?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -176,8 +176,79 @@ async fn open_store(url: &str) -> Result<Arc<dyn SessionStore>, String> {
         );
     }
     Err(format!(
-        "DATABASE_URL must be `sqlite:<path>`, `postgres://…` or `memory`, got {url:?}"
+        "DATABASE_URL must be `sqlite:<path>`, `postgres://…` or `memory`, got {:?}",
+        redact(url)
     ))
+}
+
+/// `url` (or a comma-separated list of URLs) fit to print: a password in the user info
+/// becomes `***` (`redis://user:***@host`), and so does a `password=`/`pass=` query value.
+fn redact(url: &str) -> String {
+    url.split(',').map(redact_one).collect::<Vec<_>>().join(",")
+}
+
+fn redact_one(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let prefix = if scheme.is_empty() {
+        String::new()
+    } else {
+        format!("{scheme}://")
+    };
+    // The last `@` ends the user info: a password with an unescaped `@` is still hidden
+    // (over-redacting a path that holds one is the safe side).
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
+    };
+    let userinfo = userinfo.map(|info| match info.split_once(':') {
+        Some((user, _)) => format!("{user}:***@"),
+        None => format!("{info}@"),
+    });
+    let after = match after.split_once('?') {
+        None => after.to_owned(),
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _))
+                        if ["password", "pass"].contains(&key.to_ascii_lowercase().as_str()) =>
+                    {
+                        format!("{key}=***")
+                    }
+                    _ => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+    };
+    format!("{prefix}{}{after}", userinfo.unwrap_or_default())
+}
+
+/// `text` with the passwords of `REDIS_URL` and `DATABASE_URL` replaced by `***`: a last
+/// guard for driver messages that might quote a URL.
+fn scrub(text: &str) -> String {
+    let mut text = text.to_owned();
+    for name in ["REDIS_URL", "DATABASE_URL"] {
+        let Some(value) = env(name) else { continue };
+        for url in value.split(',') {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let secrets = rest
+                .rsplit_once('@')
+                .and_then(|(info, _)| info.split_once(':'))
+                .map(|(_, password)| password)
+                .into_iter()
+                .chain(rest.split(['?', '&']).filter_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    ["password", "pass"]
+                        .contains(&key.to_ascii_lowercase().as_str())
+                        .then_some(value)
+                }));
+            for secret in secrets.filter(|s| !s.is_empty()) {
+                text = text.replace(secret, "***");
+            }
+        }
+    }
+    text
 }
 
 /// An error and its causes on one line (each error's `Display` says only its own part).
@@ -200,7 +271,7 @@ async fn open_primary(config: &Config) -> Result<Arc<dyn SessionStore>, String> 
         let redis = RedisStorage::builder(url)
             .connect()
             .await
-            .map_err(|e| format!("REDIS_URL {url:?}: {}", with_causes(&e)))?;
+            .map_err(|e| format!("REDIS_URL {:?}: {}", redact(url), with_causes(&e)))?;
         return Ok(Arc::new(redis));
     }
     open_store(&config.database_url).await
@@ -221,8 +292,12 @@ async fn open_secondary(config: &Config) -> Result<Option<RedisStorage>, String>
         // The database is the source of truth: start anyway and let the breaker find Redis.
         Err(e) => {
             eprintln!(
-                "warning: REDIS_URL {url:?} does not answer yet ({}); serving from the database until it does",
-                with_causes(&e)
+                "{}",
+                scrub(&format!(
+                    "warning: REDIS_URL {:?} does not answer yet ({}); serving from the database until it does",
+                    redact(url),
+                    with_causes(&e)
+                ))
             );
             RedisStorage::builder(url)
                 .build()
@@ -339,12 +414,15 @@ async fn device_page(handle: SessionHandle) -> Response {
          <title>tower-auth-session demo</title><style>{PAGE_STYLE}</style>\
          <h1>tower-auth-session demo</h1>{body}<script>{PAGE_SCRIPT}</script></html>"
     );
-    // The page lists a user's devices: no cache may keep it.
-    (
+    // The page lists a user's devices: no cache may keep it, and no other site may frame
+    // its revoke and sign-out buttons.
+    let mut response = (
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         Html(page),
     )
-        .into_response()
+        .into_response();
+    html_page_headers(response.headers_mut());
+    response
 }
 
 const PAGE_STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0 1rem}\
@@ -487,7 +565,7 @@ async fn main() -> ExitCode {
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            eprintln!("error: {}", scrub(&message));
             ExitCode::FAILURE
         }
     }

@@ -39,7 +39,8 @@ pub(crate) struct SessionConfig {
     pub(crate) cookie_secure: bool,
     pub(crate) cookie_domain: Option<String>,
     pub(crate) same_site: SameSite,
-    /// Sign-in revokes the user's oldest sessions past this many live ones.
+    /// Sign-in revokes the user's oldest sessions past this many live ones (`None`: no
+    /// cap).
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) trusted_origins: TrustedOrigins,
 }
@@ -57,7 +58,7 @@ impl Default for SessionConfig {
             cookie_secure: true,
             cookie_domain: None,
             same_site: SameSite::Lax,
-            max_sessions_per_user: None,
+            max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
             trusted_origins: TrustedOrigins::default(),
         }
     }
@@ -91,6 +92,11 @@ impl SessionConfig {
         }
     }
 }
+
+/// The default per-user cap: enough for every device a person owns, small enough that a
+/// script signing in in a loop cannot grow one user's sessions (and the cost of listing
+/// or revoking them) without bound.
+pub(crate) const DEFAULT_MAX_SESSIONS_PER_USER: usize = 100;
 
 /// Browsers cap cookie lifetimes at 400 days (RFC 6265bis); a longer `Max-Age` is clamped.
 pub(crate) const MAX_COOKIE_AGE: Duration = Duration::days(400);

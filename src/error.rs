@@ -111,6 +111,9 @@ pub enum SessionError {
     Fields(serde_json::Error),
     /// The user id is empty, longer than 255 bytes, or contains NUL.
     InvalidUserId,
+    /// A page cursor that this crate did not hand out (see
+    /// `SessionManager::list_user_sessions_page`).
+    InvalidCursor,
 }
 
 impl fmt::Display for SessionError {
@@ -121,6 +124,7 @@ impl fmt::Display for SessionError {
             Self::NoSession => f.write_str("no valid session"),
             Self::Fields(_) => f.write_str("invalid session fields"),
             Self::InvalidUserId => f.write_str("user id must be 1-255 bytes without NUL"),
+            Self::InvalidCursor => f.write_str("invalid page cursor"),
         }
     }
 }
@@ -143,12 +147,14 @@ impl From<StoreError> for SessionError {
 
 impl SessionError {
     /// The HTTP status a handler should answer with: 401 without a session, 503 when a
-    /// store could not commit, 400 for bad input (user id, fields).
+    /// store could not commit, 400 for bad input (user id, fields, page cursor).
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::Store(_) => http::StatusCode::SERVICE_UNAVAILABLE,
             Self::NoSession => http::StatusCode::UNAUTHORIZED,
-            Self::Fields(_) | Self::InvalidUserId => http::StatusCode::BAD_REQUEST,
+            Self::Fields(_) | Self::InvalidUserId | Self::InvalidCursor => {
+                http::StatusCode::BAD_REQUEST
+            }
         }
     }
 
@@ -159,6 +165,7 @@ impl SessionError {
             Self::NoSession => "unauthenticated",
             Self::Fields(_) => "invalid_session_fields",
             Self::InvalidUserId => "invalid_user_id",
+            Self::InvalidCursor => "invalid_cursor",
         }
     }
 }

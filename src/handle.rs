@@ -462,6 +462,10 @@ impl SessionHandle {
     }
 
     /// Writes the cookies this request earned onto the response headers.
+    ///
+    /// Every response to which this adds a `Set-Cookie` — a new or refreshed token, a
+    /// re-issued cookie cache, cleared cookies — also gets `Cache-Control: no-store`,
+    /// whatever the handler said: a shared cache must never store and replay it.
     pub(crate) fn finish(&self, headers: &mut HeaderMap) {
         let manager = &self.shared.manager.inner;
         let names = &manager.names;
@@ -491,6 +495,7 @@ impl SessionHandle {
                 cache_cookies,
             )
         };
+        let mut wrote = false;
         match action {
             CookieAction::Keep => {}
             CookieAction::Set {
@@ -498,9 +503,7 @@ impl SessionHandle {
                 remember,
                 expires_at,
             } => {
-                // A response carrying a live token must never be stored by a shared cache,
-                // whatever the handler said.
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                wrote = true;
                 let lifetime = if remember {
                     Lifetime::MaxAge(expires_at - manager.clock.now())
                 } else {
@@ -528,6 +531,7 @@ impl SessionHandle {
                 }
             }
             CookieAction::Clear => {
+                wrote = true;
                 let all = [
                     names.session_token.as_str(),
                     names.session_data.as_str(),
@@ -543,7 +547,10 @@ impl SessionHandle {
             }
         }
         if let Some(cache_cookies) = cache_cookies {
-            cache_cookies.apply(config, headers);
+            wrote |= cache_cookies.apply(config, headers);
+        }
+        if wrote {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         if let Some(signed) = issued {
             if let Ok(value) = HeaderValue::try_from(signed) {

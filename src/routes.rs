@@ -8,6 +8,8 @@
 //! cross-site guard ([`CrossSiteGuard`]) before anything else happens.
 
 use axum::body::Bytes;
+use axum::extract::Query;
+use axum::extract::rejection::QueryRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,7 +32,7 @@ impl SessionManager {
     /// | route | answer |
     /// |---|---|
     /// | `GET /get-session` | 200 `{"session": {…}}`, or 200 `null` without a valid session |
-    /// | `GET /list-sessions` | 200 `[{…session, "current": bool}, …]`: the caller's live sessions; 401 without a session |
+    /// | `GET /list-sessions` | 200 `[{…session, "current": bool}, …]`: the caller's live sessions, oldest first; 401 without a session. With `?limit=N` (1–100; more is 100) one page of them, and an `x-next-cursor` header when more follow: pass it back as `?limit=N&cursor=…`; a bad `limit` or `cursor` is 400 |
     /// | `POST /revoke-session` | body `{"id": "…"}`: revokes that session if it is the caller's; 200 `{"status": true}` either way; 401 without a session |
     /// | `POST /revoke-other-sessions` | revokes the caller's other sessions; 200 `{"status": true}`; 401 without a session |
     /// | `POST /revoke-sessions` | revokes all the caller's sessions and clears its cookies; 200 `{"status": true}`; 401 without a session |
@@ -99,6 +101,7 @@ impl From<SessionError> for Failure {
     fn from(error: SessionError) -> Self {
         match error {
             SessionError::NoSession => Self::Rejected(SessionRejection::Unauthenticated),
+            SessionError::InvalidCursor => Self::BadRequest("invalid_cursor"),
             error => {
                 tracing::error!(error = %crate::error::chain(&error), "session endpoint could not reach the store");
                 Self::Rejected(SessionRejection::Unavailable)
@@ -128,10 +131,36 @@ async fn get_session(handle: SessionHandle) -> Result<Json<Value>, Failure> {
     }
 }
 
-async fn list_sessions(handle: SessionHandle) -> Result<Json<Vec<Value>>, Failure> {
+/// The header that carries the next page's cursor on `GET /list-sessions?limit=N`.
+pub(crate) const NEXT_CURSOR: &str = "x-next-cursor";
+
+/// `?limit=N&cursor=…` of `GET /list-sessions`; both optional.
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+}
+
+async fn list_sessions(
+    handle: SessionHandle,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, Failure> {
     let current = require_session(&handle)?;
-    let sessions = handle.list().await?;
-    let listed = sessions
+    let Ok(Query(query)) = query else {
+        return Err(Failure::BadRequest("invalid_query"));
+    };
+    // Without `limit`: the whole list, as Better Auth's client expects.
+    let (sessions, next_cursor) = match (query.limit, query.cursor) {
+        (None, None) => (handle.list().await?, None),
+        (Some(0), _) => return Err(Failure::BadRequest("invalid_query")),
+        // A cursor without a limit pages by the largest page.
+        (limit, cursor) => {
+            let limit = limit.unwrap_or(usize::MAX);
+            let page = handle.list_page(limit, cursor.as_deref()).await?;
+            (page.sessions, page.next_cursor)
+        }
+    };
+    let listed: Vec<Value> = sessions
         .into_iter()
         .map(|session| {
             let is_current = session.id == current.id;
@@ -142,7 +171,15 @@ async fn list_sessions(handle: SessionHandle) -> Result<Json<Vec<Value>>, Failur
             value
         })
         .collect();
-    Ok(Json(listed))
+    let mut response = Json(listed).into_response();
+    if let Some(next) = next_cursor.and_then(|c| HeaderValue::try_from(c).ok()) {
+        response.headers_mut().insert(NEXT_CURSOR, next);
+        response.headers_mut().append(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(NEXT_CURSOR),
+        );
+    }
+    Ok(response)
 }
 
 /// The `id` of a `{"id": "…"}` body. Parsed by hand so that any content type works (the

@@ -10,7 +10,7 @@
 use crate::error::{SessionError, StoreError};
 use crate::events::{RevokeReason, SessionEvent};
 use crate::handle::{CookieAction, SessionHandle, Status};
-use crate::manager::{Mirrored, RevokeTarget};
+use crate::manager::{Mirrored, RevokeTarget, SessionPage};
 use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
 use crate::session::Session;
@@ -130,6 +130,19 @@ impl SessionHandle {
         let (session, _) = self.signed_in()?;
         let manager = self.manager();
         manager.list_user_sessions(&session.user_id).await
+    }
+
+    /// One page of the signed-in user's live sessions, oldest first (see
+    /// [`SessionManager::list_user_sessions_page`](crate::SessionManager::list_user_sessions_page)).
+    pub async fn list_page(
+        &self,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<SessionPage, SessionError> {
+        let (session, _) = self.signed_in()?;
+        self.manager()
+            .list_user_sessions_page(&session.user_id, limit, cursor)
+            .await
     }
 
     /// Revokes one of the signed-in user's sessions by id; another user's id (or an

@@ -501,7 +501,9 @@ impl<'m> CacheCookies<'m> {
     }
 
     /// Writes them onto the response.
-    pub(crate) fn apply(self, config: &SessionConfig, headers: &mut HeaderMap) {
+    /// Writes the cookies; returns whether it added any `Set-Cookie`.
+    pub(crate) fn apply(self, config: &SessionConfig, headers: &mut HeaderMap) -> bool {
+        let wrote = !self.expire.is_empty() || !self.set.is_empty();
         if !self.expire.is_empty() {
             scrub_set_cookies(headers, &self.expire);
         }
@@ -514,6 +516,7 @@ impl<'m> CacheCookies<'m> {
         for (_, value) in self.set {
             headers.append(header::SET_COOKIE, value);
         }
+        wrote
     }
 }
 

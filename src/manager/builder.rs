@@ -276,7 +276,9 @@ impl SessionManagerBuilder {
     }
 
     /// Caps how many live sessions one user may have: a sign-in that goes over revokes
-    /// that user's oldest sessions (default: no cap).
+    /// that user's oldest sessions. **Default: 100**, so a client signing in in a loop
+    /// cannot grow one user's sessions — and the cost of listing or revoking them — without
+    /// bound. `None` lifts the cap; 0 is a configuration error.
     ///
     /// ```
     /// use tower_auth_session::{MemoryStore, SessionManager};
@@ -286,11 +288,16 @@ impl SessionManagerBuilder {
     ///     .secret(b"an example secret of at least 32 bytes!")
     ///     .max_sessions_per_user(3)
     ///     .build()?;
-    /// # let _ = manager;
+    /// // No cap at all (the app bounds sessions some other way).
+    /// let unlimited = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .max_sessions_per_user(None)
+    ///     .build()?;
+    /// # let _ = (manager, unlimited);
     /// # Ok::<(), tower_auth_session::ConfigError>(())
     /// ```
-    pub fn max_sessions_per_user(mut self, max: usize) -> Self {
-        self.config.max_sessions_per_user = Some(max);
+    pub fn max_sessions_per_user(mut self, max: impl Into<Option<usize>>) -> Self {
+        self.config.max_sessions_per_user = max.into();
         self
     }
 

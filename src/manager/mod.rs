@@ -10,6 +10,7 @@
 //! - `tiers`: reading Redis before the store, copying store reads back;
 //! - `revoke`: the one path by which a session ends early;
 //! - `limits`: the per-user session cap;
+//! - `pages`: a user's sessions one page at a time;
 //! - `cleanup`: the expired-session sweeper.
 
 use std::sync::Arc;
@@ -33,6 +34,7 @@ use crate::token::KeyRing;
 mod builder;
 mod cleanup;
 mod limits;
+mod pages;
 mod pending;
 mod resolve;
 mod revoke;
@@ -40,6 +42,7 @@ mod tiers;
 
 pub use builder::SessionManagerBuilder;
 pub use cleanup::CleanupTask;
+pub use pages::SessionPage;
 pub(crate) use pending::revoke_later;
 pub(crate) use resolve::Resolved;
 pub(crate) use revoke::RevokeTarget;

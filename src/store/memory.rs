@@ -1,7 +1,7 @@
 //! An in-process store: for tests, demos and single-instance apps that accept losing
 //! sessions on restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -26,10 +26,14 @@ pub struct MemoryStore {
     inner: Arc<RwLock<Tables>>,
 }
 
+/// The sessions and two indexes; every method keeps all three in step.
 #[derive(Debug, Default)]
 struct Tables {
     by_hash: HashMap<TokenHash, Session>,
     hash_by_id: HashMap<String, TokenHash>,
+    /// Each user's token hashes, so per-user calls cost that user's sessions, not every
+    /// session of every user.
+    by_user: HashMap<String, HashSet<TokenHash>>,
 }
 
 impl MemoryStore {
@@ -58,10 +62,34 @@ impl MemoryStore {
 }
 
 impl Tables {
+    fn insert(&mut self, hash: TokenHash, session: Session) {
+        self.hash_by_id.insert(session.id.clone(), hash);
+        self.by_user
+            .entry(session.user_id.clone())
+            .or_default()
+            .insert(hash);
+        self.by_hash.insert(hash, session);
+    }
+
     fn remove(&mut self, hash: &TokenHash) -> Option<Session> {
         let session = self.by_hash.remove(hash)?;
         self.hash_by_id.remove(&session.id);
+        if let Some(hashes) = self.by_user.get_mut(&session.user_id) {
+            hashes.remove(hash);
+            if hashes.is_empty() {
+                self.by_user.remove(&session.user_id);
+            }
+        }
         Some(session)
+    }
+
+    /// `user_id`'s sessions (live or expired).
+    fn of_user<'t>(&'t self, user_id: &str) -> impl Iterator<Item = (&'t TokenHash, &'t Session)> {
+        self.by_user
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|hash| self.by_hash.get(hash).map(|session| (hash, session)))
     }
 }
 
@@ -80,8 +108,7 @@ impl SessionStore for MemoryStore {
                     "a session with this token or id already exists",
                 ))
             } else {
-                tables.by_hash.insert(*token_hash, session.clone());
-                tables.hash_by_id.insert(session.id.clone(), *token_hash);
+                tables.insert(*token_hash, session.clone());
                 Ok(())
             }
         };
@@ -114,9 +141,8 @@ impl SessionStore for MemoryStore {
                     updated.id.clone_from(&stored.id);
                     updated.user_id.clone_from(&stored.user_id);
                     updated.created_at = stored.created_at;
-                    tables.by_hash.remove(token_hash);
-                    tables.hash_by_id.insert(updated.id.clone(), target);
-                    tables.by_hash.insert(target, updated);
+                    tables.remove(token_hash);
+                    tables.insert(target, updated);
                     true
                 }
                 _ => false,
@@ -166,9 +192,8 @@ impl SessionStore for MemoryStore {
         let removed = {
             let mut tables = self.write();
             let hashes: Vec<TokenHash> = tables
-                .by_hash
-                .iter()
-                .filter(|(_, s)| s.user_id == user_id && Some(s.id.as_str()) != keep_session_id)
+                .of_user(user_id)
+                .filter(|(_, s)| Some(s.id.as_str()) != keep_session_id)
                 .map(|(hash, _)| *hash)
                 .collect();
             hashes
@@ -191,9 +216,9 @@ impl SessionStore for MemoryStore {
     ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
         let mut sessions: Vec<Session> = self
             .read()
-            .by_hash
-            .values()
-            .filter(|s| s.user_id == user_id && !s.is_expired(now))
+            .of_user(user_id)
+            .map(|(_, s)| s)
+            .filter(|s| !s.is_expired(now))
             .cloned()
             .collect();
         sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
@@ -220,5 +245,59 @@ impl SessionStore for MemoryStore {
             expired.len() as u64
         };
         Box::pin(async move { Ok(deleted) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(user: &str) -> (TokenHash, Session) {
+        let now = Utc::now();
+        let session = Session::new(user.to_owned(), now, now + chrono::Duration::hours(1));
+        (crate::token::Token::generate().hash(), session)
+    }
+
+    /// The per-user index follows every write: create, a move to a new hash, each delete.
+    #[tokio::test]
+    async fn the_user_index_follows_every_write() {
+        let store = MemoryStore::new();
+        let (a1, s1) = session("a");
+        let (a2, s2) = session("a");
+        let (b1, s3) = session("b");
+        for (hash, s) in [(&a1, &s1), (&a2, &s2), (&b1, &s3)] {
+            store.create(hash, s).await.unwrap();
+        }
+        let moved = crate::token::Token::generate().hash();
+        assert!(
+            store
+                .update(&a1, s1.generation, &s1, Some(&moved))
+                .await
+                .unwrap()
+        );
+        let index = |user: &str| {
+            let tables = store.read();
+            let mut hashes: Vec<TokenHash> = tables.of_user(user).map(|(h, _)| *h).collect();
+            hashes.sort();
+            hashes
+        };
+        let mut expected = vec![moved, a2];
+        expected.sort();
+        assert_eq!(index("a"), expected);
+        assert_eq!(
+            store.read().by_user["a"].len(),
+            2,
+            "the old hash left the index"
+        );
+
+        store.delete(&a2).await.unwrap();
+        store.delete_by_id(&s1.id, None).await.unwrap();
+        assert!(index("a").is_empty());
+        assert!(
+            !store.read().by_user.contains_key("a"),
+            "empty entries are dropped"
+        );
+        assert_eq!(store.delete_by_user("b", None).await.unwrap().len(), 1);
+        assert!(store.read().by_user.is_empty());
     }
 }

@@ -14,6 +14,8 @@ use crate::error::StoreError;
 use crate::session::Session;
 use crate::token::TokenHash;
 
+#[cfg(any(feature = "redis", feature = "postgres"))]
+pub(crate) mod breaker;
 mod memory;
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]

@@ -15,6 +15,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Connection, Row};
 
+use super::breaker::{Admission, Breaker};
 use super::{BoxFuture, SessionStore, StoredSession};
 use crate::error::{ConfigError, StoreError};
 use crate::session::{Session, time_in_range};
@@ -58,6 +59,13 @@ const MIGRATION_LOCK: i32 = 0x0074_6173;
 /// so a query costs one round trip instead of two (sqlx pings every connection on
 /// acquire by default, and again when it is released).
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
+
+/// Default bound on every call, waiting for a pooled connection included: an outage
+/// answers within it rather than after sqlx's 30 s acquire timeout.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Default time between background probes while the circuit is open.
+const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 const MIGRATION_FAILED: &str = "could not apply the session store's migrations";
 
@@ -115,6 +123,14 @@ pub struct PostgresStore {
     pool: PgPool,
     schema: Option<Arc<str>>,
     queries: Arc<Queries>,
+    guard: Arc<Guard>,
+}
+
+/// What keeps an outage fast: a bound on each call and a circuit breaker shared by clones.
+#[derive(Debug)]
+struct Guard {
+    timeout: Duration,
+    breaker: Arc<Breaker>,
 }
 
 /// Options for a [`PostgresStore`], from [`PostgresStore::builder`].
@@ -131,13 +147,59 @@ pub struct PostgresStore {
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 #[must_use]
 pub struct PostgresStoreBuilder {
     schema: Option<String>,
+    timeout: Duration,
+    probe_interval: Duration,
+}
+
+impl Default for PostgresStoreBuilder {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            timeout: DEFAULT_TIMEOUT,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+        }
+    }
 }
 
 impl PostgresStoreBuilder {
+    /// Bounds every store call, waiting for a pooled connection included (the pool's
+    /// acquire timeout when [`connect`](Self::connect) builds the pool). Default 2 s, so a
+    /// database outage answers 503 in at most that long instead of sqlx's 30 s. Zero is
+    /// replaced by the default.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower_auth_session::store::PostgresStore;
+    /// let builder = PostgresStore::builder().timeout(Duration::from_millis(500));
+    /// # let _ = builder;
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = if timeout.is_zero() {
+            DEFAULT_TIMEOUT
+        } else {
+            timeout
+        };
+        self
+    }
+
+    /// After a call finds the database unreachable (no connection within the timeout, a
+    /// call that timed out, a server starting up), every call fails at once, and a
+    /// background task asks the database (`SELECT 1`) every `interval` until it answers,
+    /// which closes the circuit. Default 1 s, so recovery needs no restart and no request,
+    /// and costs at most one interval. Zero is replaced by the default.
+    pub fn probe_interval(mut self, interval: Duration) -> Self {
+        self.probe_interval = if interval.is_zero() {
+            DEFAULT_PROBE_INTERVAL
+        } else {
+            interval
+        };
+        self
+    }
+
     /// Puts the store's tables in `schema` (created on connect if it does not exist)
     /// instead of the first schema of the connection's `search_path`.
     ///
@@ -169,6 +231,7 @@ impl PostgresStoreBuilder {
             options
         };
         let pool = PgPoolOptions::new()
+            .acquire_timeout(self.timeout)
             .test_before_acquire(false)
             .before_acquire(|conn, meta| {
                 Box::pin(async move {
@@ -194,6 +257,10 @@ impl PostgresStoreBuilder {
             pool,
             schema: self.schema.map(Arc::from),
             queries: Arc::new(Queries::new(&prefix)),
+            guard: Arc::new(Guard {
+                timeout: self.timeout,
+                breaker: Arc::new(Breaker::new("postgres", self.probe_interval)),
+            }),
         };
         store.migrate(&prefix).await?;
         Ok(store)
@@ -286,7 +353,10 @@ impl PostgresStore {
     ///
     /// The pool has sqlx's defaults, except that a connection is only pinged before use
     /// when it has been idle for more than 10 seconds, so that each store call is one
-    /// round trip. For other pool settings, build the pool yourself and use
+    /// round trip, and that waiting for a connection gives up after 2 s (sqlx: 30 s).
+    /// Every call is bounded by that time and goes through a circuit breaker (see
+    /// [`PostgresStoreBuilder::timeout`] and [`PostgresStoreBuilder::probe_interval`]):
+    /// during an outage requests answer 503 at once, and service resumes by itself. For other pool settings, build the pool yourself and use
     /// [`PostgresStore::from_pool`].
     ///
     /// ```no_run
@@ -338,9 +408,57 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Whether the circuit breaker is open: a recent call found the database unreachable,
+    /// and calls fail at once until a probe succeeds (for a readiness check).
+    pub fn circuit_open(&self) -> bool {
+        self.guard.breaker.is_open()
+    }
+
     /// The schema the tables live in, when one was given.
     pub fn schema(&self) -> Option<&str> {
         self.schema.as_deref()
+    }
+
+    /// Runs one store call under the timeout and the circuit breaker.
+    fn guarded<'a, T: Send + 'a>(
+        &'a self,
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'a,
+    ) -> BoxFuture<'a, Result<T, StoreError>> {
+        Box::pin(async move {
+            let breaker = &self.guard.breaker;
+            if breaker.admit() == Admission::Reject {
+                self.ensure_prober();
+                return Err(StoreError::new("PostgreSQL unavailable (circuit open)"));
+            }
+            let error = match tokio::time::timeout(self.guard.timeout, call).await {
+                Ok(Err(error)) if is_outage(&error) => error,
+                Ok(result) => {
+                    breaker.succeeded();
+                    return result;
+                }
+                Err(_) => StoreError::new(format!(
+                    "PostgreSQL did not answer within {} ms",
+                    self.guard.timeout.as_millis()
+                )),
+            };
+            breaker.failed(&crate::error::chain(&error));
+            self.ensure_prober();
+            Err(error)
+        })
+    }
+
+    /// Starts the background probe (`SELECT 1` on a pooled connection, bounded by the
+    /// call timeout) if the circuit is open and none runs.
+    fn ensure_prober(&self) {
+        let pool = self.pool.clone();
+        let timeout = self.guard.timeout;
+        self.guard.breaker.spawn_prober(move || {
+            let pool = pool.clone();
+            async move {
+                let ping = sqlx::query("SELECT 1").execute(&pool);
+                matches!(tokio::time::timeout(timeout, ping).await, Ok(Ok(_)))
+            }
+        });
     }
 
     async fn migrate(&self, prefix: &str) -> Result<(), StoreError> {
@@ -450,6 +568,28 @@ fn db_error(context: &'static str) -> impl Fn(sqlx::Error) -> StoreError + Send 
     }
 }
 
+/// Whether `error` means no connection to the database could be had (the pool gave up
+/// waiting, or the server is starting up), as opposed to one call failing.
+///
+/// An error on one pooled connection (I/O, a backend terminated by an admin) does not
+/// count: after a database restart every idle connection fails once and is dropped, and
+/// opening the circuit on each would keep the store down for one probe interval per dead
+/// connection. A refused connect fails at once without the breaker; a silent database is
+/// caught by the call timeout, which does open it.
+fn is_outage(error: &StoreError) -> bool {
+    let Some(source) = std::error::Error::source(error) else {
+        return false;
+    };
+    if let Some(db) = source.downcast_ref::<DatabaseError>() {
+        // cannot_connect_now: the server is starting up or recovering.
+        return db.code.as_deref() == Some("57P03");
+    }
+    matches!(
+        source.downcast_ref::<sqlx::Error>(),
+        Some(sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed)
+    )
+}
+
 /// Stored times are truncated to milliseconds, so that every store returns the same
 /// instant (`timestamptz` itself keeps microseconds).
 fn millis(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -516,7 +656,7 @@ impl SessionStore for PostgresStore {
         token_hash: &'a TokenHash,
         session: &'a Session,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             sqlx::query(&self.queries.insert)
                 .bind(&session.id)
                 .bind(&token_hash.as_bytes()[..])
@@ -542,7 +682,7 @@ impl SessionStore for PostgresStore {
         &'a self,
         token_hash: &'a TokenHash,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let row = sqlx::query(&self.queries.find)
                 .bind(&token_hash.as_bytes()[..])
                 .fetch_optional(&self.pool)
@@ -562,7 +702,7 @@ impl SessionStore for PostgresStore {
         session: &'a Session,
         new_token_hash: Option<&'a TokenHash>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             // A generation no row can have matches nothing.
             let Ok(expected_generation) = i64::try_from(expected_generation) else {
                 return Ok(false);
@@ -592,7 +732,7 @@ impl SessionStore for PostgresStore {
         &'a self,
         token_hash: &'a TokenHash,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let row = sqlx::query(&self.queries.delete)
                 .bind(&token_hash.as_bytes()[..])
                 .fetch_optional(&self.pool)
@@ -610,7 +750,7 @@ impl SessionStore for PostgresStore {
         session_id: &'a str,
         user_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let row = sqlx::query(&self.queries.delete_by_id)
                 .bind(session_id)
                 .bind(user_id)
@@ -629,7 +769,7 @@ impl SessionStore for PostgresStore {
         user_id: &'a str,
         keep_session_id: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Vec<StoredSession>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let rows = sqlx::query(&self.queries.delete_by_user)
                 .bind(user_id)
                 .bind(keep_session_id)
@@ -648,7 +788,7 @@ impl SessionStore for PostgresStore {
         user_id: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let rows = sqlx::query(&self.queries.list_by_user)
                 .bind(user_id)
                 .bind(now)
@@ -667,7 +807,7 @@ impl SessionStore for PostgresStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(async move {
+        self.guarded(async move {
             let result = sqlx::query(&self.queries.delete_expired)
                 .bind(now)
                 .bind(i64::from(limit))

@@ -41,6 +41,7 @@ async fn device_page_and_management_endpoints_over_real_http() {
 
     let page = laptop.get(format!("{base}/")).send().await.unwrap();
     assert_eq!(page.headers()["cache-control"], "no-store");
+    assert_page_cannot_be_framed(page.headers());
     let page = page.text().await.unwrap();
     assert!(page.contains("<form"), "sign-in form when signed out");
 
@@ -232,4 +233,38 @@ fn a_trusted_origin_that_is_not_an_origin_stops_the_server() {
     assert_eq!(errors.len(), 1, "{stderr}");
     assert!(errors[0].contains("SESSION_TRUSTED_ORIGINS"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// No other site may frame the device page (clickjacking its revoke and sign-out
+/// buttons), and browsers must not sniff its type.
+fn assert_page_cannot_be_framed(headers: &reqwest::header::HeaderMap) {
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    let policies: Vec<_> = headers.get_all("content-security-policy").iter().collect();
+    assert!(
+        policies.iter().any(|p| *p == "frame-ancestors 'none'"),
+        "{policies:?}"
+    );
+}
+
+#[tokio::test]
+async fn device_page_refuses_framing_signed_in_or_not() {
+    let server = start(&[]);
+    let base = &server.base;
+    let laptop = browser(FIREFOX);
+    let page = laptop.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_page_cannot_be_framed(page.headers());
+    let reply = laptop
+        .post(format!("{base}/api/auth/sign-in"))
+        .header("origin", base.as_str())
+        .json(&json!({ "userId": "alice" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    let page = laptop.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_page_cannot_be_framed(page.headers());
+    assert!(page.text().await.unwrap().contains("alice"));
 }

@@ -318,3 +318,51 @@ async fn cookie_cache_follows_session_cookie_cache_max_age() {
     let off = cache_cookies_after_sign_in("0").await;
     assert!(off.iter().all(|c| c.contains("Max-Age=0")), "{off:?}");
 }
+
+#[test]
+fn passwords_in_database_and_redis_urls_are_never_printed() {
+    let Some(redis) = common::service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    // The live Redis, with credentials it will refuse; and places that answer nothing.
+    let host = redis
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .trim_end_matches('/');
+    let live_redis = format!("redis://user:s3cret@{host}");
+    let cases: &[&[(&str, &str)]] = &[
+        // Database mode: Redis refuses the password, the server starts on the database.
+        &[("REDIS_URL", &live_redis)],
+        &[("REDIS_URL", "redis://user:s3cret@127.0.0.1:1")],
+        &[("REDIS_URL", "redis://:s3cret@127.0.0.1:1/0?password=s3cret")],
+        // Redis alone: refusing it stops the server with an error line.
+        &[
+            ("REDIS_URL", &live_redis),
+            ("SESSION_STORAGE", "secondary-only"),
+        ],
+        &[(
+            "DATABASE_URL",
+            "postgres://postgres:s3cret@127.0.0.1:1/test",
+        )],
+        &[(
+            "DATABASE_URL",
+            "postgres://postgres@127.0.0.1:1/test?password=s3cret",
+        )],
+        &[("DATABASE_URL", "mysql://root:s3cret@127.0.0.1/x")],
+    ];
+    for env in cases {
+        let (stdout, stderr) = common::demo::output(env, std::time::Duration::from_millis(1500));
+        assert!(
+            !stdout.contains("s3cret") && !stderr.contains("s3cret"),
+            "{env:?}\nstdout: {stdout}\nstderr: {stderr}"
+        );
+        // The URL is still shown, with the password masked, where it explains something.
+        if stderr.contains("redis://") || stderr.contains("mysql://") {
+            assert!(stderr.contains(":***@"), "{env:?}\n{stderr}");
+        }
+    }
+}

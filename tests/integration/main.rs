@@ -16,6 +16,7 @@ mod core;
 mod example_device_page;
 mod example_server;
 mod management;
+mod postgres_faults;
 mod redis_faults;
 mod redis_races;
 mod redis_secondary_only;

@@ -1176,6 +1176,131 @@ async fn per_user_cap_keeps_the_newest_sessions(kind: StoreKind) {
     assert_eq!(limited, [ids_in_order[0].clone()]);
 }
 
+/// With the defaults, a client that signs one user in 500 times through the layer leaves
+/// at most 100 live sessions: the newest ones.
+async fn default_cap_bounds_one_users_sessions(kind: StoreKind) {
+    let (store, _dir) = common::make_store(kind).await;
+    let clock = ManualClock::new();
+    let manager = SessionManager::builder(store)
+        .secret(SECRET)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let app = common::app(&manager);
+    let mut ids = Vec::new();
+    for _ in 0..500 {
+        clock.advance(Duration::milliseconds(1));
+        let reply = common::send(&app, common::post("/sign-in?user=mallory", None)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        ids.push(reply.json()["session"]["id"].as_str().unwrap().to_owned());
+    }
+    let live: Vec<String> = manager
+        .list_user_sessions("mallory")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(live.len(), 100);
+    assert_eq!(live, ids[400..], "the newest 100 stay");
+
+    // The cap can be lifted.
+    let (store, _dir) = common::make_store(kind).await;
+    let manager = SessionManager::builder(store)
+        .secret(SECRET)
+        .max_sessions_per_user(None)
+        .build()
+        .unwrap();
+    let app = common::app(&manager);
+    for _ in 0..101 {
+        common::send(&app, common::post("/sign-in?user=bot", None)).await;
+    }
+    assert_eq!(manager.list_user_sessions("bot").await.unwrap().len(), 101);
+}
+
+/// `GET /list-sessions?limit=N` pages with an `x-next-cursor` header; without `limit` the
+/// whole list, as before.
+async fn list_sessions_endpoint_pages_with_a_cursor(kind: StoreKind) {
+    let h = Harness::new(kind).await;
+    let mut devices = Vec::new();
+    let mut ids_in_order = Vec::new();
+    for n in 0..5 {
+        h.clock.advance(Duration::minutes(1));
+        let mut device = Device::new(&format!("device-{n}"), "192.0.2.10");
+        ids_in_order.push(h.sign_in(&mut device, "alice").await);
+        devices.push(device);
+    }
+    let me = &mut devices[4];
+
+    let whole = h.call(me, "GET", "/api/auth/list-sessions").await;
+    assert_eq!(whole.status, StatusCode::OK);
+    assert_eq!(ids(&whole.json()), ids_in_order);
+    assert!(whole.headers.get("x-next-cursor").is_none());
+
+    let mut seen = Vec::new();
+    let mut uri = "/api/auth/list-sessions?limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let reply = h.call(me, "GET", &uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let page = ids(&reply.json());
+        assert!(page.len() <= 2);
+        seen.extend(page);
+        pages += 1;
+        if pages == 1 {
+            // A session revoked between pages does not disturb the cursor.
+            assert!(h.manager.revoke(&ids_in_order[3]).await.unwrap());
+        }
+        match reply.headers.get("x-next-cursor") {
+            Some(next) => {
+                uri = format!(
+                    "/api/auth/list-sessions?limit=2&cursor={}",
+                    next.to_str().unwrap()
+                );
+            }
+            None => break,
+        }
+    }
+    let expected: Vec<String> = ids_in_order
+        .iter()
+        .filter(|id| **id != ids_in_order[3])
+        .cloned()
+        .collect();
+    assert_eq!(seen, expected);
+    assert_eq!(pages, 2);
+
+    for bad in [
+        "?limit=0",
+        "?limit=two",
+        "?limit=2&cursor=not-a-cursor",
+        "?cursor=%20",
+    ] {
+        let reply = h
+            .call(me, "GET", &format!("/api/auth/list-sessions{bad}"))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{bad}: {}",
+            reply.body
+        );
+    }
+    // The same pages from the API.
+    let page = h
+        .manager
+        .list_user_sessions_page("alice", 3, None)
+        .await
+        .unwrap();
+    assert_eq!(page.sessions.len(), 3);
+    let rest = h
+        .manager
+        .list_user_sessions_page("alice", 3, page.next_cursor.as_deref())
+        .await
+        .unwrap();
+    assert_eq!(rest.sessions.len(), 1);
+    assert!(rest.next_cursor.is_none());
+}
+
 async fn cleanup_task_deletes_expired_rows_and_keeps_live_ones(kind: StoreKind) {
     let h = Harness::new(kind).await;
     let mut old_a = Device::new(FIREFOX, "192.0.2.10");
@@ -1381,6 +1506,8 @@ store_suite!(
     fresh_session_reads_the_store_not_the_request_copy,
     rotate_changes_the_cookie_and_the_old_token_gets_401,
     per_user_cap_keeps_the_newest_sessions,
+    default_cap_bounds_one_users_sessions,
+    list_sessions_endpoint_pages_with_a_cursor,
     cleanup_task_deletes_expired_rows_and_keeps_live_ones,
     cleanup_task_ends_with_its_handle_and_with_the_manager,
     lifecycle_events_are_emitted_and_never_carry_a_token,

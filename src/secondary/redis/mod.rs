@@ -15,13 +15,12 @@ use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, Script};
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, StoreError};
 
-mod breaker;
 mod cache_tier;
 mod encoding;
 mod scripts;
 mod sole_store;
 
-use breaker::{Admission, Breaker};
+use crate::store::breaker::{Admission, Breaker};
 
 /// The default key prefix: namespaced and versioned, so a layout change can move to
 /// `tas:v2:` without reading old values.
@@ -78,7 +77,7 @@ struct Inner {
     connection: std::sync::Mutex<Option<MultiplexedConnection>>,
     /// Serialises making a new connection, so a burst of requests makes one.
     connecting: tokio::sync::Mutex<()>,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
     round_trips: AtomicU64,
     failures: AtomicU64,
     scripts: Scripts,
@@ -239,43 +238,17 @@ impl RedisStorage {
         Err(error)
     }
 
-    /// Starts the background probe if the circuit is open and none runs.
+    /// Starts the background probe (a new connection and `PING`) if the circuit is open
+    /// and none runs.
     fn ensure_prober(&self) {
-        let inner = &self.inner;
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if !inner.breaker.claim_prober() {
-            return;
-        }
         let storage = Arc::downgrade(&self.inner);
-        runtime.spawn(async move {
-            // Clears the claim however the task ends, even when its runtime shuts down.
-            struct Ended(std::sync::Weak<Inner>);
-            impl Drop for Ended {
-                fn drop(&mut self) {
-                    if let Some(inner) = self.0.upgrade() {
-                        inner.breaker.prober_ended();
-                    }
+        self.inner.breaker.spawn_prober(move || {
+            let storage = storage.clone();
+            async move {
+                match storage.upgrade() {
+                    Some(inner) => inner.probe().await,
+                    None => false,
                 }
-            }
-            let _ended = Ended(storage.clone());
-            loop {
-                let Some(interval) = storage.upgrade().map(|i| i.breaker.probe_interval) else {
-                    return;
-                };
-                tokio::time::sleep(interval).await;
-                let Some(inner) = storage.upgrade() else {
-                    return;
-                };
-                if !inner.breaker.is_open() {
-                    return;
-                }
-                if inner.probe().await {
-                    inner.breaker.succeeded();
-                    return;
-                }
-                tracing::debug!("redis probe failed; circuit stays open");
             }
         });
     }
@@ -442,7 +415,7 @@ impl RedisStorageBuilder {
                 clock: self.clock,
                 connection: std::sync::Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
-                breaker: Breaker::new(self.probe_interval),
+                breaker: Arc::new(Breaker::new("redis", self.probe_interval)),
                 round_trips: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 scripts: Scripts {

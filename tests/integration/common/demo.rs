@@ -68,3 +68,46 @@ pub fn start(extra_env: &[(&str, &str)]) -> Server {
         _dir: dir,
     }
 }
+
+/// What the server printed, on stdout and stderr, from its start until it either exited or
+/// said it was listening and then ran for `linger` more (it is killed then).
+pub fn output(env: &[(&str, &str)], linger: std::time::Duration) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("stdout");
+    let err_path = dir.path().join("stderr");
+    let mut command = Command::new(example_binary());
+    command
+        .env_clear()
+        .env("PORT", "0")
+        .env("DATABASE_URL", "memory")
+        .env("RUST_LOG", "debug")
+        .current_dir(dir.path())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+        if stdout.contains("listening on") {
+            std::thread::sleep(linger);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server neither started nor stopped in 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (
+        std::fs::read_to_string(&out_path).unwrap(),
+        std::fs::read_to_string(&err_path).unwrap(),
+    )
+}

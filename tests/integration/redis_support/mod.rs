@@ -209,7 +209,8 @@ enum Mode {
     Blackhole,
 }
 
-/// A TCP proxy to `target` that a test can cut, blackhole and restore.
+/// A TCP proxy to `target` (Redis, PostgreSQL, any TCP service) that a test can cut,
+/// blackhole and restore.
 pub struct TcpProxy {
     pub port: u16,
     mode: watch::Sender<Mode>,
@@ -263,6 +264,11 @@ impl TcpProxy {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:<port>`, to put in any URL (PostgreSQL's too).
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
     }
 
     fn set(&self, mode: Mode) {
