@@ -143,15 +143,19 @@ impl Breaker {
                 }
             }
             let _ended = Ended(breaker.clone());
+            let Some(interval) = breaker.upgrade().map(|b| b.probe_interval) else {
+                return;
+            };
+            // Probes start once per interval, counted from the start of the last one: a
+            // probe that hung for its whole timeout is followed by the next at once.
+            let mut next = tokio::time::Instant::now() + interval;
             loop {
-                let Some(interval) = breaker.upgrade().map(|b| b.probe_interval) else {
-                    return;
-                };
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep_until(next).await;
                 match breaker.upgrade() {
                     Some(b) if b.is_open() => {}
                     _ => return,
                 }
+                next = tokio::time::Instant::now() + interval;
                 if probe().await {
                     if let Some(breaker) = breaker.upgrade() {
                         breaker.succeeded();
