@@ -28,7 +28,7 @@ use tower_auth_session::secondary::RedisStorage;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
     ConfigError, CookieCache, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
-    SessionManager, SessionStore, SignInOptions, html_page_headers,
+    SessionManager, SessionStore, SignInOptions, html_page_headers, trusted_cors,
 };
 
 /// Everything read from the environment, checked before anything starts.
@@ -344,6 +344,10 @@ async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, Str
     if let Some(redis) = open_secondary(config).await? {
         builder = builder.secondary_storage(redis);
     }
+    // The demo has no user table: the user `get-session` shows is made from the id.
+    builder = builder.user_loader(|user_id: String| async move {
+        Ok::<_, tower_auth_session::StoreError>(Some(json!({ "id": user_id, "name": user_id })))
+    });
     builder.build().map_err(|e| match e {
         ConfigError::Invalid {
             option: "trusted_origins",
@@ -358,10 +362,14 @@ async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, Str
 struct SignInBody {
     user_id: Option<String>,
     remember_me: Option<bool>,
+    /// App-defined session fields (a JSON object).
+    fields: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+/// An error body as DEMO_SERVER.md states it: `error` (snake case), `code` and `message`.
+fn error(status: StatusCode, error: &str, message: &str) -> Response {
+    let body = json!({ "error": error, "code": error.to_ascii_uppercase(), "message": message });
+    (status, Json(body)).into_response()
 }
 
 async fn sign_in(
@@ -370,22 +378,40 @@ async fn sign_in(
     body: Result<Json<SignInBody>, JsonRejection>,
 ) -> Response {
     let Ok(Json(body)) = body else {
-        return error(StatusCode::BAD_REQUEST, "expected a JSON body with userId");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "expected a JSON body with userId",
+        );
     };
     let Some(user_id) = body.user_id.filter(|u| !u.trim().is_empty()) else {
-        return error(StatusCode::BAD_REQUEST, "userId is required");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_user_id",
+            "userId is required",
+        );
     };
     let options = SignInOptions::new().remember_me(body.remember_me.unwrap_or(true));
+    let options = match body.fields.map(|fields| options.clone().fields(&fields)) {
+        None => options,
+        Some(Ok(options)) => options,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_session_fields",
+                "fields must be a JSON object without built-in session field names",
+            );
+        }
+    };
     match handle.sign_in(user_id, options).await {
         Ok(session) => Json(json!({ "session": session })).into_response(),
         Err(tower_auth_session::SessionError::InvalidUserId) => error(
             StatusCode::BAD_REQUEST,
+            "invalid_user_id",
             "userId must be 1-255 bytes without NUL",
         ),
-        Err(e) => {
-            tracing::error!(error = %e, "sign-in failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "session store unavailable")
-        }
+        // 503 with the crate's own body (the failure is logged there).
+        Err(e) => e.into_response(),
     }
 }
 
@@ -543,11 +569,15 @@ fn app(manager: &SessionManager) -> Router {
         .router()
         .route("/sign-in", post(sign_in))
         .layer(middleware::from_fn(no_store));
-    let with_session = Router::new()
+    // The trusted origins may call the API from another origin (a SPA's dev server).
+    let api = Router::new()
         .nest("/api/auth", auth)
         .route("/api/me", get(me))
-        .route("/", get(device_page))
-        .layer(manager.layer());
+        .layer(middleware::from_fn_with_state(
+            manager.clone(),
+            trusted_cors,
+        ));
+    let with_session = api.route("/", get(device_page)).layer(manager.layer());
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(with_session)

@@ -180,8 +180,7 @@ impl axum::response::IntoResponse for SessionError {
         if let Self::Store(_) = &self {
             tracing::error!(error = %chain(&self), "session operation failed");
         }
-        let body = axum::Json(serde_json::json!({ "error": self.error_code() }));
-        (self.status(), body).into_response()
+        crate::rejection::error_response(self.status(), self.error_code(), &self.to_string())
     }
 }
 

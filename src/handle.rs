@@ -21,7 +21,7 @@ use crate::events::{RevokeReason, SessionEvent};
 use crate::manager::{ManagerInner, Resolved, RevokeTarget, SessionManager, revoke_later};
 use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
-use crate::session::{MAX_FIELDS_DEPTH, Session, fields_nest_deeper_than};
+use crate::session::{Session, check_app_fields};
 use crate::token::{Token, TokenHash};
 
 /// Response header that carries the signed token to clients without cookies.
@@ -91,16 +91,15 @@ impl SignInOptions {
     /// # let _ = options;
     /// ```
     pub fn fields<T: Serialize>(mut self, fields: &T) -> Result<Self, SessionError> {
-        let invalid = |reason| Err(SessionError::Fields(serde::ser::Error::custom(reason)));
         match serde_json::to_value(fields).map_err(SessionError::Fields)? {
-            Value::Object(map) if fields_nest_deeper_than(&map, MAX_FIELDS_DEPTH) => {
-                invalid("session fields nest arrays and objects more than 64 levels deep")
-            }
             Value::Object(map) => {
+                check_app_fields(&map)?;
                 self.fields = map;
                 Ok(self)
             }
-            _ => invalid("session fields must serialize to a JSON object"),
+            _ => Err(SessionError::Fields(serde::ser::Error::custom(
+                "session fields must serialize to a JSON object",
+            ))),
         }
     }
 }
@@ -569,6 +568,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::session::MAX_FIELDS_DEPTH;
 
     /// `{"a": {"a": … 1 …}}` with `levels` objects, the outermost included.
     fn nested(levels: usize) -> Value {

@@ -113,6 +113,8 @@ pub use manager::{CleanupTask, SessionManager, SessionManagerBuilder, SessionPag
 pub use page_headers::html_page_headers;
 pub use rejection::{RejectionReason, SessionRejection};
 pub use request_token::TokenSource;
+#[cfg(feature = "axum")]
+pub use routes::trusted_cors;
 pub use service::SessionService;
 pub use session::Session;
 pub use store::{MemoryStore, SessionStore};

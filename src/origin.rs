@@ -42,6 +42,11 @@ impl TrustedOrigins {
         Ok(Self { origins })
     }
 
+    /// Whether the (unnormalised) `origin` names a trusted origin; never for an empty list.
+    pub(crate) fn trusts(&self, origin: &str) -> bool {
+        normalise_origin(origin).is_some_and(|origin| self.contains(&origin))
+    }
+
     fn contains(&self, origin: &str) -> bool {
         self.origins.iter().any(|trusted| trusted == origin)
     }

@@ -67,9 +67,7 @@ impl SessionRejection {
             Self::Unavailable => "session_store_unavailable",
             Self::NotFresh => "session_not_fresh",
             Self::CrossSite => "cross_site_request",
-            Self::MissingLayer => {
-                "SessionHandle not found in request extensions: add SessionManager::layer() around this route"
-            }
+            Self::MissingLayer => "session_layer_missing",
         }
     }
 }
@@ -81,7 +79,9 @@ impl fmt::Display for SessionRejection {
             Self::Unavailable => "the session store is unavailable",
             Self::NotFresh => "the session is not fresh enough for this action",
             Self::CrossSite => "cross-site request refused",
-            Self::MissingLayer => "the session layer is not installed in front of this handler",
+            Self::MissingLayer => {
+                "SessionHandle not found in request extensions: add SessionManager::layer() around this route"
+            }
         })
     }
 }
@@ -93,9 +93,26 @@ impl std::error::Error for SessionRejection {}
 impl axum::response::IntoResponse for SessionRejection {
     fn into_response(self) -> axum::response::Response {
         if self == Self::MissingLayer {
-            tracing::error!("{}", self.error_code());
+            tracing::error!("{self}");
         }
-        let body = axum::Json(serde_json::json!({ "error": self.error_code() }));
-        (self.status(), body).into_response()
+        error_response(self.status(), self.error_code(), &self.to_string())
     }
+}
+
+/// The JSON body of every failure the crate answers: `error` (snake case, as before),
+/// and `code` (upper snake case) and `message` (a sentence), which Better Auth's client
+/// reads.
+#[cfg(feature = "axum")]
+pub(crate) fn error_response(
+    status: StatusCode,
+    error: &str,
+    message: &str,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let body = serde_json::json!({
+        "error": error,
+        "code": error.to_ascii_uppercase(),
+        "message": message,
+    });
+    (status, axum::Json(body)).into_response()
 }

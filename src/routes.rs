@@ -20,7 +20,7 @@ use crate::error::SessionError;
 use crate::extract::CrossSiteGuard;
 use crate::handle::{RevokeStatus, SessionHandle};
 use crate::manager::SessionManager;
-use crate::rejection::SessionRejection;
+use crate::rejection::{SessionRejection, error_response};
 use crate::session::Session;
 
 /// Longest session id accepted in a revoke body; ours are 22 characters.
@@ -68,8 +68,91 @@ impl SessionManager {
             .route("/revoke-other-sessions", post(revoke_other_sessions))
             .route("/revoke-sessions", post(revoke_sessions))
             .route("/sign-out", post(sign_out))
+            .route("/update-session", post(update_session))
             .layer(axum::middleware::map_response(no_store))
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                trusted_cors,
+            ))
     }
+}
+
+/// CORS for the trusted origins (feature `axum`), so a single-page app on another origin
+/// (a dev server on `localhost:5173`, an app domain) can call the session endpoints with
+/// credentials and read `set-auth-token`: a preflight from a trusted origin is answered
+/// (204), and responses to it echo the origin with `Access-Control-Allow-Credentials`.
+/// Other origins get no CORS headers, so the browser keeps them out. The endpoints of
+/// [`SessionManager::router`] have it; add it to the app's own routes with
+/// `axum::middleware::from_fn_with_state(manager.clone(), trusted_cors)`.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use tower_auth_session::{MemoryStore, SessionManager, trusted_cors};
+///
+/// let manager = SessionManager::builder(MemoryStore::new())
+///     .secret(b"an example secret of at least 32 bytes!")
+///     .trusted_origins(["http://localhost:5173"])
+///     .build()
+///     .unwrap();
+/// let app: Router = Router::new()
+///     .route("/api/me", get(|| async { "me" }))
+///     .layer(axum::middleware::from_fn_with_state(manager.clone(), trusted_cors))
+///     .layer(manager.layer());
+/// # let _ = app;
+/// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
+pub async fn trusted_cors(
+    axum::extract::State(manager): axum::extract::State<SessionManager>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let origin = request
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|origin| manager.is_trusted_origin(origin.as_bytes()))
+        .cloned();
+    let Some(origin) = origin else {
+        return next.run(request).await;
+    };
+    let preflight = request.method() == http::Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type, authorization"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+        response
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
+        // Applied twice (the router's own and the app's around it): once is enough.
+        return response;
+    }
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    headers.append(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("set-auth-token"),
+    );
+    response
 }
 
 /// Session answers are personal: no shared cache may keep them, no browser may reuse them.
@@ -91,7 +174,16 @@ impl IntoResponse for Failure {
         match self {
             Self::Rejected(rejection) => rejection.into_response(),
             Self::BadRequest(error) => {
-                (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response()
+                let message = match error {
+                    "invalid_body" => "the request body is not what this endpoint takes",
+                    "invalid_query" => "the query string is not what this endpoint takes",
+                    "invalid_cursor" => "the cursor is not one this server issued",
+                    "invalid_session_fields" => {
+                        "session fields must be a JSON object without built-in field names"
+                    }
+                    _ => "bad request",
+                };
+                error_response(StatusCode::BAD_REQUEST, error, message)
             }
         }
     }
@@ -102,6 +194,7 @@ impl From<SessionError> for Failure {
         match error {
             SessionError::NoSession => Self::Rejected(SessionRejection::Unauthenticated),
             SessionError::InvalidCursor => Self::BadRequest("invalid_cursor"),
+            SessionError::Fields(_) => Self::BadRequest("invalid_session_fields"),
             error => {
                 tracing::error!(error = %crate::error::chain(&error), "session endpoint could not reach the store");
                 Self::Rejected(SessionRejection::Unavailable)
@@ -124,11 +217,33 @@ fn status_true() -> Json<Value> {
 }
 
 async fn get_session(handle: SessionHandle) -> Result<Json<Value>, Failure> {
-    match handle.current() {
-        Some(session) => Ok(Json(json!({ "session": session }))),
-        None if handle.is_unavailable() => Err(Failure::Rejected(SessionRejection::Unavailable)),
-        None => Ok(Json(Value::Null)),
+    let session = match handle.current() {
+        Some(session) => session,
+        None if handle.is_unavailable() => {
+            return Err(Failure::Rejected(SessionRejection::Unavailable));
+        }
+        None => return Ok(Json(Value::Null)),
+    };
+    match handle.manager().load_user(&session.user_id).await {
+        Ok(Some(user)) => Ok(Json(json!({ "session": session, "user": user }))),
+        // A session whose user is gone is no session to show.
+        Ok(None) => Ok(Json(Value::Null)),
+        Err(error) => Err(SessionError::Store(error).into()),
     }
+}
+
+/// `POST /update-session`: merges a JSON object into the session's app fields.
+async fn update_session(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+    body: Bytes,
+) -> Result<Json<Value>, Failure> {
+    require_session(&handle)?;
+    let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(&body) else {
+        return Err(Failure::BadRequest("invalid_session_fields"));
+    };
+    let session = handle.update_fields(changes).await?;
+    Ok(Json(json!({ "session": session })))
 }
 
 /// The header that carries the next page's cursor on `GET /list-sessions?limit=N`.
@@ -166,6 +281,10 @@ async fn list_sessions(
             let is_current = session.id == current.id;
             let mut value = serde_json::to_value(session).unwrap_or(Value::Null);
             if let Value::Object(map) = &mut value {
+                // Better Auth's client passes `token` back to revoke-session; ours is the
+                // public id, never a credential.
+                let id = map.get("id").cloned().unwrap_or(Value::Null);
+                map.insert("token".to_owned(), id);
                 map.insert("current".to_owned(), Value::Bool(is_current));
             }
             value
@@ -182,12 +301,18 @@ async fn list_sessions(
     Ok(response)
 }
 
-/// The `id` of a `{"id": "…"}` body. Parsed by hand so that any content type works (the
-/// cross-site guard, not the content type, is what stops forged requests) and a bad body
-/// is a 400 with a JSON answer.
+/// The session id of a revoke body: `{"id": "…"}`, or `{"token": "…"}` as Better Auth's
+/// client sends it (our `token` is the public id), or both when they agree. Parsed by
+/// hand so that any content type works (the cross-site guard, not the content type, is
+/// what stops forged requests) and a bad body is a 400 with a JSON answer.
 fn session_id_from(body: &[u8]) -> Option<String> {
     let value: Value = serde_json::from_slice(body).ok()?;
-    let id = value.get("id")?.as_str()?;
+    let named = |key| value.get(key).map(Value::as_str);
+    let id = match (named("id"), named("token")) {
+        (Some(Some(id)), None) | (None, Some(Some(id))) => id,
+        (Some(Some(id)), Some(Some(token))) if id == token => id,
+        _ => return None,
+    };
     (!id.is_empty() && id.len() <= MAX_SESSION_ID_LEN).then(|| id.to_owned())
 }
 

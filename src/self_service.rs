@@ -13,7 +13,7 @@ use crate::handle::{CookieAction, SessionHandle, Status};
 use crate::manager::{Mirrored, RevokeTarget, SessionPage};
 use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
-use crate::session::Session;
+use crate::session::{Session, check_app_fields};
 use crate::token::{Token, TokenHash};
 
 /// How often a conditional write is retried when a concurrent request (a refresh) wrote
@@ -233,6 +233,54 @@ impl SessionHandle {
             session: updated.clone(),
         });
         self.state().session = Some(updated.clone());
+        Ok(updated)
+    }
+
+    /// Changes the session's app-defined fields (a role, the active organisation, …)
+    /// without signing the user out: each key of `changes` is set, a key set to `null` is
+    /// removed. Returns the session as written.
+    ///
+    /// The write is conditional on the session's generation (a concurrent refresh is
+    /// retried, a revoke wins), the response re-issues this request's cookie cache, and
+    /// every instance refuses the older cached copies before this returns (through the
+    /// channel that carries revocations), so no instance serves the old fields afterwards.
+    /// A built-in field name (`id`, `userId`, `expiresAt`, …) is refused with
+    /// [`SessionError::Fields`]; without a session, [`SessionError::NoSession`].
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tower_auth_session::{SessionError, SessionHandle};
+    ///
+    /// async fn switch_organisation(session: SessionHandle) -> Result<(), SessionError> {
+    ///     let changes = json!({ "activeOrganizationId": "org_1", "role": "admin" });
+    ///     session.update_fields(changes.as_object().unwrap().clone()).await?;
+    ///     Ok(())
+    /// }
+    /// # let _ = switch_organisation;
+    /// ```
+    pub async fn update_fields(
+        &self,
+        changes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Session, SessionError> {
+        check_app_fields(&changes)?;
+        let (_, hash) = self.signed_in()?;
+        let updated = self
+            .rewrite(hash, None, |session, now| {
+                for (name, value) in &changes {
+                    if value.is_null() {
+                        session.fields.remove(name);
+                    } else {
+                        session.fields.insert(name.clone(), value.clone());
+                    }
+                }
+                session.updated_at = now;
+            })
+            .await?;
+        let manager = &self.manager().inner;
+        tracing::info!(session_id = %updated.id, user_id = ?updated.user_id, "session fields updated");
+        self.state().session = Some(updated.clone());
+        // Copies of the older generation, in any instance's cookie cache, are stale now.
+        manager.superseded(&updated).await?;
         Ok(updated)
     }
 

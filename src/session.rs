@@ -59,6 +59,41 @@ pub(crate) fn fields_nest_deeper_than(fields: &Map<String, Value>, limit: usize)
     false
 }
 
+/// Names app fields may not take: the session's own JSON fields (fields are flattened
+/// beside them) and the two that `list-sessions` adds to each entry.
+pub(crate) const RESERVED_FIELD_NAMES: [&str; 11] = [
+    "id",
+    "userId",
+    "expiresAt",
+    "createdAt",
+    "updatedAt",
+    "authenticatedAt",
+    "lastSeenAt",
+    "ipAddress",
+    "userAgent",
+    "token",
+    "current",
+];
+
+/// Checks app fields before they are stored: no reserved name (they would shadow the
+/// session's own fields in its JSON), no nesting past [`MAX_FIELDS_DEPTH`] (it would be
+/// written but never read back).
+pub(crate) fn check_app_fields(fields: &Map<String, Value>) -> Result<(), SessionError> {
+    let invalid = |reason: String| Err(SessionError::Fields(serde::ser::Error::custom(reason)));
+    if let Some(name) = fields
+        .keys()
+        .find(|name| RESERVED_FIELD_NAMES.contains(&name.as_str()))
+    {
+        return invalid(format!("{name:?} is a built-in session field"));
+    }
+    if fields_nest_deeper_than(fields, MAX_FIELDS_DEPTH) {
+        return invalid(format!(
+            "session fields nest arrays and objects more than {MAX_FIELDS_DEPTH} levels deep"
+        ));
+    }
+    Ok(())
+}
+
 /// One signed-in device: what stores keep and handlers read.
 ///
 /// Serializes to camelCase JSON with RFC 3339 times; the token is never part of it, so a

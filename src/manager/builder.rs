@@ -6,7 +6,7 @@ use chrono::Duration;
 use ipnet::IpNet;
 
 use super::resolve::RefreshGate;
-use super::{ManagerInner, SessionManager};
+use super::{ManagerInner, SessionManager, UserLoader};
 use crate::client::ClientTracking;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{SameSite, SessionConfig};
@@ -42,6 +42,7 @@ pub struct SessionManagerBuilder {
     #[cfg(feature = "redis")]
     shared_redis: Option<(redis::Client, String)>,
     event_capacity: usize,
+    user_loader: Option<UserLoader>,
     errors: Vec<ConfigError>,
 }
 
@@ -87,6 +88,7 @@ impl SessionManagerBuilder {
             #[cfg(feature = "redis")]
             shared_redis,
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            user_loader: None,
             errors: Vec::new(),
         }
     }
@@ -346,6 +348,36 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// How `get-session` (and [`SessionManager::load_user`]) finds the signed-in user:
+    /// an async function from user id to the user's JSON (`Ok(None)`: no such user, and
+    /// `get-session` answers `null`; an error: 503). It is called only where a user is
+    /// asked for, never on every request. Without one, the user is `{"id": userId}`.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use tower_auth_session::{MemoryStore, SessionManager, StoreError};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .user_loader(|user_id: String| async move {
+    ///         // Look the user up in the app's own database here.
+    ///         Ok::<_, StoreError>(Some(json!({ "id": user_id, "name": "Alice" })))
+    ///     })
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn user_loader<F, Fut>(mut self, loader: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Option<serde_json::Value>, crate::StoreError>>
+            + Send
+            + 'static,
+    {
+        self.user_loader = Some(Arc::new(move |user_id| Box::pin(loader(user_id))));
+        self
+    }
+
     /// Checks the configuration and builds the manager.
     pub fn build(mut self) -> Result<SessionManager, ConfigError> {
         if let Some(error) = self.errors.drain(..).next() {
@@ -418,6 +450,7 @@ impl SessionManagerBuilder {
                 cookie_cache,
                 events: EventBus::new(self.event_capacity),
                 pending: Default::default(),
+                user_loader: self.user_loader,
             }),
         })
     }

@@ -83,7 +83,19 @@ pub(crate) struct ManagerInner {
     pub(crate) events: EventBus,
     /// Revocations owed to sign-outs that could not reach a tier.
     pub(crate) pending: pending::PendingRevocations,
+    /// The app's function from user id to the user's JSON, for `get-session`.
+    pub(crate) user_loader: Option<UserLoader>,
 }
+
+/// The app's user loader, as the builder stored it.
+pub(crate) type UserLoader = Arc<
+    dyn Fn(
+            String,
+        )
+            -> crate::store::BoxFuture<'static, Result<Option<serde_json::Value>, StoreError>>
+        + Send
+        + Sync,
+>;
 
 impl std::fmt::Debug for SessionManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -221,6 +233,16 @@ impl SessionManager {
         Ok(revoked.sessions.len())
     }
 
+    /// The user `user_id` names, as the app's
+    /// [`user_loader`](SessionManagerBuilder::user_loader) returns it: `Ok(None)` when
+    /// there is no such user. Without a loader, `{"id": user_id}`.
+    pub async fn load_user(&self, user_id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        match &self.inner.user_loader {
+            Some(loader) => loader(user_id.to_owned()).await,
+            None => Ok(Some(serde_json::json!({ "id": user_id }))),
+        }
+    }
+
     /// How many revocations this instance still owes: sign-outs (or sign-ins replacing a
     /// session) whose revoke could not reach a tier and is being retried in the
     /// background. For health checks; zero in normal operation.
@@ -254,6 +276,13 @@ impl SessionManager {
     pub fn is_fresh(&self, session: &Session) -> bool {
         let inner = &self.inner;
         inner.clock.now() - session.authenticated_at < inner.config.fresh_age
+    }
+
+    /// Whether `origin` (an `Origin` header's bytes) is one of the
+    /// [`trusted_origins`](SessionManagerBuilder::trusted_origins) (CORS).
+    pub fn is_trusted_origin(&self, origin: &[u8]) -> bool {
+        std::str::from_utf8(origin)
+            .is_ok_and(|origin| self.inner.config.trusted_origins.trusts(origin))
     }
 
     /// Whether a state-changing request must be refused as cross-site: its `Origin` is

@@ -28,9 +28,13 @@ async fn sign_in_me_sign_out_over_real_http() {
 
     let me = http.get(format!("{base}/api/me")).send().await.unwrap();
     assert_eq!(me.status(), 401);
-    assert_eq!(
-        me.json::<Value>().await.unwrap(),
-        json!({"error": "unauthenticated"})
+    // DEMO_SERVER.md: `error`, plus `code` and `message` for Better Auth's client.
+    let body = me.json::<Value>().await.unwrap();
+    assert_eq!(body["error"], "unauthenticated");
+    assert_eq!(body["code"], "UNAUTHENTICATED");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
     );
 
     let anonymous = http

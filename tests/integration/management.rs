@@ -1062,7 +1062,8 @@ async fn fresh_after_sign_in_stale_after_fresh_age_fresh_again_after_reauthentic
     assert!(me.set_cookie(&h.cookie_name()).is_some(), "refreshed");
     let reply = h.call(&mut device, "POST", "/sensitive").await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(reply.json(), json!({ "error": "session_not_fresh" }));
+    assert_eq!(reply.json()["error"], "session_not_fresh");
+    assert_eq!(reply.json()["code"], "SESSION_NOT_FRESH");
 
     let reply = h.call(&mut device, "POST", "/reauthenticate").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -1486,7 +1487,56 @@ async fn admin_api_lists_and_revokes_outside_a_request(kind: StoreKind) {
     assert_eq!(h.status(&mut young, "GET", "/me").await, StatusCode::OK);
 }
 
+/// Issue 11: the routes Better Auth's client uses (get-session with a user, list-sessions
+/// with `token`, update-session, revoke-session by `token`) go through the harness, which
+/// scans every body for every token issued.
+async fn better_auth_routes_never_put_a_token_in_a_body(kind: StoreKind) {
+    let h = Harness::new(kind).await;
+    let mut laptop = Device::new(FIREFOX, "192.0.2.10");
+    let mut phone = Device::new(IPHONE, "192.0.2.11");
+    h.sign_in(&mut laptop, "alice").await;
+    h.sign_in(&mut phone, "alice").await;
+    let reply = h.call(&mut laptop, "GET", "/api/auth/get-session").await;
+    assert_eq!(reply.json()["user"]["id"], "alice");
+    let list = h
+        .call(&mut laptop, "GET", "/api/auth/list-sessions")
+        .await
+        .json();
+    let phone_token = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|item| item["current"] == false)
+        .map(|item| item["token"].as_str().unwrap().to_owned())
+        .unwrap();
+    let json = [("content-type", "application/json")];
+    let reply = h
+        .call_with(
+            &mut laptop,
+            "POST",
+            "/api/auth/update-session",
+            &json,
+            r#"{"role":"admin"}"#,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let body = format!(r#"{{"token":"{phone_token}"}}"#);
+    let reply = h
+        .call_with(
+            &mut laptop,
+            "POST",
+            "/api/auth/revoke-session",
+            &json,
+            &body,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let reply = h.call(&mut phone, "GET", "/api/auth/get-session").await;
+    assert_eq!(reply.json(), Value::Null);
+}
+
 store_suite!(
+    better_auth_routes_never_put_a_token_in_a_body,
     two_devices_list_each_other_with_current_flag_ip_and_user_agent,
     revoke_other_sessions_signs_out_the_other_device_only,
     revoke_session_touches_only_the_callers_own_sessions,
