@@ -10,7 +10,7 @@
 use crate::error::{SessionError, StoreError};
 use crate::events::{RevokeReason, SessionEvent};
 use crate::handle::{CookieAction, SessionHandle, Status};
-use crate::manager::{Mirrored, RevokeTarget, SessionPage};
+use crate::manager::{Mirrored, RevokeTarget, SessionPage, merge_fields};
 use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
 use crate::session::{Session, check_app_fields};
@@ -266,13 +266,7 @@ impl SessionHandle {
         let (_, hash) = self.signed_in()?;
         let updated = self
             .rewrite(hash, None, |session, now| {
-                for (name, value) in &changes {
-                    if value.is_null() {
-                        session.fields.remove(name);
-                    } else {
-                        session.fields.insert(name.clone(), value.clone());
-                    }
-                }
+                merge_fields(&mut session.fields, &changes);
                 session.updated_at = now;
             })
             .await?;

@@ -78,6 +78,24 @@ impl TokenHash {
         bytes.try_into().ok().map(Self)
     }
 
+    /// Reads what [`to_hex`](Self::to_hex) wrote (lower-case hex, 64 digits).
+    pub(crate) fn from_hex(hex: &str) -> Option<Self> {
+        let digit = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        let bytes = hex.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
+        }
+        Some(Self(out))
+    }
+
     /// Lower-case hex, for keys in text-keyed stores such as Redis.
     pub fn to_hex(&self) -> String {
         let mut out = String::with_capacity(64);

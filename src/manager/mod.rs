@@ -33,6 +33,7 @@ use crate::token::KeyRing;
 
 mod builder;
 mod cleanup;
+mod fields;
 mod limits;
 mod pages;
 mod pending;
@@ -42,6 +43,7 @@ mod tiers;
 
 pub use builder::SessionManagerBuilder;
 pub use cleanup::CleanupTask;
+pub(crate) use fields::merge_fields;
 pub use pages::SessionPage;
 pub(crate) use pending::revoke_later;
 pub(crate) use resolve::Resolved;

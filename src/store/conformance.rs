@@ -52,6 +52,8 @@
 //! - `update` with a new token hash moves the session (the old hash finds nothing), and
 //!   refuses to move it onto a hash another session has.
 //! - `delete` returns the session once, then `None`.
+//! - `find_by_id` returns the session with its token hash, follows a token move, and
+//!   returns `None` for an unknown id and after a delete.
 //! - `delete_by_id` with another user's id deletes nothing; without a user it deletes any.
 //! - `delete_by_user` deletes all of the user's sessions but the one to keep, and no one
 //!   else's, and returns what it deleted with the right token hashes.
@@ -104,6 +106,9 @@ pub async fn run<S: SessionStore>(store: S) {
     suite.update_moves_the_session_to_a_new_token_hash().await;
     suite.update_does_not_move_onto_a_taken_token_hash().await;
     suite.delete_returns_the_session_once().await;
+    suite
+        .find_by_id_returns_the_session_and_its_token_hash()
+        .await;
     suite
         .delete_by_id_only_deletes_the_given_users_session()
         .await;
@@ -505,6 +510,51 @@ impl<S: SessionStore> Suite<S> {
             self.find(&hash).await,
             None,
             "find after delete must return None"
+        );
+    }
+
+    async fn find_by_id_returns_the_session_and_its_token_hash(&self) {
+        let user = self.user("find-by-id");
+        let session = self.session(&user);
+        let hash = self.create(&session).await;
+        let found = ok(self.store.find_by_id(&session.id).await, "find_by_id");
+        ensure_eq!(
+            found,
+            Some(StoredSession {
+                token_hash: hash,
+                session: session.clone(),
+            }),
+            "find_by_id must return the session and its token hash"
+        );
+        // After a token move, the id leads to the new hash.
+        let moved = Token::generate().hash();
+        let mut next = session.clone();
+        next.generation += 1;
+        ensure!(
+            ok(
+                self.store
+                    .update(&hash, session.generation, &next, Some(&moved))
+                    .await,
+                "update"
+            ),
+            "update with a new token hash must apply"
+        );
+        let found = ok(self.store.find_by_id(&session.id).await, "find_by_id");
+        ensure_eq!(
+            found.map(|stored| stored.token_hash),
+            Some(moved),
+            "find_by_id must follow a token move"
+        );
+        ensure_eq!(
+            ok(self.store.find_by_id("no-such-id").await, "find_by_id").map(|s| s.session.id),
+            None,
+            "find_by_id of an unknown id must return None"
+        );
+        ok(self.store.delete(&moved).await, "delete");
+        ensure_eq!(
+            ok(self.store.find_by_id(&session.id).await, "find_by_id").map(|s| s.session.id),
+            None,
+            "find_by_id after a delete must return None"
         );
     }
 

@@ -159,6 +159,22 @@ impl SessionStore for MemoryStore {
         Box::pin(async move { Ok(removed) })
     }
 
+    fn find_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        let found = {
+            let tables = self.read();
+            tables.hash_by_id.get(session_id).and_then(|hash| {
+                tables.by_hash.get(hash).map(|session| StoredSession {
+                    token_hash: *hash,
+                    session: session.clone(),
+                })
+            })
+        };
+        Box::pin(async move { Ok(found) })
+    }
+
     fn delete_by_id<'a>(
         &'a self,
         session_id: &'a str,

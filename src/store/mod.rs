@@ -86,6 +86,23 @@ pub trait SessionStore: Send + Sync + 'static {
         token_hash: &'a TokenHash,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>>;
 
+    /// The session with this public id and its token hash, if any (expired ones too):
+    /// what an admin change by id (`SessionManager::update_fields`) needs to write it
+    /// conditionally. One round trip. The default answers an error ("not supported"), so
+    /// a store written before this method keeps compiling; the built-in stores and the
+    /// conformance suite implement and check it.
+    fn find_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        let _ = session_id;
+        Box::pin(async {
+            Err(StoreError::new(
+                "this session store cannot look sessions up by id",
+            ))
+        })
+    }
+
     /// Deletes the session with this public id, returning it if it existed. With
     /// `user_id`, only a session of that user is deleted.
     fn delete_by_id<'a>(
@@ -146,6 +163,12 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
         token_hash: &'a TokenHash,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         (**self).delete(token_hash)
+    }
+    fn find_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        (**self).find_by_id(session_id)
     }
     fn delete_by_id<'a>(
         &'a self,

@@ -295,6 +295,7 @@ fn validate_schema(schema: &str) -> Result<(), ConfigError> {
 struct Queries {
     insert: String,
     find: String,
+    find_by_id: String,
     update: String,
     delete: String,
     delete_by_id: String,
@@ -315,6 +316,7 @@ impl Queries {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13::jsonb)"
             ),
             find: format!("SELECT {columns} FROM {table} WHERE token_hash = $1"),
+            find_by_id: format!("SELECT {columns} FROM {table} WHERE id = $1"),
             update: format!(
                 "UPDATE {table} SET token_hash = $1, expires_at = $2, updated_at = $3, \
                  authenticated_at = $4, last_seen_at = $5, ip_address = $6, user_agent = $7, \
@@ -740,6 +742,23 @@ impl SessionStore for PostgresStore {
                 .map_err(db_error("could not delete the session"))?;
             row.as_ref()
                 .map(session_from_row)
+                .transpose()
+                .map_err(db_error("could not decode the session"))
+        })
+    }
+
+    fn find_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        self.guarded(async move {
+            let row = sqlx::query(&self.queries.find_by_id)
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error("could not read the session"))?;
+            row.as_ref()
+                .map(stored_from_row)
                 .transpose()
                 .map_err(db_error("could not decode the session"))
         })

@@ -291,6 +291,23 @@ impl SessionStore for SqliteStore {
         })
     }
 
+    fn find_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query(&format!("SELECT {COLUMNS} FROM tas_sessions WHERE id = ?"))
+                .bind(session_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db_error("could not read the session"))?;
+            row.as_ref()
+                .map(stored_from_row)
+                .transpose()
+                .map_err(db_error("could not decode the session"))
+        })
+    }
+
     fn delete_by_id<'a>(
         &'a self,
         session_id: &'a str,

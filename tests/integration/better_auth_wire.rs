@@ -334,4 +334,24 @@ async fn update_fields_on_one_instance_is_what_every_instance_serves_next() {
     // B's very next request, with B's old cache replayed: the new fields.
     let shown = send(&app_b, get("/api/auth/get-session", Some(&on_b))).await;
     assert_eq!(shown.json()["session"]["role"], "admin", "{}", shown.body);
+
+    // The admin API on A, by session id: B's next request again shows the new fields,
+    // even with the cache B issued a moment ago.
+    let rewarmed = format!(
+        "{token_only}; {CACHE}={}",
+        shown.cookie_value(CACHE).expect("B re-issued its cache")
+    );
+    let id = shown.json()["session"]["id"].as_str().unwrap().to_owned();
+    let changes = json!({ "role": "owner" }).as_object().unwrap().clone();
+    let updated = a.update_fields(&id, changes).await.unwrap().unwrap();
+    assert_eq!(updated.fields["role"], "owner");
+    let shown = send(&app_b, get("/api/auth/get-session", Some(&rewarmed))).await;
+    assert_eq!(shown.json()["session"]["role"], "owner", "{}", shown.body);
+    let bad = json!({ "userId": "mallory" }).as_object().unwrap().clone();
+    assert!(
+        a.update_fields(&id, bad).await.is_err(),
+        "built-in names are refused"
+    );
+    let none = json!({ "role": "x" }).as_object().unwrap().clone();
+    assert_eq!(a.update_fields("no-such-id", none).await.unwrap(), None);
 }

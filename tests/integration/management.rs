@@ -130,6 +130,12 @@ impl SessionStore for SwitchableStore {
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         self.fail().unwrap_or_else(|| self.inner.delete(h))
     }
+    fn find_by_id<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.find_by_id(id))
+    }
     fn delete_by_id<'a>(
         &'a self,
         id: &'a str,

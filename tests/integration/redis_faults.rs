@@ -243,6 +243,12 @@ impl SessionStore for HookStore {
         (self.before_delete)();
         self.inner.delete(h)
     }
+    fn find_by_id<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        self.inner.find_by_id(id)
+    }
     fn delete_by_id<'a>(
         &'a self,
         id: &'a str,

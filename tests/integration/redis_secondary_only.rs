@@ -180,6 +180,19 @@ async fn as_a_store_redis_checks_generations_owners_and_duplicates() {
             .unwrap(),
     );
     let session = redis.find(&hash).await.unwrap().unwrap();
+    // By id: the session and its token hash (what the admin `update_fields` writes by).
+    let by_id = redis.find_by_id(&session.id).await.unwrap().unwrap();
+    assert_eq!((by_id.token_hash, &by_id.session), (hash, &session));
+    assert!(redis.find_by_id("no-such-id").await.unwrap().is_none());
+    let changes = serde_json::json!({ "role": "admin" });
+    let changed = manager
+        .update_fields(&session.id, changes.as_object().unwrap().clone())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.fields["role"], "admin");
+    let session = redis.find(&hash).await.unwrap().unwrap();
+    assert_eq!(session.fields["role"], "admin");
 
     // Duplicates are refused.
     assert!(redis.create(&hash, &session).await.is_err());
@@ -190,10 +203,10 @@ async fn as_a_store_redis_checks_generations_owners_and_duplicates() {
     // Rotation moves the session to a new token hash.
     let new_hash = Token::generate().hash();
     let mut rotated = session.clone();
-    rotated.generation = 1;
+    rotated.generation = session.generation + 1;
     assert!(
         redis
-            .update(&hash, 0, &rotated, Some(&new_hash))
+            .update(&hash, session.generation, &rotated, Some(&new_hash))
             .await
             .unwrap()
     );

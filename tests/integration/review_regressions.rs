@@ -141,6 +141,12 @@ impl<S: SessionStore> SessionStore for LockstepStore<S> {
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         self.inner.delete(h)
     }
+    fn find_by_id<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        self.inner.find_by_id(id)
+    }
     fn delete_by_id<'a>(
         &'a self,
         id: &'a str,

@@ -176,6 +176,13 @@ impl SessionStore for Flawed {
         self.inner.delete(token_hash)
     }
 
+    fn find_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        self.inner.find_by_id(session_id)
+    }
+
     fn delete_by_id<'a>(
         &'a self,
         session_id: &'a str,

@@ -116,6 +116,31 @@ impl SessionStore for RedisStorage {
         })
     }
 
+    fn find_by_id<'a>(
+        &'a self,
+        session_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        Box::pin(async move {
+            // The id's pointer holds the token hash, or `-` once revoked.
+            let pointer = format!("{}i:{session_id}", self.inner.prefix);
+            let hex: Option<String> = self
+                .with_connection(|mut conn| async move {
+                    redis::cmd("GET").arg(&pointer).query_async(&mut conn).await
+                })
+                .await?;
+            let Some(token_hash) = hex.as_deref().and_then(TokenHash::from_hex) else {
+                return Ok(None);
+            };
+            let session = self.get_session(&token_hash).await?;
+            Ok(session
+                .filter(|session| session.id == session_id)
+                .map(|session| StoredSession {
+                    token_hash,
+                    session,
+                }))
+        })
+    }
+
     fn delete_by_id<'a>(
         &'a self,
         session_id: &'a str,

@@ -107,6 +107,13 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
         bump(&self.counts.delete);
         self.inner.delete(h)
     }
+    fn find_by_id<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        bump(&self.counts.find);
+        self.inner.find_by_id(id)
+    }
     fn delete_by_id<'a>(
         &'a self,
         id: &'a str,

@@ -1,0 +1,72 @@
+//! Changing a session's app fields from outside a request (the admin side of
+//! `SessionHandle::update_fields`).
+
+use serde_json::{Map, Value};
+
+use super::{Mirrored, SessionManager};
+use crate::error::{SessionError, StoreError};
+use crate::session::{Session, check_app_fields};
+
+/// How often the conditional write is retried when a request wrote the session between
+/// our read and our write.
+const WRITE_ATTEMPTS: usize = 3;
+
+/// Merges `changes` into `fields`: a value is set, `null` removes the name.
+pub(crate) fn merge_fields(fields: &mut Map<String, Value>, changes: &Map<String, Value>) {
+    for (name, value) in changes {
+        if value.is_null() {
+            fields.remove(name);
+        } else {
+            fields.insert(name.clone(), value.clone());
+        }
+    }
+}
+
+impl SessionManager {
+    /// Changes the app fields of the session with this public id (a role changed by an
+    /// administrator, an organisation removed): each key of `changes` is set, `null`
+    /// removes it. `Ok(None)` when no live session has that id.
+    ///
+    /// As [`SessionHandle::update_fields`](crate::SessionHandle::update_fields): a
+    /// conditional write on the session's generation, mirrored to Redis, and every
+    /// instance refuses the older cookie caches before this returns. Built-in field names
+    /// are refused with [`SessionError::Fields`].
+    pub async fn update_fields(
+        &self,
+        session_id: &str,
+        changes: Map<String, Value>,
+    ) -> Result<Option<Session>, SessionError> {
+        check_app_fields(&changes)?;
+        let inner = &self.inner;
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(stored) = inner.store.find_by_id(session_id).await? else {
+                return Ok(None);
+            };
+            let now = inner.clock.now();
+            if stored.session.is_expired(now) {
+                return Ok(None);
+            }
+            let mut updated = stored.session.clone();
+            merge_fields(&mut updated.fields, &changes);
+            updated.updated_at = now;
+            updated.generation = stored.session.generation + 1;
+            let hash = stored.token_hash;
+            if !inner
+                .store
+                .update(&hash, stored.session.generation, &updated, None)
+                .await?
+            {
+                continue;
+            }
+            if inner.mirror(&hash, &updated, None).await == Mirrored::Revoked {
+                return Ok(None);
+            }
+            tracing::info!(session_id = %updated.id, user_id = ?updated.user_id, "session fields updated by the admin API");
+            inner.superseded(&updated).await?;
+            return Ok(Some(updated));
+        }
+        Err(SessionError::Store(StoreError::new(
+            "the session kept changing under a conditional write; try again",
+        )))
+    }
+}
