@@ -79,6 +79,7 @@ impl TokenHash {
     }
 
     /// Reads what [`to_hex`](Self::to_hex) wrote (lower-case hex, 64 digits).
+    #[cfg(feature = "redis")]
     pub(crate) fn from_hex(hex: &str) -> Option<Self> {
         let digit = |b: u8| match b {
             b'0'..=b'9' => Some(b - b'0'),
