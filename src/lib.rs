@@ -100,7 +100,7 @@ mod routes;
 mod service;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::SameSite;
+pub use config::{AuthTokenHeader, SameSite, TokenTransport, WANT_AUTH_TOKEN};
 pub use cookie_cache::CookieCache;
 pub use error::{ConfigError, SessionError, StoreError};
 pub use events::{RevokeReason, SessionEvent};

@@ -9,6 +9,7 @@
 mod common;
 mod redis_support;
 
+mod bearer_modes;
 mod cookie_cache;
 mod cookie_cache_budget;
 mod cookie_cache_redis;
