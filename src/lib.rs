@@ -56,6 +56,7 @@
 //! | `postgres` | no | `PostgresStore` (sqlx) |
 //! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
 //! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
+//! | `tonic` | no | `From<SessionRejection> for tonic::Status`, [`tonic::require_session`], tonic's `TcpConnectInfo` as the client address |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
@@ -98,6 +99,9 @@ mod layer;
 #[cfg(feature = "axum")]
 mod routes;
 mod service;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AuthTokenHeader, SameSite, TokenTransport, WANT_AUTH_TOKEN};

@@ -7,7 +7,7 @@ use ipnet::IpNet;
 
 use super::resolve::RefreshGate;
 use super::{ManagerInner, SessionManager};
-use crate::client::ClientTracking;
+use crate::client::{AddressHook, ClientTracking};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthTokenHeader, SameSite, SessionConfig, TokenTransport};
 use crate::cookie_cache::CookieCache;
@@ -232,6 +232,41 @@ impl SessionManagerBuilder {
     /// Whether to record the client's IP address and user agent (default `true`).
     pub fn track_client(mut self, track: bool) -> Self {
         self.tracking.disabled = !track;
+        self
+    }
+
+    /// How to find the client's socket address in the request extensions, for servers the
+    /// crate does not know (a custom acceptor, a Unix socket proxy header, …). Asked
+    /// first; when it returns `None` the built-in sources are tried: axum's
+    /// `ConnectInfo<SocketAddr>`, a bare `SocketAddr` (what a hyper app inserts), and with
+    /// feature `tonic` tonic's `TcpConnectInfo`. [`trusted_proxies`](Self::trusted_proxies)
+    /// then applies to the address it gives.
+    ///
+    /// The layer reads the extensions when the request reaches it: whatever inserts the
+    /// address must run *outside* (before) the session layer.
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// /// What our acceptor puts in the extensions.
+    /// #[derive(Clone)]
+    /// struct Peer(SocketAddr);
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .client_address(|extensions: &http::Extensions| {
+    ///         extensions.get::<Peer>().map(|peer| peer.0.ip())
+    ///     })
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn client_address(
+        mut self,
+        hook: impl Fn(&http::Extensions) -> Option<std::net::IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.tracking.address_hook = Some(AddressHook(Arc::new(hook)));
         self
     }
 

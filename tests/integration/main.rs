@@ -17,6 +17,7 @@ mod core;
 mod example_device_page;
 mod example_server;
 mod management;
+mod outside_axum;
 mod postgres_faults;
 mod redis_faults;
 mod redis_races;
