@@ -15,6 +15,7 @@ mod cookie_cache_budget;
 mod cookie_cache_redis;
 mod core;
 mod example_device_page;
+mod example_hyper;
 mod example_server;
 mod management;
 mod outside_axum;
