@@ -129,3 +129,56 @@ fn each_rejection_has_its_grpc_status() {
     let refused = tower_auth_session::tonic::signed_in_only(tonic::Request::new(()));
     assert_eq!(refused.unwrap_err().code(), Code::Internal);
 }
+
+/// What a custom acceptor might put in the extensions instead of a `SocketAddr`.
+#[derive(Clone)]
+struct Peer(std::net::IpAddr);
+
+#[tokio::test]
+async fn the_client_address_hook_feeds_sign_in_and_refresh() {
+    let clock = tower_auth_session::ManualClock::new();
+    let manager = SessionManager::builder(MemoryStore::new())
+        .secret(SECRET)
+        .clock(clock.clone())
+        .client_address(|extensions: &http::Extensions| extensions.get::<Peer>().map(|p| p.0))
+        .build()
+        .unwrap();
+    async fn who(request: Request<String>) -> Result<Response<String>, Infallible> {
+        let handle = SessionHandle::from_extensions(request.extensions()).unwrap();
+        if request.uri().path() == "/sign-in" {
+            handle.sign_in("alice", SignInOptions::new()).await.unwrap();
+        }
+        let ip = handle.require().ok().and_then(|s| s.ip_address);
+        Ok(Response::new(ip.unwrap_or_default()))
+    }
+    let service = ServiceBuilder::new()
+        .layer(manager.layer())
+        .service(service_fn(who));
+    let from = |path: &str, ip: &str, cookie: Option<&str>| {
+        let mut request = request(path, cookie);
+        request.extensions_mut().insert(Peer(ip.parse().unwrap()));
+        request
+    };
+
+    let signed_in = service
+        .clone()
+        .oneshot(from("/sign-in", "198.51.100.1", None))
+        .await
+        .unwrap();
+    assert_eq!(signed_in.body(), "198.51.100.1");
+    let set_cookie = signed_in.headers()[header::SET_COOKIE].to_str().unwrap();
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    // The refresh a day later records where the client is now.
+    clock.advance(chrono::Duration::days(2));
+    let refreshed = service
+        .clone()
+        .oneshot(from("/me", "198.51.100.2", Some(&cookie)))
+        .await
+        .unwrap();
+    assert!(
+        refreshed.headers().contains_key(header::SET_COOKIE),
+        "refreshed"
+    );
+    assert_eq!(refreshed.body(), "198.51.100.2");
+}
