@@ -17,6 +17,7 @@ mod core;
 mod example_device_page;
 mod example_hyper;
 mod example_server;
+mod example_tonic;
 mod management;
 mod outside_axum;
 mod postgres_faults;
