@@ -10,6 +10,12 @@
 //! the layer writes the cookies the request earned: a new session, a sliding refresh, or
 //! cleared cookies when the session is gone.
 //!
+//! Outside axum (hyper, tonic, any tower stack) handlers take the handle with
+//! [`SessionHandle::from_extensions`] and the session with [`SessionHandle::require`]
+//! (401 / 503 as a [`SessionRejection`]); feature `tonic` adds the `tonic::Status`
+//! conversions. Clients without cookies send `Authorization: Bearer <token>`; see
+//! [`TokenTransport`] and [`AuthTokenHeader`].
+//!
 //! Stores only keep `SHA-256(token)`. Sessions expire after `expires_in` (7 days) and
 //! slide forward at most once per `update_age` (1 day), persisted by one conditional write.
 //!

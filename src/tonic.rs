@@ -4,7 +4,7 @@
 //! request's extensions into its `tonic::Request`, so every method finds the
 //! [`SessionHandle`] there. Clients send their token as `authorization: Bearer <token>`
 //! metadata and get it from the `set-auth-token` response metadata of the sign-in call.
-//! A [`SessionRejection`] converts into a [`Status`] (`Unauthenticated`, `Unavailable`,
+//! A [`SessionRejection`](crate::SessionRejection) converts into a [`Status`] (`Unauthenticated`, `Unavailable`,
 //! `PermissionDenied`, `Internal`). `examples/tonic.rs` is a whole service.
 //!
 //! ```

@@ -21,6 +21,7 @@ mod example_tonic;
 mod management;
 mod outside_axum;
 mod postgres_faults;
+mod readme_quick_start;
 mod redis_faults;
 mod redis_races;
 mod redis_secondary_only;
