@@ -366,3 +366,19 @@ fn passwords_in_database_and_redis_urls_are_never_printed() {
         }
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully_like_ctrl_c() {
+    let mut server = start(&[]);
+    // Serving first, so the signal arrives at a running server.
+    let health = client()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let status = server.terminate();
+    // Killed by the signal, the process would have no exit code at all.
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
