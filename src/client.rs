@@ -1,11 +1,19 @@
 //! Who is on the other end: the client's IP address and user agent.
 //!
-//! The IP comes from the socket peer. `X-Forwarded-For` is believed only when the peer is a
+//! The IP comes from the socket peer, as the server put it in the request extensions:
+//! the app's own hook (`SessionManagerBuilder::client_address`) first, then axum's
+//! `ConnectInfo<SocketAddr>`, a bare `SocketAddr` (hyper: the app inserts it), and
+//! tonic's `TcpConnectInfo` (feature `tonic`). The layer reads it when the request
+//! reaches it, so the address must be inserted *outside* the layer (axum's
+//! `into_make_service_with_connect_info` and tonic's server do); when tracking is on and
+//! none is found, one warning says so. `X-Forwarded-For` is believed only when the peer is a
 //! configured trusted proxy, and then the chain is walked right to left past trusted hops:
 //! the first untrusted address is the client. Anything malformed yields no address rather
 //! than a guess.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
@@ -28,8 +36,21 @@ impl ClientFacts {
         if tracking.disabled {
             return Self::default();
         }
+        let peer = tracking
+            .address_hook
+            .as_ref()
+            .and_then(|hook| (hook.0)(request.extensions()))
+            .or_else(|| peer_addr(request.extensions()));
+        if peer.is_none() && !tracking.warned_no_peer.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "no client address in the request extensions: sessions record no IP. Insert the \
+                 peer's SocketAddr outside the session layer (axum: \
+                 into_make_service_with_connect_info; hyper: before calling the layered \
+                 service), or set SessionManagerBuilder::client_address"
+            );
+        }
         Self {
-            peer: peer_addr(request),
+            peer,
             user_agent: request.headers().get(header::USER_AGENT).cloned(),
             // Only read when the peer is a trusted proxy, so never without one.
             forwarded_for: if tracking.trusted_proxies.is_empty() {
@@ -61,15 +82,33 @@ fn forwarded_for(headers: &HeaderMap) -> Option<HeaderValue> {
     }
 }
 
-fn peer_addr<B>(request: &http::Request<B>) -> Option<IpAddr> {
+/// The socket peer as the servers we know put it in the extensions.
+fn peer_addr(extensions: &http::Extensions) -> Option<IpAddr> {
     #[cfg(feature = "axum")]
-    if let Some(info) = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-    {
+    if let Some(info) = extensions.get::<axum::extract::ConnectInfo<SocketAddr>>() {
         return Some(info.0.ip());
     }
-    request.extensions().get::<SocketAddr>().map(|a| a.ip())
+    if let Some(addr) = extensions.get::<SocketAddr>() {
+        return Some(addr.ip());
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(info) = extensions.get::<tonic::transport::server::TcpConnectInfo>() {
+        return info.remote_addr().map(|addr| addr.ip());
+    }
+    None
+}
+
+/// A function from the request extensions to the peer's address.
+type FindAddress = dyn Fn(&http::Extensions) -> Option<IpAddr> + Send + Sync;
+
+/// The app's own way to find the peer address in the request extensions.
+#[derive(Clone)]
+pub(crate) struct AddressHook(pub(crate) Arc<FindAddress>);
+
+impl std::fmt::Debug for AddressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AddressHook(..)")
+    }
 }
 
 /// How client facts become the stored IP and user agent.
@@ -77,6 +116,9 @@ fn peer_addr<B>(request: &http::Request<B>) -> Option<IpAddr> {
 pub(crate) struct ClientTracking {
     pub(crate) disabled: bool,
     pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) address_hook: Option<AddressHook>,
+    /// Set once the missing-address warning has been logged.
+    pub(crate) warned_no_peer: Arc<AtomicBool>,
 }
 
 /// The client as stored on a session.
@@ -166,8 +208,8 @@ mod tests {
 
     fn tracking(proxies: &[&str]) -> ClientTracking {
         ClientTracking {
-            disabled: false,
             trusted_proxies: proxies.iter().map(|p| p.parse().unwrap()).collect(),
+            ..ClientTracking::default()
         }
     }
 
@@ -197,6 +239,39 @@ mod tests {
     fn ipv4_mapped_ipv6_is_normalised() {
         let ip = tracking(&[]).client_ip(&facts("::ffff:192.0.2.1", None));
         assert_eq!(ip, Some("192.0.2.1".parse().unwrap()));
+    }
+
+    fn peer_of(tracking: &ClientTracking, extensions: http::Extensions) -> Option<IpAddr> {
+        let mut request = http::Request::new(());
+        *request.extensions_mut() = extensions;
+        ClientFacts::from_request(&request, tracking).peer
+    }
+
+    #[test]
+    fn the_peer_is_read_from_each_servers_extension_and_the_hook_comes_first() {
+        let addr: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let mut bare = http::Extensions::new();
+        bare.insert(addr);
+        assert_eq!(peer_of(&tracking(&[]), bare.clone()), Some(addr.ip()));
+        #[cfg(feature = "axum")]
+        {
+            let mut axum = http::Extensions::new();
+            axum.insert(axum::extract::ConnectInfo(addr));
+            assert_eq!(peer_of(&tracking(&[]), axum), Some(addr.ip()));
+        }
+        #[cfg(feature = "tonic")]
+        {
+            let mut tonic = http::Extensions::new();
+            tonic.insert(tonic::transport::server::TcpConnectInfo {
+                local_addr: None,
+                remote_addr: Some(addr),
+            });
+            assert_eq!(peer_of(&tracking(&[]), tonic), Some(addr.ip()));
+        }
+        let mut hooked = tracking(&[]);
+        hooked.address_hook = Some(AddressHook(Arc::new(|_| "198.51.100.1".parse().ok())));
+        assert_eq!(peer_of(&hooked, bare), "198.51.100.1".parse().ok());
+        assert_eq!(peer_of(&tracking(&[]), http::Extensions::new()), None);
     }
 
     #[test]

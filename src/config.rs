@@ -26,6 +26,52 @@ impl SameSite {
     }
 }
 
+/// Which ways a client may carry its session token; see
+/// [`SessionManagerBuilder::token_transport`](crate::SessionManagerBuilder::token_transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum TokenTransport {
+    /// The `session_token` cookie or `Authorization: Bearer` (the bearer token wins when a
+    /// request carries both). The default.
+    #[default]
+    CookiesAndBearer,
+    /// The cookie only: `Authorization` is never read.
+    CookiesOnly,
+    /// `Authorization: Bearer` only, for APIs and gRPC: cookies are never read and no
+    /// response ever carries `Set-Cookie`.
+    BearerOnly,
+}
+
+impl TokenTransport {
+    pub(crate) fn reads_bearer(self) -> bool {
+        self != Self::CookiesOnly
+    }
+
+    pub(crate) fn uses_cookies(self) -> bool {
+        self != Self::BearerOnly
+    }
+}
+
+/// When a response hands the signed token to the client in the `set-auth-token` header
+/// (after a sign-in or a rotation); see
+/// [`SessionManagerBuilder::auth_token_header`](crate::SessionManagerBuilder::auth_token_header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AuthTokenHeader {
+    /// Every sign-in and rotation (Better Auth's behaviour; the default).
+    #[default]
+    Always,
+    /// Only when the request asked for it: it carried an `x-want-auth-token` header, or it
+    /// was authenticated by our bearer token.
+    OnRequest,
+    /// Never: clients keep the `HttpOnly` cookie only.
+    Never,
+}
+
+/// Request header with which a client asks for `set-auth-token` under
+/// [`AuthTokenHeader::OnRequest`].
+pub const WANT_AUTH_TOKEN: &str = "x-want-auth-token";
+
 /// Everything the manager was configured with; read-only after `build`.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionConfig {
@@ -43,6 +89,8 @@ pub(crate) struct SessionConfig {
     /// cap).
     pub(crate) max_sessions_per_user: Option<usize>,
     pub(crate) trusted_origins: TrustedOrigins,
+    pub(crate) token_transport: TokenTransport,
+    pub(crate) auth_token_header: AuthTokenHeader,
 }
 
 impl Default for SessionConfig {
@@ -60,6 +108,8 @@ impl Default for SessionConfig {
             same_site: SameSite::Lax,
             max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
             trusted_origins: TrustedOrigins::default(),
+            token_transport: TokenTransport::default(),
+            auth_token_header: AuthTokenHeader::default(),
         }
     }
 }

@@ -184,6 +184,28 @@ impl axum::response::IntoResponse for SessionError {
     }
 }
 
+/// A gRPC method can answer `Err(error.into())`: `Unavailable` when a store could not
+/// commit (logged with its causes), `Unauthenticated` without a session,
+/// `InvalidArgument` for bad input. The message never holds more than the error's own
+/// `Display`.
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+impl From<SessionError> for tonic::Status {
+    fn from(error: SessionError) -> Self {
+        let message = error.to_string();
+        match error {
+            SessionError::Store(_) => {
+                tracing::error!(error = %chain(&error), "session operation failed");
+                Self::unavailable(message)
+            }
+            SessionError::NoSession => Self::unauthenticated(message),
+            SessionError::Fields(_) | SessionError::InvalidUserId | SessionError::InvalidCursor => {
+                Self::invalid_argument(message)
+            }
+        }
+    }
+}
+
 /// An error and its sources, `a: b: c`, for log lines (each error's `Display` says only
 /// its own part).
 pub(crate) fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl fmt::Display + 'a {

@@ -21,11 +21,7 @@ impl<S: Send + Sync> FromRequestParts<S> for SessionHandle {
     type Rejection = SessionRejection;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<SessionHandle>()
-            .cloned()
-            .ok_or(SessionRejection::MissingLayer)
+        SessionHandle::from_extensions(&parts.extensions)
     }
 }
 
@@ -34,11 +30,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentSession {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let handle = SessionHandle::from_request_parts(parts, state).await?;
-        match handle.current() {
-            Some(session) => Ok(Self(session)),
-            None if handle.is_unavailable() => Err(SessionRejection::Unavailable),
-            None => Err(SessionRejection::Unauthenticated),
-        }
+        handle.require().map(Self)
     }
 }
 
@@ -143,13 +135,8 @@ impl<S: Send + Sync> FromRequestParts<S> for CrossSiteGuard {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let handle =
             <SessionHandle as FromRequestParts<S>>::from_request_parts(parts, state).await?;
-        if handle.manager().is_cross_site(&parts.headers) {
-            tracing::debug!(
-                origin = ?parts.headers.get(http::header::ORIGIN),
-                "refused a cross-site request"
-            );
-            return Err(SessionRejection::CrossSite);
-        }
+        // Exempt as a bearer request only if the layer used our bearer token.
+        handle.check_cross_site(&parts.headers)?;
         Ok(Self)
     }
 }

@@ -13,13 +13,14 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::client::ClientFacts;
+use crate::config::AuthTokenHeader;
 use crate::cookie_cache::{CacheCookies, CacheIssue, CacheState, CacheWrite};
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::SessionError;
 use crate::error::chain;
 use crate::events::{RevokeReason, SessionEvent};
 use crate::manager::{ManagerInner, Resolved, RevokeTarget, SessionManager, revoke_later};
-use crate::rejection::RejectionReason;
+use crate::rejection::{RejectionReason, SessionRejection};
 use crate::request_token::TokenSource;
 use crate::session::{Session, check_app_fields};
 use crate::token::{Token, TokenHash};
@@ -245,6 +246,9 @@ pub(crate) struct RequestFacts {
     /// Whether the request carried a `dont_remember` cookie (to expire it on a
     /// remembered sign-in).
     pub(crate) had_dont_remember: bool,
+    /// Whether the request carried `x-want-auth-token` (read only under
+    /// [`AuthTokenHeader::OnRequest`]).
+    pub(crate) asked_for_auth_token: bool,
 }
 
 struct Shared {
@@ -308,6 +312,54 @@ impl SessionHandle {
     /// Why the presented session was refused, if it was.
     pub fn rejection(&self) -> Option<RejectionReason> {
         self.state().rejection
+    }
+
+    /// The handle the layer put in `extensions` (of an `http::Request`, its `Parts`, or a
+    /// `tonic::Request`), or [`SessionRejection::MissingLayer`] when the layer is not in
+    /// front of this code.
+    ///
+    /// ```
+    /// use tower_auth_session::{SessionHandle, SessionRejection};
+    ///
+    /// fn user_of(request: &http::Request<()>) -> Result<String, SessionRejection> {
+    ///     let handle = SessionHandle::from_extensions(request.extensions())?;
+    ///     Ok(handle.require()?.user_id)
+    /// }
+    /// let lonely = http::Request::new(());
+    /// assert_eq!(user_of(&lonely), Err(SessionRejection::MissingLayer));
+    /// ```
+    pub fn from_extensions(extensions: &http::Extensions) -> Result<Self, SessionRejection> {
+        extensions
+            .get::<Self>()
+            .cloned()
+            .ok_or(SessionRejection::MissingLayer)
+    }
+
+    /// The signed-in session, or why there is none: [`SessionRejection::Unavailable`]
+    /// (503) when a store needed to decide was down — the user is not signed out by an
+    /// outage — and [`SessionRejection::Unauthenticated`] (401) otherwise. The one call a
+    /// hyper or tonic handler needs instead of [`current`](Self::current) plus
+    /// [`is_unavailable`](Self::is_unavailable).
+    pub fn require(&self) -> Result<Session, SessionRejection> {
+        let state = self.state();
+        match &state.session {
+            Some(session) => Ok(session.clone()),
+            None if state.status == Status::Unavailable => Err(SessionRejection::Unavailable),
+            None => Err(SessionRejection::Unauthenticated),
+        }
+    }
+
+    /// `Err(`[`SessionRejection::CrossSite`]`)` when a state-changing request must be
+    /// refused as cross-site (see [`SessionManager::is_cross_site`]); the bearer exemption
+    /// applies only when this request was authenticated by our bearer token. What the
+    /// axum `CrossSiteGuard` extractor does, for code outside axum.
+    pub fn check_cross_site(&self, headers: &HeaderMap) -> Result<(), SessionRejection> {
+        let bearer = self.shared.source == Some(TokenSource::Bearer);
+        if self.shared.manager.cross_site(headers, bearer) {
+            tracing::debug!(origin = ?headers.get(header::ORIGIN), "refused a cross-site request");
+            return Err(SessionRejection::CrossSite);
+        }
+        Ok(())
     }
 
     /// Where the request's token came from, if it had one.
@@ -460,15 +512,35 @@ impl SessionHandle {
         Ok(RevokeStatus::Pending)
     }
 
+    /// Whether this response may carry `set-auth-token` (the builder's
+    /// [`AuthTokenHeader`] policy).
+    fn hands_out_token(&self) -> bool {
+        match self.shared.manager.inner.config.auth_token_header {
+            AuthTokenHeader::Always => true,
+            AuthTokenHeader::Never => false,
+            AuthTokenHeader::OnRequest => {
+                self.shared.facts.asked_for_auth_token
+                    || self.shared.source == Some(TokenSource::Bearer)
+            }
+        }
+    }
+
     /// Writes the cookies this request earned onto the response headers.
     ///
     /// Every response to which this adds a `Set-Cookie` — a new or refreshed token, a
-    /// re-issued cookie cache, cleared cookies — also gets `Cache-Control: no-store`,
-    /// whatever the handler said: a shared cache must never store and replay it.
+    /// re-issued cookie cache, cleared cookies — or a `set-auth-token` also gets
+    /// `Cache-Control: no-store`, whatever the handler said: a shared cache must never
+    /// store and replay it.
     pub(crate) fn finish(&self, headers: &mut HeaderMap) {
         let manager = &self.shared.manager.inner;
         let names = &manager.names;
         let config = &manager.config;
+        if !config.token_transport.uses_cookies() {
+            // Bearer-only: no response ever carries `Set-Cookie`, not even a clearing one.
+            let mut state = self.state();
+            state.cookie_action = CookieAction::Keep;
+            state.cache.issue_from = None;
+        }
         let (action, issued, cache_cookies) = {
             let mut state = self.state();
             let cache_cookies = manager.cookie_cache.as_ref().map(|cache| {
@@ -548,17 +620,19 @@ impl SessionHandle {
         if let Some(cache_cookies) = cache_cookies {
             wrote |= cache_cookies.apply(config, headers);
         }
-        if wrote {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        }
-        if let Some(signed) = issued {
+        if let Some(signed) = issued.filter(|_| self.hands_out_token()) {
             if let Ok(value) = HeaderValue::try_from(signed) {
+                // A credential in a header is as cache-sensitive as one in a cookie.
+                wrote = true;
                 headers.insert(SET_AUTH_TOKEN, value);
                 headers.append(
                     header::ACCESS_CONTROL_EXPOSE_HEADERS,
                     HeaderValue::from_static(SET_AUTH_TOKEN),
                 );
             }
+        }
+        if wrote {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
     }
 }

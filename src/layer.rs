@@ -18,12 +18,17 @@ use crate::service::SessionService;
 /// use tower_auth_session::{MemoryStore, SessionHandle, SessionManager};
 ///
 /// async fn me(request: Request<String>) -> Result<Response<String>, Infallible> {
-///     let handle = request.extensions().get::<SessionHandle>().expect("layer installed");
-///     let body = match handle.current() {
-///         Some(session) => session.user_id,
-///         None => "nobody".to_owned(),
-///     };
-///     Ok(Response::new(body))
+///     // No session: 401; a store down: 503; the layer missing: 500.
+///     let session = SessionHandle::from_extensions(request.extensions())
+///         .and_then(|handle| handle.require());
+///     Ok(match session {
+///         Ok(session) => Response::new(session.user_id),
+///         Err(rejection) => {
+///             let mut response = Response::new(rejection.error_code().to_owned());
+///             *response.status_mut() = rejection.status();
+///             response
+///         }
+///     })
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -33,7 +38,7 @@ use crate::service::SessionService;
 ///     .build()?;
 /// let service = ServiceBuilder::new().layer(manager.layer()).service(service_fn(me));
 /// let response = service.oneshot(Request::new(String::new())).await?;
-/// assert_eq!(response.body(), "nobody");
+/// assert_eq!(response.status(), http::StatusCode::UNAUTHORIZED);
 /// # Ok(())
 /// # }
 /// ```

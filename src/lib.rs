@@ -10,6 +10,12 @@
 //! the layer writes the cookies the request earned: a new session, a sliding refresh, or
 //! cleared cookies when the session is gone.
 //!
+//! Outside axum (hyper, tonic, any tower stack) handlers take the handle with
+//! [`SessionHandle::from_extensions`] and the session with [`SessionHandle::require`]
+//! (401 / 503 as a [`SessionRejection`]); feature `tonic` adds the `tonic::Status`
+//! conversions. Clients without cookies send `Authorization: Bearer <token>`; see
+//! [`TokenTransport`] and [`AuthTokenHeader`].
+//!
 //! Stores only keep `SHA-256(token)`. Sessions expire after `expires_in` (7 days) and
 //! slide forward at most once per `update_age` (1 day), persisted by one conditional write.
 //!
@@ -56,6 +62,7 @@
 //! | `postgres` | no | `PostgresStore` (sqlx) |
 //! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
 //! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
+//! | `tonic` | no | `From<SessionRejection> for tonic::Status`, [`tonic::require_session`], tonic's `TcpConnectInfo` as the client address |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
@@ -98,9 +105,12 @@ mod layer;
 #[cfg(feature = "axum")]
 mod routes;
 mod service;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::SameSite;
+pub use config::{AuthTokenHeader, SameSite, TokenTransport, WANT_AUTH_TOKEN};
 pub use cookie_cache::CookieCache;
 pub use error::{ConfigError, SessionError, StoreError};
 pub use events::{RevokeReason, SessionEvent};

@@ -4,7 +4,7 @@
 //!
 //! Both are plain types: code outside axum (hyper, tonic, tests) reads the status and the
 //! message from [`SessionRejection`] directly; with the `axum` feature it is also a
-//! response.
+//! response, and with `tonic` it converts into a `tonic::Status`.
 
 use std::fmt;
 
@@ -115,4 +115,25 @@ pub(crate) fn error_response(
         "message": message,
     });
     (status, axum::Json(body)).into_response()
+}
+
+/// The gRPC status for each failure: `Unauthenticated`, `Unavailable`, `PermissionDenied`
+/// (not fresh, cross-site) and `Internal` (the layer is missing).
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+impl From<SessionRejection> for tonic::Status {
+    fn from(rejection: SessionRejection) -> Self {
+        let message = rejection.to_string();
+        match rejection {
+            SessionRejection::Unauthenticated => Self::unauthenticated(message),
+            SessionRejection::Unavailable => Self::unavailable(message),
+            SessionRejection::NotFresh | SessionRejection::CrossSite => {
+                Self::permission_denied(message)
+            }
+            SessionRejection::MissingLayer => {
+                tracing::error!("{}", rejection.error_code());
+                Self::internal(message)
+            }
+        }
+    }
 }

@@ -1,8 +1,15 @@
 //! Finding the session token a request presents: `Authorization: Bearer` first (explicit
-//! beats ambient), then the `session_token` cookie. The MAC is checked here, before any I/O.
+//! beats ambient), then the `session_token` cookie, as the [`TokenTransport`] allows. The
+//! MAC is checked here, before any I/O.
+//!
+//! An `Authorization` value that is not one of our signed tokens (another scheme, a
+//! gateway's JWT, a token signed with a key no longer in the ring) is not ours to judge:
+//! the request is read as if the header were absent, so a valid cookie beside it still
+//! counts.
 
 use http::{HeaderMap, header};
 
+use crate::config::TokenTransport;
 use crate::cookies::{CookieLookup, CookieNames, find_cookie};
 use crate::token::{KeyRing, Token, TokenError};
 
@@ -20,7 +27,8 @@ pub enum TokenSource {
 pub(crate) enum PresentedToken {
     /// No token at all.
     None,
-    /// A token was sent but is malformed, oversized, duplicated or badly signed.
+    /// A cookie was sent but is malformed, oversized, duplicated or badly signed (a bearer
+    /// value that is not ours is ignored instead, never `Invalid`).
     Invalid(TokenSource, TokenError),
     /// A correctly signed token.
     Valid { token: Token, source: TokenSource },
@@ -29,28 +37,34 @@ pub(crate) enum PresentedToken {
 pub(crate) fn presented_token(
     keys: &KeyRing,
     names: &CookieNames,
+    transport: TokenTransport,
     headers: &HeaderMap,
 ) -> PresentedToken {
-    let cookie = find_cookie(headers, &names.session_token);
-    presented_token_with(keys, names, headers, cookie)
+    let cookie = if transport.uses_cookies() {
+        find_cookie(headers, &names.session_token)
+    } else {
+        CookieLookup::Absent
+    };
+    presented_token_with(keys, names, transport, headers, cookie)
 }
 
 /// [`presented_token`] when the `session_token` cookie has already been looked up.
 pub(crate) fn presented_token_with(
     keys: &KeyRing,
     names: &CookieNames,
+    transport: TokenTransport,
     headers: &HeaderMap,
     cookie: CookieLookup<'_>,
 ) -> PresentedToken {
     let cookie_name = names.session_token.as_str();
-    if let Some(value) = bearer_value(headers) {
-        return match keys.verify_token(cookie_name, value) {
-            Ok(token) => PresentedToken::Valid {
-                token,
-                source: TokenSource::Bearer,
-            },
-            Err(error) => PresentedToken::Invalid(TokenSource::Bearer, error),
+    if let Some(token) = verified_bearer(keys, names, transport, headers) {
+        return PresentedToken::Valid {
+            token,
+            source: TokenSource::Bearer,
         };
+    }
+    if !transport.uses_cookies() {
+        return PresentedToken::None;
     }
     match cookie {
         CookieLookup::Absent => PresentedToken::None,
@@ -62,6 +76,27 @@ pub(crate) fn presented_token_with(
             },
             Err(error) => PresentedToken::Invalid(TokenSource::Cookie, error),
         },
+    }
+}
+
+/// Our correctly signed token from `Authorization: Bearer`, if the transport reads bearer
+/// tokens and the header holds one; anything else there is ignored.
+pub(crate) fn verified_bearer(
+    keys: &KeyRing,
+    names: &CookieNames,
+    transport: TokenTransport,
+    headers: &HeaderMap,
+) -> Option<Token> {
+    if !transport.reads_bearer() {
+        return None;
+    }
+    let value = bearer_value(headers)?;
+    match keys.verify_token(&names.session_token, value) {
+        Ok(token) => Some(token),
+        Err(error) => {
+            tracing::debug!(%error, "ignored an Authorization value that is not our token");
+            None
+        }
     }
 }
 

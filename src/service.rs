@@ -7,6 +7,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use crate::client::ClientFacts;
+use crate::config::{AuthTokenHeader, WANT_AUTH_TOKEN};
 use crate::cookie_cache::CacheState;
 use crate::future::{Pending, ResponseFuture};
 use crate::handle::{HandleState, RequestFacts, SessionHandle, VerifiedToken};
@@ -69,10 +70,13 @@ where
         let facts = RequestFacts {
             client: ClientFacts::from_request(&request, &manager.tracking),
             had_dont_remember: cookies.dont_remember,
+            asked_for_auth_token: manager.config.auth_token_header == AuthTokenHeader::OnRequest
+                && request.headers().contains_key(WANT_AUTH_TOKEN),
         };
         let presented = presented_token_with(
             &manager.keys,
             &manager.names,
+            manager.config.token_transport,
             request.headers(),
             cookies.session_token,
         );

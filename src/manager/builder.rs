@@ -7,9 +7,9 @@ use ipnet::IpNet;
 
 use super::resolve::RefreshGate;
 use super::{ManagerInner, SessionManager, UserLoader};
-use crate::client::ClientTracking;
+use crate::client::{AddressHook, ClientTracking};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{SameSite, SessionConfig};
+use crate::config::{AuthTokenHeader, SameSite, SessionConfig, TokenTransport};
 use crate::cookie_cache::CookieCache;
 use crate::cookies::CookieNames;
 use crate::error::ConfigError;
@@ -237,6 +237,41 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// How to find the client's socket address in the request extensions, for servers the
+    /// crate does not know (a custom acceptor, a Unix socket proxy header, …). Asked
+    /// first; when it returns `None` the built-in sources are tried: axum's
+    /// `ConnectInfo<SocketAddr>`, a bare `SocketAddr` (what a hyper app inserts), and with
+    /// feature `tonic` tonic's `TcpConnectInfo`. [`trusted_proxies`](Self::trusted_proxies)
+    /// then applies to the address it gives.
+    ///
+    /// The layer reads the extensions when the request reaches it: whatever inserts the
+    /// address must run *outside* (before) the session layer.
+    ///
+    /// ```
+    /// use std::net::{IpAddr, SocketAddr};
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// /// What our acceptor puts in the extensions.
+    /// #[derive(Clone)]
+    /// struct Peer(SocketAddr);
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .client_address(|extensions: &http::Extensions| {
+    ///         extensions.get::<Peer>().map(|peer| peer.0.ip())
+    ///     })
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn client_address(
+        mut self,
+        hook: impl Fn(&http::Extensions) -> Option<std::net::IpAddr> + Send + Sync + 'static,
+    ) -> Self {
+        self.tracking.address_hook = Some(AddressHook(Arc::new(hook)));
+        self
+    }
+
     /// Proxies whose `X-Forwarded-For` is believed (default none: the socket peer is the
     /// client).
     pub fn trusted_proxies(mut self, proxies: impl IntoIterator<Item = IpNet>) -> Self {
@@ -328,6 +363,63 @@ impl SessionManagerBuilder {
     {
         let origins = TrustedOrigins::parse(origins);
         self.record(origins, |b, origins| b.config.trusted_origins = origins)
+    }
+
+    /// Which ways a client may carry its token (default
+    /// [`TokenTransport::CookiesAndBearer`]).
+    ///
+    /// - `CookiesAndBearer`: the `session_token` cookie, or `Authorization: Bearer <signed
+    ///   token>`; when a request carries both, the bearer token wins (explicit beats
+    ///   ambient). An `Authorization` value that is not one of our signed tokens (a
+    ///   gateway's JWT, another scheme) is ignored: the cookie decides.
+    /// - `CookiesOnly`: browsers only; `Authorization` is never read, so a leaked
+    ///   `set-auth-token` value cannot be replayed outside a cookie jar.
+    /// - `BearerOnly`: APIs, mobile apps and gRPC; cookies are never read and no response
+    ///   ever carries `Set-Cookie`. Clients get their token from `set-auth-token`, so
+    ///   [`AuthTokenHeader::Never`] and the cookie cache are configuration errors here.
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager, TokenTransport};
+    ///
+    /// let api = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .token_transport(TokenTransport::BearerOnly)
+    ///     .build()?;
+    /// # let _ = api;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn token_transport(mut self, transport: TokenTransport) -> Self {
+        self.config.token_transport = transport;
+        self
+    }
+
+    /// When sign-in (and [`rotate`](crate::SessionHandle::rotate)) hand the signed token
+    /// to the client in a `set-auth-token` response header, named in
+    /// `Access-Control-Expose-Headers` (default [`AuthTokenHeader::Always`], as Better
+    /// Auth's bearer plugin does).
+    ///
+    /// # Warning
+    /// The header hands the same credential that the `HttpOnly` cookie hides to any script
+    /// on a page that can read the response (a cross-site-scripting bug then steals the
+    /// session, not just uses it). Browser-only apps should choose
+    /// [`AuthTokenHeader::Never`] (and [`TokenTransport::CookiesOnly`]);
+    /// [`AuthTokenHeader::OnRequest`] gives the token only to clients that ask for it with
+    /// an [`x-want-auth-token`](crate::WANT_AUTH_TOKEN) request header or that already
+    /// authenticate with a bearer token.
+    ///
+    /// ```
+    /// use tower_auth_session::{AuthTokenHeader, MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .auth_token_header(AuthTokenHeader::OnRequest)
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn auth_token_header(mut self, policy: AuthTokenHeader) -> Self {
+        self.config.auth_token_header = policy;
+        self
     }
 
     /// How many lifecycle events a [`subscribe`](SessionManager::subscribe)r may fall
@@ -425,6 +517,17 @@ impl SessionManagerBuilder {
         }
         if config.same_site == SameSite::None && !config.cookie_secure {
             return invalid("same_site", "SameSite=None requires Secure");
+        }
+        if config.token_transport == TokenTransport::BearerOnly {
+            if config.auth_token_header == AuthTokenHeader::Never {
+                return invalid(
+                    "auth_token_header",
+                    "bearer-only clients get their token from set-auth-token; Never leaves them none",
+                );
+            }
+            if self.cookie_cache.is_some() {
+                return invalid("cookie_cache", "bearer-only mode sets no cookies");
+            }
         }
         let names = CookieNames::new(&config);
         let cookie_cache = match self.cookie_cache {

@@ -25,7 +25,7 @@ use crate::cookie_cache::CacheTier;
 use crate::cookies::CookieNames;
 use crate::error::{SessionError, StoreError};
 use crate::events::{EventBus, RevokeReason, SessionEvent};
-use crate::request_token::{PresentedToken, bearer_value, presented_token};
+use crate::request_token::{PresentedToken, presented_token, verified_bearer};
 use crate::secondary::SecondaryStorage;
 use crate::session::Session;
 use crate::store::SessionStore;
@@ -169,7 +169,8 @@ impl SessionManager {
     /// an error means a store could not be reached.
     pub async fn get_session(&self, headers: &HeaderMap) -> Result<Option<Session>, SessionError> {
         let inner = &self.inner;
-        let hash = match presented_token(&inner.keys, &inner.names, headers) {
+        let transport = inner.config.token_transport;
+        let hash = match presented_token(&inner.keys, &inner.names, transport, headers) {
             PresentedToken::Valid { token, .. } => token.hash(),
             _ => return Ok(None),
         };
@@ -290,12 +291,16 @@ impl SessionManager {
     /// Whether a state-changing request must be refused as cross-site: its `Origin` is
     /// present and not trusted, or `Sec-Fetch-Site` says `cross-site`.
     ///
-    /// Requests with neither header (non-browser clients) pass, and so do requests with
-    /// `Authorization: Bearer` (a browser never attaches one by itself). With no trusted
-    /// origins configured, an `Origin` passes only when it names the request's own `Host`
-    /// (same-origin). The endpoints of [`router`](SessionManager::router) apply this to
-    /// every POST; apply it to the app's own sign-in with the
-    /// [`CrossSiteGuard`](crate::CrossSiteGuard) extractor.
+    /// Requests with neither header (non-browser clients) pass, and so do requests
+    /// authenticated by one of *our* bearer tokens (a browser never attaches one by
+    /// itself): the `Authorization: Bearer` value must carry a valid MAC under this
+    /// manager's keys, and the [`TokenTransport`](crate::TokenTransport) must read bearer
+    /// tokens. Any other `Authorization` (a gateway's JWT, another scheme) exempts nothing.
+    /// With no trusted origins configured, an `Origin` passes only when it names the
+    /// request's own `Host` (same-origin). The endpoints of [`router`](SessionManager::router)
+    /// apply this to every POST; apply it to the app's own sign-in with the
+    /// [`CrossSiteGuard`](crate::CrossSiteGuard) extractor, or
+    /// [`SessionHandle::check_cross_site`](crate::SessionHandle::check_cross_site) outside axum.
     ///
     /// ```
     /// use http::HeaderMap;
@@ -308,15 +313,27 @@ impl SessionManager {
     /// let mut headers = HeaderMap::new();
     /// headers.insert("origin", "https://evil.example".parse().unwrap());
     /// assert!(manager.is_cross_site(&headers));
+    /// // A bearer value that is not ours does not exempt the request.
+    /// headers.insert("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9.e30.sig".parse().unwrap());
+    /// assert!(manager.is_cross_site(&headers));
     /// headers.insert("origin", "https://app.example.com".parse().unwrap());
     /// assert!(!manager.is_cross_site(&headers));
     /// # Ok::<(), tower_auth_session::ConfigError>(())
     /// ```
     pub fn is_cross_site(&self, headers: &HeaderMap) -> bool {
-        // Judged exactly as the layer judges a bearer token: a header the layer would not
-        // read as one (say, an empty one, after which the cookie counts) exempts nothing.
-        let bearer = bearer_value(headers).is_some();
-        crate::origin::is_cross_site(&self.inner.config.trusted_origins, headers, bearer)
+        let inner = &self.inner;
+        // Judged exactly as the layer judges a bearer token: only a value the layer would
+        // accept as ours (signature checked, transport reading bearer tokens) exempts.
+        let transport = inner.config.token_transport;
+        let bearer = verified_bearer(&inner.keys, &inner.names, transport, headers).is_some();
+        self.cross_site(headers, bearer)
+    }
+
+    /// [`is_cross_site`](Self::is_cross_site) when the layer has already decided whether
+    /// the request was authenticated by our bearer token.
+    pub(crate) fn cross_site(&self, headers: &HeaderMap, authenticated_by_bearer: bool) -> bool {
+        let trusted = &self.inner.config.trusted_origins;
+        crate::origin::is_cross_site(trusted, headers, authenticated_by_bearer)
     }
 
     /// Subscribes to lifecycle events from now on: created, refreshed, reauthenticated,

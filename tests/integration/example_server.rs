@@ -370,3 +370,57 @@ fn passwords_in_database_and_redis_urls_are_never_printed() {
         }
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_stops_the_server_gracefully_like_ctrl_c() {
+    let mut server = start(&[]);
+    // Serving first, so the signal arrives at a running server.
+    let health = client()
+        .get(format!("{}/healthz", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let status = server.terminate();
+    // Killed by the signal, the process would have no exit code at all.
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// DEMO_SERVER.md: an `Authorization` value that is not one of our signed tokens is
+/// ignored (the cookie decides), and it does not exempt the request from the cross-site
+/// rule.
+#[tokio::test]
+async fn a_gateways_jwt_beside_the_cookie_is_ignored_and_exempts_nothing() {
+    let server = start(&[]);
+    let base = &server.base;
+    let http = client(); // keeps the session cookie
+    let jwt = "Bearer eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJnYXRld2F5In0.c2lnbmF0dXJl";
+    let signed_in = http
+        .post(format!("{base}/api/auth/sign-in"))
+        .json(&json!({"userId": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+
+    let me = http
+        .get(format!("{base}/api/me"))
+        .header("authorization", jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<Value>().await.unwrap()["userId"], "alice");
+
+    let cross_site = http
+        .post(format!("{base}/api/auth/sign-out"))
+        .header("authorization", jwt)
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    let still = http.get(format!("{base}/api/me")).send().await.unwrap();
+    assert_eq!(still.status(), 200, "the session survived");
+}

@@ -9,15 +9,20 @@
 mod common;
 mod redis_support;
 
+mod bearer_modes;
 mod better_auth_wire;
 mod cookie_cache;
 mod cookie_cache_budget;
 mod cookie_cache_redis;
 mod core;
 mod example_device_page;
+mod example_hyper;
 mod example_server;
+mod example_tonic;
 mod management;
+mod outside_axum;
 mod postgres_faults;
+mod readme_quick_start;
 mod redis_faults;
 mod redis_races;
 mod redis_secondary_only;

@@ -19,14 +19,14 @@ use axum::extract::ConnectInfo;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Duration, Utc};
-use common::{Reply, SECRET, StoreKind};
+use common::{Reply, SECRET, StoreKind, SwitchableStore};
 use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
-use tower_auth_session::store::{BoxFuture, SqliteStore, StoredSession};
+use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
-    CrossSiteGuard, CurrentSession, FreshSession, ManualClock, MemoryStore, RevokeReason, Session,
+    CrossSiteGuard, CurrentSession, FreshSession, ManualClock, MemoryStore, RevokeReason,
     SessionError, SessionEvent, SessionHandle, SessionManager, SessionManagerBuilder, SessionStore,
-    SignInOptions, StoreError, TokenHash,
+    SignInOptions,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -89,86 +89,6 @@ fn app(manager: &SessionManager) -> Router {
 
 // ---------------------------------------------------------------------------------------
 // A store that can be switched off, and row counts straight from the backend
-
-#[derive(Clone)]
-struct SwitchableStore {
-    inner: Arc<dyn SessionStore>,
-    down: Arc<AtomicBool>,
-}
-
-impl SwitchableStore {
-    fn fail<'a, T: Send + 'a>(&self) -> Option<BoxFuture<'a, Result<T, StoreError>>> {
-        self.down.load(Ordering::SeqCst).then(|| {
-            Box::pin(async { Err(StoreError::new("store switched off by the test")) }) as _
-        })
-    }
-}
-
-impl SessionStore for SwitchableStore {
-    fn create<'a>(
-        &'a self,
-        h: &'a TokenHash,
-        s: &'a Session,
-    ) -> BoxFuture<'a, Result<(), StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.create(h, s))
-    }
-    fn find<'a>(&'a self, h: &'a TokenHash) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.find(h))
-    }
-    fn update<'a>(
-        &'a self,
-        h: &'a TokenHash,
-        g: u64,
-        s: &'a Session,
-        n: Option<&'a TokenHash>,
-    ) -> BoxFuture<'a, Result<bool, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.update(h, g, s, n))
-    }
-    fn delete<'a>(
-        &'a self,
-        h: &'a TokenHash,
-    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.delete(h))
-    }
-    fn find_by_id<'a>(
-        &'a self,
-        id: &'a str,
-    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.find_by_id(id))
-    }
-    fn delete_by_id<'a>(
-        &'a self,
-        id: &'a str,
-        u: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
-        self.fail()
-            .unwrap_or_else(|| self.inner.delete_by_id(id, u))
-    }
-    fn delete_by_user<'a>(
-        &'a self,
-        u: &'a str,
-        k: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Vec<StoredSession>, StoreError>> {
-        self.fail()
-            .unwrap_or_else(|| self.inner.delete_by_user(u, k))
-    }
-    fn list_by_user<'a>(
-        &'a self,
-        u: &'a str,
-        now: DateTime<Utc>,
-    ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
-        self.fail()
-            .unwrap_or_else(|| self.inner.list_by_user(u, now))
-    }
-    fn delete_expired(
-        &self,
-        now: DateTime<Utc>,
-        limit: u32,
-    ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        self.fail()
-            .unwrap_or_else(|| self.inner.delete_expired(now, limit))
-    }
-}
 
 /// Counts rows the way the backend sees them (expired ones included).
 enum Rows {

@@ -190,10 +190,22 @@ fn an_empty_bearer_header_does_not_exempt_a_request_from_the_cross_site_guard() 
     // guard must still judge the request as a browser request.
     headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
     assert!(manager.is_cross_site(&headers));
-    // A real bearer token is exempt: browsers never attach one by themselves.
+    // A value shaped like ours but not signed by our keys exempts nothing either.
     headers.insert(
         header::AUTHORIZATION,
         HeaderValue::from_static("Bearer k0.abc.def"),
+    );
+    assert!(manager.is_cross_site(&headers));
+    // One of our signed tokens is exempt: browsers never attach one by themselves.
+    let signed = tower_auth_session::KeyRing::from_secret(SECRET)
+        .unwrap()
+        .sign_token(
+            manager.session_cookie_name(),
+            &tower_auth_session::Token::generate(),
+        );
+    headers.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {signed}")).unwrap(),
     );
     assert!(!manager.is_cross_site(&headers));
 }

@@ -5,27 +5,75 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 pub fn example_binary() -> PathBuf {
+    built_example("server", "--all-features")
+}
+
+/// Builds `examples/<name>.rs` once per test run (with `features`, e.g. `--all-features`)
+/// and returns the path of its binary.
+pub fn built_example(name: &str, features: &str) -> PathBuf {
     // Build it first: `cargo test --test example_server` alone does not build examples, and a
     // stale binary would test old code. Cargo has released its build lock while tests run.
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
         let status = Command::new(env!("CARGO"))
-            .args(["build", "--quiet", "--example", "server", "--all-features"])
+            .args(["build", "--quiet", "--example", name, features])
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("cargo runs");
-        assert!(status.success(), "building the example server failed");
-    });
-    // target/<profile>/deps/<this test> → target/<profile>/examples/server
+        assert!(status.success(), "building the example {name} failed");
+        built.push(name.to_owned());
+    }
+    // target/<profile>/deps/<this test> → target/<profile>/examples/<name>
     let exe = std::env::current_exe().unwrap();
     let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join("server")
+    profile_dir.join("examples").join(name)
+}
+
+/// Starts another example (built with all features) on a free port (`PORT=0`) and waits
+/// for its `listening on <url>` line.
+pub fn start_example(name: &str, env: &[(&str, &str)]) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = Command::new(built_example(name, "--all-features"));
+    command
+        .env_clear()
+        .env("PORT", "0")
+        .env("RUST_LOG", "warn")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    spawn(command, dir)
 }
 
 pub struct Server {
     child: Child,
     pub base: String,
     _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Sends SIGTERM and waits (at most 10 s) for the process to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server did not stop within 10 s of SIGTERM"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Server {
@@ -53,6 +101,10 @@ pub fn start(extra_env: &[(&str, &str)]) -> Server {
     for (k, v) in extra_env {
         command.env(k, v);
     }
+    spawn(command, dir)
+}
+
+fn spawn(mut command: Command, dir: tempfile::TempDir) -> Server {
     let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut line = String::new();

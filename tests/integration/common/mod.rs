@@ -148,6 +148,87 @@ impl<S: SessionStore> SessionStore for CountingStore<S> {
     }
 }
 
+/// A store that fails every call while `down` is set.
+#[derive(Clone)]
+pub struct SwitchableStore {
+    pub inner: Arc<dyn SessionStore>,
+    pub down: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SwitchableStore {
+    fn fail<'a, T: Send + 'a>(&self) -> Option<BoxFuture<'a, Result<T, StoreError>>> {
+        self.down.load(Ordering::SeqCst).then(|| {
+            Box::pin(async { Err(StoreError::new("store switched off by the test")) }) as _
+        })
+    }
+}
+
+impl SessionStore for SwitchableStore {
+    fn create<'a>(
+        &'a self,
+        h: &'a TokenHash,
+        s: &'a Session,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.create(h, s))
+    }
+    fn find<'a>(&'a self, h: &'a TokenHash) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.find(h))
+    }
+    fn update<'a>(
+        &'a self,
+        h: &'a TokenHash,
+        g: u64,
+        s: &'a Session,
+        n: Option<&'a TokenHash>,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.update(h, g, s, n))
+    }
+    fn delete<'a>(
+        &'a self,
+        h: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.delete(h))
+    }
+    fn find_by_id<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.find_by_id(id))
+    }
+    fn delete_by_id<'a>(
+        &'a self,
+        id: &'a str,
+        u: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
+        self.fail()
+            .unwrap_or_else(|| self.inner.delete_by_id(id, u))
+    }
+    fn delete_by_user<'a>(
+        &'a self,
+        u: &'a str,
+        k: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Vec<StoredSession>, StoreError>> {
+        self.fail()
+            .unwrap_or_else(|| self.inner.delete_by_user(u, k))
+    }
+    fn list_by_user<'a>(
+        &'a self,
+        u: &'a str,
+        now: DateTime<Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
+        self.fail()
+            .unwrap_or_else(|| self.inner.list_by_user(u, now))
+    }
+    fn delete_expired(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.fail()
+            .unwrap_or_else(|| self.inner.delete_expired(now, limit))
+    }
+}
+
 /// A small app: sign-in (`?user=…&remember=false`), /me, sign-out.
 pub fn app(manager: &SessionManager) -> Router {
     async fn sign_in(
