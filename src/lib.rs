@@ -56,6 +56,7 @@
 //! | `postgres` | no | `PostgresStore` (sqlx) |
 //! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
 //! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
+//! | `fuzzing` | no | **unstable**, for the crate's own fuzz crate (`fuzz/`) and its regression test only: a hidden `fuzzing` module of property checks; not covered by semver |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
@@ -97,6 +98,12 @@ mod layer;
 #[cfg(feature = "axum")]
 mod routes;
 mod service;
+
+// Property checks over internals for `fuzz/` and the regression replay test; hidden and
+// unstable, never part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::SameSite;

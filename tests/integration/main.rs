@@ -15,6 +15,7 @@ mod cookie_cache_redis;
 mod core;
 mod example_device_page;
 mod example_server;
+mod fuzz_regressions;
 mod management;
 mod redis_faults;
 mod redis_races;

@@ -17,7 +17,7 @@ use crate::error::{ConfigError, StoreError};
 
 mod breaker;
 mod cache_tier;
-mod encoding;
+pub(crate) mod encoding;
 mod scripts;
 mod sole_store;
 
