@@ -119,3 +119,22 @@ fn checks_pass_on_plain_inputs() {
         }
     }
 }
+
+/// The layer target's placeholders reach the cache hit and the store: a request with the
+/// live token (cookie, with or without its cache, or bearer) is served its session, one
+/// with a forged token is not.
+#[test]
+fn layer_placeholders_reach_the_session() {
+    let [token, data, _] = fuzzing::cookie_names();
+    let served = |input: String| fuzzing::layer_serves(input.as_bytes());
+    assert!(served(format!("\x00cookie:{token}={{T}}; {data}={{C}}")));
+    assert!(served(format!(
+        "\x01cookie:{token}={{T}}\nx-forwarded-for:203.0.113.9"
+    )));
+    assert!(served("\x00authorization:Bearer {T}".to_owned()));
+    let forged = fuzzing::signed_token([5u8; 32]);
+    assert!(!served(format!(
+        "\x00cookie:{token}={forged}; {data}={{C}}"
+    )));
+    assert!(!served(format!("\x00cookie:{token}={{T}}; {token}={{T}}")));
+}
