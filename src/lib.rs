@@ -63,6 +63,7 @@
 //! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
 //! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
 //! | `tonic` | no | `From<SessionRejection> for tonic::Status`, [`tonic::require_session`], tonic's `TcpConnectInfo` as the client address |
+//! | `fuzzing` | no | **unstable**, for the crate's own fuzz crate (`fuzz/`) and its regression test only: a hidden `fuzzing` module of property checks; not covered by semver |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(
@@ -108,6 +109,12 @@ mod service;
 #[cfg(feature = "tonic")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
 pub mod tonic;
+
+// Property checks over internals for `fuzz/` and the regression replay test; hidden and
+// unstable, never part of the API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AuthTokenHeader, SameSite, TokenTransport, WANT_AUTH_TOKEN};

@@ -54,7 +54,7 @@ impl TrustedOrigins {
 
 /// `scheme://host[:port]` in canonical form, or `None` when `origin` is not one (a path,
 /// user info, an empty host, a bad port, or the opaque origin `null`).
-fn normalise_origin(origin: &str) -> Option<String> {
+pub(crate) fn normalise_origin(origin: &str) -> Option<String> {
     let (scheme, authority) = origin.split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
     let valid_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())

@@ -55,6 +55,12 @@ impl Token {
     pub fn as_bytes(&self) -> &[u8; TOKEN_LEN] {
         &self.0
     }
+
+    /// A token with these bytes, for the fuzz targets (a real token is always drawn).
+    #[cfg(feature = "fuzzing")]
+    pub(crate) fn from_bytes(bytes: [u8; TOKEN_LEN]) -> Self {
+        Self(bytes)
+    }
 }
 
 impl fmt::Debug for Token {

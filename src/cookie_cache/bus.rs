@@ -587,12 +587,12 @@ fn next_nonce() -> u64 {
 
 /// `origin:nonce:json`; instance ids are base64url and nonces decimal, so the first two
 /// colons split it.
-fn encode_message(origin: &str, nonce: u64, revocations: &[CacheRevocation]) -> String {
+pub(crate) fn encode_message(origin: &str, nonce: u64, revocations: &[CacheRevocation]) -> String {
     let json = serde_json::to_string(revocations).expect("revocations serialize");
     format!("{origin}:{nonce}:{json}")
 }
 
-fn decode_message(payload: &str) -> Option<(&str, u64, Vec<CacheRevocation>)> {
+pub(crate) fn decode_message(payload: &str) -> Option<(&str, u64, Vec<CacheRevocation>)> {
     let (origin, rest) = payload.split_once(':')?;
     let (nonce, json) = rest.split_once(':')?;
     Some((

@@ -32,7 +32,7 @@ use crate::session::Session;
 use crate::token::{KeyRing, TokenHash};
 
 #[cfg(feature = "redis")]
-mod bus;
+pub(crate) mod bus;
 pub(crate) mod chunks;
 pub(crate) mod payload;
 pub(crate) mod revocation;

@@ -19,6 +19,7 @@ mod example_device_page;
 mod example_hyper;
 mod example_server;
 mod example_tonic;
+mod fuzz_regressions;
 mod management;
 mod outside_axum;
 mod postgres_faults;

@@ -46,7 +46,7 @@ struct Body<'a>(
 /// `i64::MAX`. The header must stay digits for the scripts (`%d+` reads no sign), and
 /// [`decode`] refuses such values anyway, so the write fails like an unreachable Redis
 /// would (no copy, never a sign-out) instead of storing a value nothing could read.
-pub(super) fn encode(session: &Session) -> Result<Vec<u8>, StoreError> {
+pub(crate) fn encode(session: &Session) -> Result<Vec<u8>, StoreError> {
     if !session.times_in_range() {
         return Err(StoreError::new(
             "session not written to redis: a time lies outside 1970-9999",
@@ -86,7 +86,7 @@ pub(super) fn encode(session: &Session) -> Result<Vec<u8>, StoreError> {
 /// Decodes a value written by [`encode`]; `None` for anything else, including times
 /// outside 1970–9999 (a value written with `redis-cli`, say), which must never reach the
 /// time arithmetic of a request.
-pub(super) fn decode(bytes: &[u8]) -> Option<Session> {
+pub(crate) fn decode(bytes: &[u8]) -> Option<Session> {
     let rest = bytes.strip_prefix(VERSION.as_bytes())?.strip_prefix(b";")?;
     let (generation, rest) = number(rest)?;
     // No store keeps more (PostgreSQL's BIGINT), and a refresh writes `generation + 1`.

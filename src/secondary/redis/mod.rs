@@ -16,7 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, StoreError};
 
 mod cache_tier;
-mod encoding;
+pub(crate) mod encoding;
 mod scripts;
 mod sole_store;
 

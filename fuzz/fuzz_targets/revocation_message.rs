@@ -1,0 +1,7 @@
+//! Fuzz target `revocation_message`: see `tower_auth_session::fuzzing::check_revocation_message` for the input layout
+//! and the properties checked.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tower_auth_session::fuzzing::check_revocation_message(data));

@@ -1,0 +1,7 @@
+//! Fuzz target `token`: see `tower_auth_session::fuzzing::check_token` for the input layout
+//! and the properties checked.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| tower_auth_session::fuzzing::check_token(data));
