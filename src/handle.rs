@@ -371,8 +371,10 @@ impl SessionHandle {
     ///
     /// Call it only after the app has checked a password, an OAuth callback or similar.
     /// The session the request arrived with (if any) is revoked first, so a planted token
-    /// can never be upgraded into a signed-in one (no session fixation). Fails closed: if
-    /// the store cannot commit, no cookie is set.
+    /// can never be upgraded into a signed-in one (no session fixation); when a tier cannot
+    /// be reached for that, its revoke is owed and finished by the server (the new token
+    /// already defeats fixation). Fails closed: if the store cannot commit the new session,
+    /// no cookie is set.
     pub async fn sign_in(
         &self,
         user_id: impl Into<String>,
