@@ -489,16 +489,36 @@ fn reference_depth(value: &Value) -> usize {
     }
 }
 
-/// Whether `SignInOptions::fields` accepts `fields`, checked against the reference depth.
+/// The names app fields may not take (the session's own JSON fields, and the two that
+/// `list-sessions` adds), written out again here as the reference.
+const REFERENCE_RESERVED_NAMES: [&str; 11] = [
+    "id",
+    "userId",
+    "expiresAt",
+    "createdAt",
+    "updatedAt",
+    "authenticatedAt",
+    "lastSeenAt",
+    "ipAddress",
+    "userAgent",
+    "token",
+    "current",
+];
+
+/// Whether `SignInOptions::fields` accepts `fields`, checked against the reference depth
+/// and the reference list of reserved names.
 fn fields_accepted(fields: &Map<String, Value>) -> bool {
     let accepted = SignInOptions::new()
         .fields(&Value::Object(fields.clone()))
         .is_ok();
     let depth = reference_depth(&Value::Object(fields.clone()));
+    let reserved = fields
+        .keys()
+        .any(|name| REFERENCE_RESERVED_NAMES.contains(&name.as_str()));
     assert_eq!(
         accepted,
-        depth <= 64,
-        "fields {depth} levels deep accepted: {accepted}"
+        depth <= 64 && !reserved,
+        "fields {depth} levels deep (reserved name: {reserved}) accepted: {accepted}"
     );
     accepted
 }
