@@ -5,20 +5,14 @@
 
 use crate::common;
 
-use std::time::{Duration as StdDuration, Instant};
-
 use axum::body::Body;
 use axum::{Router, routing};
 use common::*;
 use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower_auth_session::{
-    CookieCache, MemoryStore, SessionHandle, SessionManager, SessionManagerBuilder, SignInOptions,
-    StoreError,
+    MemoryStore, SessionHandle, SessionManager, SessionManagerBuilder, SignInOptions, StoreError,
 };
-
-const TOKEN: &str = "__Host-tas.session_token";
-const CACHE: &str = "__Host-tas.session_data";
 
 /// The session endpoints under `/api/auth`, plus a sign-in that takes `fields`.
 fn api(manager: &SessionManager) -> Router {
@@ -278,8 +272,13 @@ async fn trusted_origins_get_cors_and_others_get_none() {
 
 /// Two instances over one store and one Redis, cookie cache on: fields changed on A are
 /// what B serves on its very next request, and B's older cache, replayed, never yields them.
+#[cfg(feature = "redis")]
 #[tokio::test]
 async fn update_fields_on_one_instance_is_what_every_instance_serves_next() {
+    use std::time::{Duration as StdDuration, Instant};
+    use tower_auth_session::CookieCache;
+    const TOKEN: &str = "__Host-tas.session_token";
+    const CACHE: &str = "__Host-tas.session_data";
     let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
         return;
     };

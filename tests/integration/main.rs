@@ -7,6 +7,7 @@
 
 #[macro_use]
 mod common;
+#[cfg(feature = "redis")]
 mod redis_support;
 
 mod bearer_modes;

@@ -1,6 +1,7 @@
 //! A PostgreSQL outage behind a cuttable TCP proxy: every request that needs the store
 //! answers 503 within 3 s (not sqlx's 30 s acquire timeout), nobody is signed out, and
 //! service comes back by itself within about one probe interval once the database does.
+#![cfg(all(feature = "postgres", feature = "redis"))] // the proxy lives in redis_support
 
 use std::time::{Duration, Instant};
 
