@@ -9,8 +9,8 @@
 //! ```
 //!
 //! Only the service call is counted (the request is built beforehand; the response is
-//! dropped inside the counted window). The `sqlite` paths include what sqlx's worker
-//! thread allocates for the query. The `store` and `redis` columns are primary-store calls
+//! dropped inside the counted window). The `sqlite` paths include what the query
+//! allocates (it runs inline, on the same thread). The `store` and `redis` columns are primary-store calls
 //! and Redis round trips per request; the Redis paths need `--features redis` and
 //! `redis-server` on the `PATH` (the bench starts its own on a free loopback port).
 //!

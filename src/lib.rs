@@ -58,7 +58,7 @@
 //! | feature | default | what it adds |
 //! |---|---|---|
 //! | `axum` | yes | extractors ([`CurrentSession`], [`FreshSession`], [`CrossSiteGuard`], [`SessionHandle`]) and the endpoints ([`SessionManager::router`]) |
-//! | `sqlite` | yes | `SqliteStore` (sqlx) |
+//! | `sqlite` | yes | `SqliteStore` (rusqlite, SQLite bundled) |
 //! | `postgres` | no | `PostgresStore` (sqlx) |
 //! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
 //! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
@@ -145,8 +145,8 @@ pub use axum;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use sqlx;
 pub use {chrono, http, ipnet, serde_json, tokio};
 

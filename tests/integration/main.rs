@@ -32,4 +32,5 @@ mod redis_tier;
 mod response_hygiene;
 mod restart;
 mod review_regressions;
+mod sqlite_store;
 mod store_conformance;

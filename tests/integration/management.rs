@@ -101,9 +101,9 @@ impl Rows {
         match self {
             Self::Memory(store) => store.len(),
             Self::Sqlite(store) => {
-                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tas_sessions")
-                    .fetch_one(store.pool())
-                    .await
+                let connection = rusqlite::Connection::open(store.path().unwrap()).unwrap();
+                let n: i64 = connection
+                    .query_row("SELECT COUNT(*) FROM tas_sessions", [], |row| row.get(0))
                     .unwrap();
                 usize::try_from(n).unwrap()
             }

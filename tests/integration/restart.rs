@@ -18,7 +18,8 @@ async fn a_new_manager_over_the_same_file_and_secret_resolves_existing_sessions(
             .build()
             .unwrap();
         let cookie = sign_in(&app(&manager), &manager, "alice").await;
-        store.pool().close().await;
+        // Dropping the store and the manager (its clone) closes the file.
+        drop((store, manager));
         cookie
     };
     let store = SqliteStore::connect(&url).await.unwrap();

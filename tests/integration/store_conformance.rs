@@ -46,14 +46,13 @@ async fn sqlite_refuses_stored_times_outside_1970_to_9999() {
         let hash = tower_auth_session::Token::generate().hash();
         let session = Session::new("mallory", now, now + Duration::days(7));
         store.create(&hash, &session).await.unwrap();
-        sqlx::query(&format!(
-            "UPDATE tas_sessions SET {column} = ? WHERE id = ?"
-        ))
-        .bind(ms)
-        .bind(&session.id)
-        .execute(store.pool())
-        .await
-        .unwrap();
+        rusqlite::Connection::open(store.path().unwrap())
+            .unwrap()
+            .execute(
+                &format!("UPDATE tas_sessions SET {column} = ?1 WHERE id = ?2"),
+                (ms, &session.id),
+            )
+            .unwrap();
         let found = store.find(&hash).await;
         assert!(found.is_err(), "{column} = {ms}: {found:?}");
     }
