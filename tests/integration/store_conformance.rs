@@ -415,6 +415,41 @@ mod postgres {
         session
     }
 
+    /// Issue 13: a successful call leaves its connection with the store, so the next call
+    /// reuses it without the ping sqlx sends every connection handed back to its pool (a
+    /// second round trip per call); a failed call hands its connection back.
+    #[tokio::test]
+    async fn a_successful_call_keeps_its_connection_and_a_failed_one_hands_it_back() {
+        let Some(url) = database_url() else { return };
+        let schema = TestSchema::create(&url).await;
+        let store = schema.connect().await;
+        let pool = store.pool().clone();
+        let kept = || async {
+            // Hand-backs run in tasks sqlx spawns: let them finish before counting.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            pool.size() as usize - pool.num_idle()
+        };
+        let hash = Token::generate().hash();
+        let session = session("kept", "2024-05-06T07:08:09.010Z");
+        store.create(&hash, &session).await.unwrap();
+        for _ in 0..10 {
+            assert!(store.find(&hash).await.unwrap().is_some());
+        }
+        assert_eq!(
+            kept().await,
+            1,
+            "sequential calls reuse one kept connection"
+        );
+        let duplicate = store.create(&hash, &session).await;
+        assert!(duplicate.is_err());
+        assert_eq!(kept().await, 0, "a failed call hands its connection back");
+        assert!(store.find(&hash).await.unwrap().is_some());
+        assert_eq!(kept().await, 1);
+        // Closing the pool takes kept connections back too, so it does not wait for them.
+        pool.close().await;
+        assert!(store.find(&hash).await.is_err());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_store_passes_the_conformance_suite() {
         let Some(url) = database_url() else { return };
