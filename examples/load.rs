@@ -29,7 +29,7 @@
 //!
 //! | flag | default | meaning |
 //! |---|---|---|
-//! | `--store sqlite\|memory` | `sqlite` | session store (SQLite: a file in a temp dir) |
+//! | `--store sqlite\|memory\|postgres` | `sqlite` | session store (SQLite: a file in a temp dir; PostgreSQL: `DATABASE_URL`, schema `tas_load`, needs `--features postgres`) |
 //! | `--connections N` | 32 | concurrent keep-alive connections |
 //! | `--seconds S` | 5 | measured time per scenario (split over the rounds) |
 //! | `--rounds R` | 5 | slices each scenario's time is split into |
@@ -69,6 +69,8 @@ const WARM_UP_REQUESTS: usize = 50;
 enum StoreKind {
     Sqlite,
     Memory,
+    #[cfg(feature = "postgres")]
+    Postgres,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,7 +164,13 @@ impl Options {
                     options.store = match value.as_str() {
                         "sqlite" => StoreKind::Sqlite,
                         "memory" => StoreKind::Memory,
-                        _ => return Err(format!("--store is sqlite or memory, got {value:?}")),
+                        #[cfg(feature = "postgres")]
+                        "postgres" => StoreKind::Postgres,
+                        _ => {
+                            return Err(format!(
+                                "--store is sqlite, memory or postgres, got {value:?}"
+                            ));
+                        }
                     }
                 }
                 "--connections" => options.connections = number("--connections")? as usize,
@@ -254,6 +262,17 @@ async fn store(
                 .await
                 .map_err(|e| format!("SQLite: {e}"))?;
             Ok((Arc::new(store), Some(dir)))
+        }
+        #[cfg(feature = "postgres")]
+        StoreKind::Postgres => {
+            let url = std::env::var("DATABASE_URL").map_err(|_| "DATABASE_URL is not set")?;
+            let store = tower_auth_session::store::PostgresStore::builder()
+                .schema("tas_load")
+                .map_err(|e| e.to_string())?
+                .connect(&url)
+                .await
+                .map_err(|e| format!("PostgreSQL: {e}"))?;
+            Ok((Arc::new(store), None))
         }
     }
 }
