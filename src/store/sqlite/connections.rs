@@ -286,13 +286,22 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn reads_run_inline_and_other_errors_are_not_retried() {
-        let connections = Arc::new(Connections::open(Location::Memory, true).unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let location = Location::File(dir.path().join("s.db"));
+        let connections = Arc::new(Connections::open(location, true).unwrap());
         let worker = std::thread::current().id();
-        let on_worker = connections
-            .read("test", move |_| Ok(std::thread::current().id() == worker))
-            .await
-            .unwrap();
-        assert!(on_worker);
+        for _ in 0..3 {
+            let on_worker = connections
+                .read("test", move |_| Ok(std::thread::current().id() == worker))
+                .await
+                .unwrap();
+            assert!(on_worker);
+        }
+        // Sequential reads reuse one reader (the one opened with the store).
+        let Connections::File { readers, .. } = &*connections else {
+            panic!("a file store has readers");
+        };
+        assert_eq!(lock(readers).len(), 1);
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = calls.clone();
         let failed = connections
