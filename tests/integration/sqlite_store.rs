@@ -180,3 +180,62 @@ async fn an_in_memory_sqlite_store_passes_the_conformance_suite() {
     let store = SqliteStore::connect("sqlite::memory:").await.unwrap();
     tower_auth_session::store::conformance::run(store).await;
 }
+
+/// Writes waiting for the writer wait as tasks, one blocking thread at a time: with a
+/// blocking pool of two threads and three writes stuck behind another process's lock, a
+/// second store still opens (it needs a blocking thread) before any write gives up.
+#[test]
+fn waiting_writes_hold_one_blocking_thread_not_one_each() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sessions.db");
+        let store = SqliteStore::connect(&format!("sqlite:{}", path.display()))
+            .await
+            .unwrap();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let (locked_tx, locked_rx) = mpsc::channel();
+        let holder = std::thread::spawn({
+            let path = path.clone();
+            move || {
+                let connection = Connection::open(&path).unwrap();
+                connection
+                    .execute_batch(
+                        "BEGIN IMMEDIATE; UPDATE tas_migrations SET applied_at = applied_at;",
+                    )
+                    .unwrap();
+                locked_tx.send(()).unwrap();
+                let _ = release_rx.recv();
+                connection.execute_batch("COMMIT").unwrap();
+            }
+        });
+        locked_rx.recv().unwrap();
+
+        let writes: Vec<_> = (0..3)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let hash = Token::generate().hash();
+                    store.create(&hash, &sample("erin")).await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        let other = dir.path().join("other.db");
+        let opened = SqliteStore::connect(&format!("sqlite:{}", other.display())).await;
+        assert!(opened.is_ok());
+        assert!(
+            writes.iter().all(|write| !write.is_finished()),
+            "the second store opened while the writes still waited"
+        );
+        release_tx.send(()).unwrap();
+        for write in writes {
+            write.await.unwrap().unwrap();
+        }
+        holder.join().unwrap();
+    });
+}

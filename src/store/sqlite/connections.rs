@@ -6,8 +6,9 @@
 //! thread and back. A reader never waits on a lock there: its busy timeout is zero,
 //! and the rare read that meets a lock (a checkpoint restarting the log, another process
 //! holding the file exclusively) is retried on tokio's blocking pool with the full busy
-//! timeout. Writes always run on the blocking pool, one at a time on the writer: a commit
-//! waits for `fsync`, which would stall every other task of an async worker thread.
+//! timeout. Writes always run on the blocking pool, one at a time on the writer (the
+//! others wait as tasks, not as blocked threads): a commit waits for `fsync`, which would
+//! stall every other task of an async worker thread.
 //!
 //! An in-memory database exists only inside its one connection, so it has exactly one,
 //! used inline for everything (no `fsync` to wait for).
@@ -17,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::Semaphore;
 
 use super::schema;
 use crate::error::StoreError;
@@ -92,6 +94,9 @@ pub(super) enum Connections {
     File {
         path: PathBuf,
         writer: Mutex<Connection>,
+        /// One write at a time goes to the blocking pool; the others wait here, as tasks,
+        /// rather than each holding a blocking thread while it waits for the writer.
+        write_turn: Arc<Semaphore>,
         readers: Mutex<Vec<Connection>>,
     },
     Memory(Mutex<Connection>),
@@ -151,6 +156,7 @@ impl Connections {
                 Self::File {
                     readers: Mutex::new(vec![open_reader(&path)?]),
                     writer: Mutex::new(writer),
+                    write_turn: Arc::new(Semaphore::new(1)),
                     path,
                 }
             }
@@ -230,10 +236,19 @@ impl Connections {
     {
         let result = match &**self {
             Self::Memory(connection) => write(&lock(connection)),
-            Self::File { .. } => {
+            Self::File { write_turn, .. } => {
+                // The turn is released when the blocking work ends, even if this call is
+                // dropped (cancelled) before that.
+                let turn = Arc::clone(write_turn)
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| StoreError::with_source(context, e))?;
                 let connections = Arc::clone(self);
-                tokio::task::spawn_blocking(move || match &*connections {
-                    Self::File { writer, .. } | Self::Memory(writer) => write(&lock(writer)),
+                tokio::task::spawn_blocking(move || {
+                    let _turn = turn;
+                    match &*connections {
+                        Self::File { writer, .. } | Self::Memory(writer) => write(&lock(writer)),
+                    }
                 })
                 .await
                 .map_err(|e| StoreError::with_source(context, e))?
