@@ -450,6 +450,37 @@ mod postgres {
         assert!(store.find(&hash).await.is_err());
     }
 
+    /// Kept connections never starve the application's own queries: a store over a pool
+    /// of one keeps nothing, so the app still gets that connection.
+    #[tokio::test]
+    async fn a_pool_of_one_is_never_kept_from_the_application() {
+        let Some(url) = database_url() else { return };
+        let schema = TestSchema::create(&url).await;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect(&url)
+            .await
+            .unwrap();
+        let store = PostgresStore::builder()
+            .schema(&schema.name)
+            .unwrap()
+            .from_pool(pool.clone())
+            .await
+            .unwrap();
+        let hash = Token::generate().hash();
+        store
+            .create(&hash, &session("alone", "2024-05-06T07:08:09.010Z"))
+            .await
+            .unwrap();
+        assert!(store.find(&hash).await.unwrap().is_some());
+        let mut own = pool
+            .acquire()
+            .await
+            .expect("the app gets the pool's connection");
+        sqlx::query("SELECT 1").execute(&mut *own).await.unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn postgres_store_passes_the_conformance_suite() {
         let Some(url) = database_url() else { return };

@@ -6,8 +6,9 @@
 //! next call without that ping; one whose call failed, or was cancelled by the timeout,
 //! goes back to the pool, which pings it (and drops it if it is broken).
 //!
-//! Kept connections still count against the pool's size, so at most half of it is kept
-//! (the application's own `pool()` queries get the rest), a connection idle for longer
+//! Kept connections still count against the pool's size, so at most half of it is kept,
+//! rounded down (the application's own `pool()` queries get the rest; a pool of one keeps
+//! nothing), a connection idle for longer
 //! than the ping threshold is handed back rather than reused, and when the pool is closed
 //! every kept connection is handed back at once, so `Pool::close` does not wait for them.
 
@@ -41,7 +42,8 @@ impl fmt::Debug for Held {
 impl Held {
     /// Keeps connections of `pool` idle for at most `idle_limit`.
     pub(super) fn new(pool: PgPool, idle_limit: Duration) -> Arc<Self> {
-        let cap = (pool.options().get_max_connections() as usize / 2).max(1);
+        // Half, rounded down: a pool of one is never kept from the application.
+        let cap = pool.options().get_max_connections() as usize / 2;
         let (alive, dropped) = tokio::sync::oneshot::channel();
         let held = Arc::new(Self {
             pool: pool.clone(),

@@ -413,7 +413,7 @@ impl PostgresStore {
 
     /// The pool, for the app's own queries or for inspection in tests.
     ///
-    /// The store keeps up to half of the pool's connections between its own calls (so
+    /// The store keeps up to half of the pool's connections (rounded down) between its own calls (so
     /// that they skip the ping sqlx sends over every connection handed back); the pool
     /// counts those as in use. Closing the pool takes them back at once.
     pub fn pool(&self) -> &PgPool {
