@@ -259,7 +259,7 @@ impl PostgresStoreBuilder {
             None => String::new(),
         };
         let store = PostgresStore {
-            held: Held::new(pool.clone(), PING_IF_IDLE_FOR),
+            held: Held::new(pool.clone(), PING_IF_IDLE_FOR, held::RECYCLE_AFTER),
             pool,
             schema: self.schema.map(Arc::from),
             queries: Arc::new(Queries::new(&prefix)),
