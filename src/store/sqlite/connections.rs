@@ -39,14 +39,19 @@ pub(super) enum Location {
 }
 
 impl Location {
-    /// Parses `sqlite:PATH`, `sqlite://PATH`, `sqlite::memory:`, with an optional
-    /// `?mode=rwc` (the default: create if missing), `?mode=rw` (must exist) or
-    /// `?mode=memory` (in memory). Paths may be percent-encoded.
+    /// Parses what sqlx accepted for SQLite: `sqlite:PATH`, `sqlite://PATH`, a bare
+    /// `PATH`, `sqlite::memory:`, with optional `mode=rwc` (the default: create if
+    /// missing), `mode=rw` (must exist) or `mode=memory`, and `cache=shared|private`
+    /// (accepted, no effect: the store manages its connections). Paths may be
+    /// percent-encoded. Read-only, immutable and custom-VFS options are refused.
     pub(super) fn parse(url: &str) -> Result<(Self, bool), String> {
         let rest = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| format!("{url:?} does not start with sqlite:"))?;
+            .unwrap_or(url);
+        if rest.contains("://") {
+            return Err(format!("{url:?} is not an SQLite URL"));
+        }
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut memory = path == ":memory:";
         let mut create = true;
@@ -55,6 +60,7 @@ impl Location {
                 "mode=rwc" => create = true,
                 "mode=rw" => create = false,
                 "mode=memory" => memory = true,
+                "cache=shared" | "cache=private" => {}
                 other => return Err(format!("unsupported SQLite URL option {other:?}")),
             }
         }
@@ -351,10 +357,14 @@ mod tests {
             Location::parse("sqlite:x?mode=memory"),
             Ok((Location::Memory, true))
         );
+        assert_eq!(Location::parse("s.db"), file("s.db"));
+        assert_eq!(Location::parse("sqlite:s.db?cache=shared"), file("s.db"));
         for bad in [
-            "s.db",
+            "",
             "sqlite:",
+            "postgres://host/db",
             "sqlite:s.db?mode=ro",
+            "sqlite:s.db?immutable=1",
             "sqlite:%4",
             "sqlite:%ff",
         ] {

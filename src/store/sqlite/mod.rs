@@ -52,9 +52,11 @@ impl fmt::Debug for SqliteStore {
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `url` and applies the schema.
     ///
-    /// `url` is `sqlite:PATH` (or `sqlite://PATH`; the path may be percent-encoded), or
-    /// `sqlite::memory:` for a database that lives as long as the store. Options:
-    /// `?mode=rw` refuses to create a missing file; `?mode=rwc` (create) is the default.
+    /// `url` is `sqlite:PATH` (or `sqlite://PATH`, or a bare path; the path may be
+    /// percent-encoded), or `sqlite::memory:` for a database that lives as long as the
+    /// store. Options: `?mode=rw` refuses to create a missing file; `?mode=rwc` (create)
+    /// is the default; `cache=…` is accepted and ignored. Read-only (`mode=ro`),
+    /// `immutable` and `vfs` are refused: a session store writes.
     /// A file is put in WAL mode, with a busy timeout of 5 s for writes.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let (location, create) = Location::parse(url)
