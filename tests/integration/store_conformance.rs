@@ -688,8 +688,8 @@ mod postgres {
 
     /// Issue 14: sqlx converts `timestamptz` by adding to 2000-01-01 and panics past
     /// chrono's calendar (`'infinity'` is the largest value PostgreSQL has). A time
-    /// outside 1970–9999 is now read as NULL and refused as a decode error: the request
-    /// answers 503 for that session, and nothing panics.
+    /// outside 1970–9999 is refused as a decode error (the store decodes times itself):
+    /// the request answers 503 for that session, and nothing panics.
     #[tokio::test]
     async fn stored_times_outside_1970_to_9999_are_a_decode_error_not_a_panic() {
         let Some(url) = database_url() else { return };
