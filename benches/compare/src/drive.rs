@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use crate::client::{self, Load};
 use crate::options::{ClientChoice, Options};
-use crate::report::{self, RunInfo, Sample};
+use crate::report::{self, RunInfo};
 use crate::scenario::{Scenario, Service};
 use crate::serve::ServeConfig;
+use crate::summary::Sample;
 use crate::usage::{self, RedisProbe};
 use crate::{affinity, services, wrk};
 

@@ -25,6 +25,7 @@ mod report;
 mod scenario;
 mod serve;
 mod services;
+mod summary;
 mod usage;
 mod wrk;
 
