@@ -1,14 +1,12 @@
 //! The driver: starts one server process per scenario, signs users in, runs the rounds and
 //! prints the report.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::client::{self, Load};
 use crate::options::{ClientChoice, Options};
+use crate::process::Server;
 use crate::report::{self, RunInfo};
 use crate::scenario::{Scenario, Service};
 use crate::serve::ServeConfig;
@@ -48,69 +46,6 @@ pub(crate) fn main(options: Options) -> Result<(), String> {
     runtime.block_on(run(options, server_cpu, client_cpu, use_wrk))
 }
 
-/// A scenario's server process; killed when dropped.
-struct Server {
-    scenario: Scenario,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    addr: SocketAddr,
-    /// One prebuilt request per signed-in user (one without a cookie if none).
-    requests: Arc<Vec<Vec<u8>>>,
-    /// The first user's `Cookie` header, for wrk.
-    first_cookie: Option<String>,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Closing stdin asks it to exit; the kill is for one that hangs.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(scenario: Scenario, config: &ServeConfig) -> Result<Server, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = Command::new(exe)
-        .args(config.to_args(scenario))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("spawn: {e}"))?;
-    let stdin = child.stdin.take();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let mut line = String::new();
-    let read = BufReader::new(stdout).read_line(&mut line);
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse::<SocketAddr>().ok());
-    let Some(addr) = addr else {
-        let _ = child.kill();
-        let _ = child.wait();
-        return Err(match read {
-            Ok(_) => "the server exited before listening (its error is above)".into(),
-            Err(e) => format!("reading the server's address: {e}"),
-        });
-    };
-    Ok(Server {
-        scenario,
-        child,
-        stdin,
-        addr,
-        requests: Arc::new(Vec::new()),
-        first_cookie: None,
-    })
-}
-
 /// Which scenarios can run: those whose service answers.
 async fn available(options: &Options) -> Vec<Scenario> {
     let mut redis = None;
@@ -141,6 +76,67 @@ async fn available(options: &Options) -> Vec<Scenario> {
     chosen
 }
 
+/// Where this run keeps its state in the shared services, so that all of it can go.
+struct Places {
+    sqlite_dir: tempfile::TempDir,
+    redis_prefix: String,
+    ours_schema: String,
+    peer_schema: String,
+    /// tower-sessions' Redis keys are bare session ids.
+    peer_redis_ids: Vec<String>,
+}
+
+impl Places {
+    fn new() -> Result<Self, String> {
+        let run_id = std::process::id();
+        Ok(Self {
+            sqlite_dir: tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?,
+            redis_prefix: format!("tas-compare:{run_id}:"),
+            ours_schema: format!("tas_compare_ours_{run_id}"),
+            peer_schema: format!("tas_compare_ts_{run_id}"),
+            peer_redis_ids: Vec::new(),
+        })
+    }
+
+    fn config(&self, scenario: Scenario, options: &Options, cpu: Option<usize>) -> ServeConfig {
+        let schema = if scenario.is_peer() {
+            &self.peer_schema
+        } else {
+            &self.ours_schema
+        };
+        let file = self
+            .sqlite_dir
+            .path()
+            .join(format!("{}.db", scenario.name()));
+        ServeConfig {
+            cpu,
+            redis_url: options.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            database_url: options.database_url.clone(),
+            pg_schema: schema.clone(),
+            sqlite_path: format!("sqlite:{}", file.display()),
+        }
+    }
+
+    /// Removes the keys and schemas (the SQLite files go with the temporary directory).
+    async fn clean(self, options: &Options, scenarios: &[Scenario]) {
+        let uses = |service| scenarios.iter().any(|s| s.needs() == Some(service));
+        if uses(Service::Redis) {
+            let prefix = &self.redis_prefix;
+            match services::clean_redis(&options.redis_url, prefix, &self.peer_redis_ids) {
+                Ok(n) => eprintln!("removed {n} Redis keys"),
+                Err(e) => eprintln!("could not remove the Redis keys under {prefix:?}: {e}"),
+            }
+        }
+        if uses(Service::Postgres) {
+            let schemas = [self.ours_schema.as_str(), self.peer_schema.as_str()];
+            if let Err(e) = services::drop_schemas(&options.database_url, &schemas).await {
+                eprintln!("could not drop the schemas {schemas:?}: {e}");
+            }
+        }
+    }
+}
+
 async fn run(
     options: Options,
     server_cpu: Option<usize>,
@@ -149,44 +145,42 @@ async fn run(
 ) -> Result<(), String> {
     let started = Instant::now();
     let scenarios = available(&options).await;
-    let run_id = std::process::id();
-    let sqlite_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let redis_prefix = format!("tas-compare:{run_id}:");
-    let (ours_schema, peer_schema) = (
-        format!("tas_compare_ours_{run_id}"),
-        format!("tas_compare_ts_{run_id}"),
-    );
     let load_before = report::load_average();
+    let mut places = Places::new()?;
+    // Whatever happens, the servers are gone (dropped) and the services cleaned after.
+    let measured = measure_all(&options, &scenarios, &mut places, server_cpu, use_wrk).await;
+    places.clean(&options, &scenarios).await;
+    let info = RunInfo {
+        options: options.clone(),
+        client: if use_wrk { "wrk -t1" } else { "built-in" },
+        server_cpu,
+        client_cpu,
+        load_before,
+        load_after: report::load_average(),
+        wall: started.elapsed(),
+    };
+    print!("{}", report::render(&info, &measured?));
+    Ok(())
+}
 
+/// Starts every server, signs its users in, then runs the rounds.
+async fn measure_all(
+    options: &Options,
+    scenarios: &[Scenario],
+    places: &mut Places,
+    server_cpu: Option<usize>,
+    use_wrk: bool,
+) -> Result<Vec<(Scenario, Vec<Sample>)>, String> {
     let mut servers = Vec::new();
-    let mut peer_redis_ids = Vec::new();
-    for &scenario in &scenarios {
-        let config = ServeConfig {
-            cpu: server_cpu,
-            redis_url: options.redis_url.clone(),
-            redis_prefix: redis_prefix.clone(),
-            database_url: options.database_url.clone(),
-            pg_schema: if scenario.is_peer() {
-                &peer_schema
-            } else {
-                &ours_schema
-            }
-            .clone(),
-            sqlite_path: format!(
-                "sqlite:{}",
-                sqlite_dir
-                    .path()
-                    .join(format!("{}.db", scenario.name()))
-                    .display()
-            ),
-        };
-        let mut server = match start(scenario, &config) {
-            Ok(server) => server,
-            Err(e) => {
-                eprintln!("skipping {}: {e}", scenario.name());
-                continue;
-            }
-        };
+    for &scenario in scenarios {
+        let mut server =
+            match Server::start(scenario, &places.config(scenario, options, server_cpu)) {
+                Ok(server) => server,
+                Err(e) => {
+                    eprintln!("skipping {}: {e}", scenario.name());
+                    continue;
+                }
+            };
         let cookies = if scenario.signs_in() {
             client::sign_in(server.addr, options.users)
                 .await
@@ -195,12 +189,8 @@ async fn run(
             Vec::new()
         };
         if matches!(scenario, Scenario::PeerRedis | Scenario::PeerMokaRedis) {
-            peer_redis_ids.extend(
-                cookies
-                    .iter()
-                    .filter_map(|c| c.strip_prefix("id="))
-                    .map(str::to_owned),
-            );
+            let ids = cookies.iter().filter_map(|c| c.strip_prefix("id="));
+            places.peer_redis_ids.extend(ids.map(str::to_owned));
         }
         let requests: Vec<Vec<u8>> = if cookies.is_empty() {
             vec![client::get_request(scenario.path(), None)]
@@ -215,7 +205,7 @@ async fn run(
         eprintln!("started {:<18} on {}", scenario.name(), server.addr);
         servers.push(server);
     }
-    if !servers.iter().any(|s| s.scenario == Scenario::Bare) {
+    if servers.first().map(|s| s.scenario) != Some(Scenario::Bare) {
         return Err("the bare server did not start; no ratio can be computed".into());
     }
 
@@ -233,7 +223,7 @@ async fn run(
         let order = std::iter::once(0).chain((0..others).map(|i| 1 + (i + round) % others));
         for index in order {
             let server = &servers[index];
-            let sample = measure(server, &options, duration, use_wrk, probe.as_mut())
+            let sample = measure(server, options, duration, use_wrk, probe.as_mut())
                 .await
                 .map_err(|e| format!("{} (round {}): {e}", server.scenario.name(), round + 1))?;
             eprintln!(
@@ -252,39 +242,7 @@ async fn run(
             samples[index].push(sample);
         }
     }
-
-    let info = RunInfo {
-        options: options.clone(),
-        client: if use_wrk { "wrk -t1" } else { "built-in" },
-        server_cpu,
-        client_cpu,
-        load_before,
-        load_after: report::load_average(),
-        wall: started.elapsed(),
-    };
-    let measured: Vec<(Scenario, Vec<Sample>)> =
-        servers.iter().map(|s| s.scenario).zip(samples).collect();
-    drop(servers);
-    print!("{}", report::render(&info, &measured));
-
-    // Leave nothing behind in the shared services.
-    if scenarios.iter().any(|s| s.needs() == Some(Service::Redis)) {
-        match services::clean_redis(&options.redis_url, &redis_prefix, &peer_redis_ids) {
-            Ok(n) => eprintln!("removed {n} Redis keys"),
-            Err(e) => eprintln!("could not remove the Redis keys under {redis_prefix:?}: {e}"),
-        }
-    }
-    if scenarios
-        .iter()
-        .any(|s| s.needs() == Some(Service::Postgres))
-    {
-        if let Err(e) =
-            services::drop_schemas(&options.database_url, &[&ours_schema, &peer_schema]).await
-        {
-            eprintln!("could not drop the schemas {ours_schema} and {peer_schema}: {e}");
-        }
-    }
-    Ok(())
+    Ok(servers.iter().map(|s| s.scenario).zip(samples).collect())
 }
 
 /// One scenario for one round: warm up, then count requests, server CPU and Redis work.
@@ -295,7 +253,7 @@ async fn measure(
     use_wrk: bool,
     probe: Option<&mut RedisProbe>,
 ) -> Result<Sample, String> {
-    let pid = server.child.id();
+    let pid = server.pid();
     let connections = client::prepare(server.addr, options.connections, &server.requests).await?;
     let mut probe = probe.filter(|_| server.scenario.needs() == Some(Service::Redis));
     let client_cpu = || -> Result<f64, String> {

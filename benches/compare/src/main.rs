@@ -21,6 +21,7 @@ mod affinity;
 mod client;
 mod drive;
 mod options;
+mod process;
 mod report;
 mod scenario;
 mod serve;
