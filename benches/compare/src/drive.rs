@@ -158,6 +158,7 @@ async fn run(
         load_before,
         load_after: report::load_average(),
         wall: started.elapsed(),
+        args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
     };
     print!("{}", report::render(&info, &measured?));
     Ok(())

@@ -17,6 +17,8 @@ pub(crate) struct RunInfo {
     pub(crate) load_before: String,
     pub(crate) load_after: String,
     pub(crate) wall: Duration,
+    /// The flags this run was given, to rerun it.
+    pub(crate) args: String,
 }
 
 fn cell(summary: Option<&Summary>, basis: Basis) -> String {
@@ -36,8 +38,9 @@ pub(crate) fn render(info: &RunInfo, measured: &[(Scenario, Vec<Sample>)]) -> St
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "<!-- tas-compare: {} rounds × {} s, {} connections, {} users, client {}, server on \
+        "<!-- tas-compare {}: {} rounds × {} s, {} connections, {} users, client {}, server on \
          core {}, client on core {}; load average {} before, {} after; {:.0} s in all -->",
+        info.args,
         options.rounds,
         options.seconds,
         options.connections,
