@@ -79,6 +79,7 @@ async fn available(options: &Options) -> Vec<Scenario> {
 /// Where this run keeps its state in the shared services, so that all of it can go.
 struct Places {
     sqlite_dir: tempfile::TempDir,
+    /// The run's Redis prefix; each server's own is under it.
     redis_prefix: String,
     ours_schema: String,
     peer_schema: String,
@@ -111,7 +112,10 @@ impl Places {
         ServeConfig {
             cpu,
             redis_url: options.redis_url.clone(),
-            redis_prefix: self.redis_prefix.clone(),
+            // One prefix per server: sharing one would make our Redis-backed servers
+            // instances of one deployment (shared revocations, one user index), each
+            // seeing the others' sign-ins of the same user names.
+            redis_prefix: format!("{}{}:", self.redis_prefix, scenario.name()),
             database_url: options.database_url.clone(),
             pg_schema: schema.clone(),
             sqlite_path: format!("sqlite:{}", file.display()),
