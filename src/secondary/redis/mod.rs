@@ -16,11 +16,14 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, StoreError};
 
 mod cache_tier;
+mod compat;
 pub(crate) mod encoding;
 mod scripts;
 mod sole_store;
 
 use crate::store::breaker::{Admission, Breaker};
+
+pub use compat::MINIMUM_REDIS_VERSION;
 
 /// The default key prefix: namespaced and versioned, so a layout change can move to
 /// `tas:v2:` without reading old values.
@@ -223,6 +226,10 @@ impl RedisStorage {
                 inner.breaker.succeeded();
                 return Err(StoreError::with_source("redis refused the command", error));
             }
+            Ok(Err(error)) if compat::is_refusal(&error) => {
+                tracing::error!(%error, "redis server refused: sessions are not kept in it");
+                StoreError::with_source(compat::REFUSED, error)
+            }
             Ok(Err(error)) => StoreError::with_source("redis unreachable", error),
             Err(_elapsed) => StoreError::new(format!(
                 "redis timed out: no answer within {} ms",
@@ -277,13 +284,17 @@ impl Inner {
         Ok(connection)
     }
 
+    /// A new connection to a server [`compat::check`] accepts.
     async fn connect(&self) -> RedisResult<MultiplexedConnection> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.timeout)
             .set_response_timeout(self.timeout);
-        self.client
+        let mut connection = self
+            .client
             .get_multiplexed_async_connection_with_config(&config)
-            .await
+            .await?;
+        compat::check(&mut connection).await?;
+        Ok(connection)
     }
 
     /// Asks Redis now, on a new connection, and keeps that connection if it answers.
@@ -429,8 +440,10 @@ impl RedisStorageBuilder {
         })
     }
 
-    /// Builds the storage and checks that Redis answers (`PING`), for a clear error at
-    /// start-up.
+    /// Builds the storage and checks that Redis answers (`PING`) and is a server it can
+    /// use (Redis [`MINIMUM_REDIS_VERSION`] or newer, or a compatible one; not a Redis
+    /// Cluster node), for a clear error at start-up. [`build`](Self::build) makes the
+    /// same check on the first call instead.
     ///
     /// ```no_run
     /// # use tower_auth_session::secondary::RedisStorage;

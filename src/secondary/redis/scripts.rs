@@ -16,6 +16,9 @@
 //! with replicas accepts; Redis Cluster would need every key of a script in one slot,
 //! which a token-hash key cannot share with its user's keys, so Cluster is not supported.
 //! All times are Unix milliseconds from the application's clock.
+//!
+//! The scripts use Redis 6.2 commands only ([`MINIMUM_REDIS_VERSION`](super::MINIMUM_REDIS_VERSION)):
+//! no `PEXPIRETIME` or `EXPIRE … GT` (7.0), which `PTTL` and a comparison replace.
 
 /// Helpers every script starts with: value parsing, key names, index upkeep.
 macro_rules! prelude {
@@ -143,12 +146,21 @@ pub(super) const REVOKE: &str = concat!(
     r#"
 local until_ms, now, extend = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local out, seen = {}, {}
+-- A key's expiry in Unix ms (the 7.0 command for it is not used): Redis' clock plus
+-- PTTL is the instant the key was set to expire at; negative without a key or expiry.
+local clock = redis.call('TIME')
+local rnow = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function expiry(key)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then return ttl end
+  return rnow + ttl
+end
 local function tomb(id, user, hash, value, exp)
   if seen[id] then return end
   seen[id] = true
   local t = until_ms
   if extend and exp and exp > t then t = exp end
-  local old = redis.call('PEXPIRETIME', pkey(id))
+  local old = expiry(pkey(id))
   if redis.call('GET', pkey(id)) == '-' and old > t then t = old end
   local at = string.format('%.0f', t)
   redis.call('SET', pkey(id), '-', 'PXAT', at)
@@ -157,11 +169,8 @@ local function tomb(id, user, hash, value, exp)
     reindex(user, now)
     local g = gkey(user)
     redis.call('INCR', g)
-    if redis.call('PTTL', g) < 0 then
-      redis.call('PEXPIREAT', g, at)
-    else
-      redis.call('PEXPIREAT', g, at, 'GT')
-    end
+    -- Only ever later (the 7.0 option for that is not used).
+    if expiry(g) < t then redis.call('PEXPIREAT', g, at) end
   end
   out[#out + 1] = id
   out[#out + 1] = hash or ''
@@ -248,3 +257,38 @@ end
 return out
 "#
 );
+
+#[cfg(test)]
+mod tests {
+    /// Commands and options newer than Redis 6.2, which KeyDB and older managed servers
+    /// refuse (the integration test `redis_compat` runs the scripts on a server with
+    /// the commands removed; options cannot be removed, so they are checked here).
+    #[test]
+    fn scripts_use_nothing_newer_than_redis_6_2() {
+        let newer = [
+            "EXPIRETIME",
+            "'GT'",
+            "'LT'",
+            "'NX'",
+            "'XX'",
+            "SINTERCARD",
+            "ZINTERCARD",
+            "LMPOP",
+            "ZMPOP",
+            "SPUBLISH",
+            "FCALL",
+            "LCS",
+        ];
+        for script in [
+            super::PUT,
+            super::CREATE,
+            super::UPDATE,
+            super::REVOKE,
+            super::LIST,
+        ] {
+            for word in newer {
+                assert!(!script.to_uppercase().contains(word), "{word} in {script}");
+            }
+        }
+    }
+}

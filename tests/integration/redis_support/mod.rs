@@ -47,15 +47,26 @@ pub fn free_port() -> u16 {
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Arguments after the defaults (`--cluster-enabled yes`, `--rename-command …`).
+    extra: Vec<String>,
+    /// Its working directory (a cluster node writes its `nodes.conf` there).
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     /// Starts one on a free port, or `None` (skip; a failure with
     /// `TAS_REQUIRE_SERVICES=1`) when `redis-server` is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with more `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Option<Self> {
         let mut server = Self {
             port: free_port(),
             child: None,
+            extra: extra.iter().map(|&arg| arg.to_owned()).collect(),
+            dir: tempfile::tempdir().unwrap(),
         };
         if !server.spawn() {
             if std::env::var("TAS_REQUIRE_SERVICES").as_deref() == Ok("1") {
@@ -71,6 +82,8 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
