@@ -27,6 +27,15 @@
 //! - **Failure.** If the revocation cannot be published, the revoke returns an error
 //!   (it cannot promise that other instances stopped believing their caches) and keeps
 //!   retrying the publish in the background for as long as a cache could live.
+//! - **Redis Cluster.** The bus asks its Redis (`INFO`) whether it is a cluster node. On a
+//!   cluster its keys and channels share one hash tag (`{<prefix>cc}`), its scripts run
+//!   on the primary of that slot through a cluster connection, and the subscription is a
+//!   plain connection *to that primary*: the revocations and heartbeats the scripts
+//!   publish reach it directly, in order, and when that primary fails (or the slot moves
+//!   away) the subscription drops, which is the lost-trust path above; the bus then finds
+//!   the slot's new primary. Classic `PUBLISH` is used (a cluster forwards it to every
+//!   node), not sharded pub/sub: redis-rs 0.32 offers `SSUBSCRIBE` only on its cluster
+//!   connection, which resubscribes by itself and so would hide a lost subscription.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +44,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tokio::sync::{Notify, OnceCell};
 
 use crate::clock::Clock;
@@ -92,12 +103,13 @@ pub(crate) struct RevocationBus {
 
 struct BusCore {
     instance_id: String,
+    /// The Redis the bus was given: the server, or on a cluster the node it starts from.
     client: redis::Client,
-    registry_key: String,
-    channel: String,
-    ack_channel: String,
-    ack_prefix: String,
-    commands: OnceCell<ConnectionManager>,
+    /// Key and channel names on one Redis and on a cluster; which applies is known once
+    /// `commands` is made.
+    single: Names,
+    cluster: Names,
+    commands: OnceCell<Commands>,
     scripts: Scripts,
     revocations: Arc<RevocationSet>,
     clock: Arc<dyn Clock>,
@@ -111,6 +123,65 @@ struct BusCore {
     /// Revokes of this instance waiting for acks, by nonce.
     waiters: Mutex<HashMap<u64, Arc<Waiter>>>,
     warned_down: AtomicBool,
+}
+
+/// Where the bus keeps its registry and sends its messages.
+struct Names {
+    registry_key: String,
+    channel: String,
+    ack_channel: String,
+    ack_prefix: String,
+}
+
+impl Names {
+    /// `scope` is the prefix, on a cluster followed by the hash tag every name shares.
+    fn new(scope: &str, instance_id: &str) -> Self {
+        Self {
+            registry_key: format!("{scope}cc:instances"),
+            channel: format!("{scope}cc:revocations"),
+            ack_channel: format!("{scope}cc:ack:{instance_id}"),
+            ack_prefix: format!("{scope}cc:ack:"),
+        }
+    }
+}
+
+/// The command connection: one that reconnects by itself to one Redis, or a cluster
+/// connection (which follows `MOVED` and reconnects by itself).
+#[derive(Clone)]
+enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
 }
 
 struct Scripts {
@@ -128,7 +199,7 @@ impl std::fmt::Debug for BusCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BusCore")
             .field("instance_id", &self.instance_id)
-            .field("channel", &self.channel)
+            .field("channel", &self.names().channel)
             .finish_non_exhaustive()
     }
 }
@@ -145,10 +216,8 @@ impl RevocationBus {
         let instance_id = random_id();
         Self {
             core: Arc::new(BusCore {
-                registry_key: format!("{prefix}cc:instances"),
-                channel: format!("{prefix}cc:revocations"),
-                ack_channel: format!("{prefix}cc:ack:{instance_id}"),
-                ack_prefix: format!("{prefix}cc:ack:"),
+                single: Names::new(prefix, &instance_id),
+                cluster: Names::new(&format!("{prefix}{{{prefix}cc}}"), &instance_id),
                 instance_id,
                 client,
                 commands: OnceCell::new(),
@@ -248,7 +317,7 @@ impl Drop for RevocationBus {
                     .command(|mut conn, core| async move {
                         core.scripts
                             .deregister
-                            .key(&core.registry_key)
+                            .key(&core.names().registry_key)
                             .arg(&core.instance_id)
                             .invoke_async::<i64>(&mut conn)
                             .await
@@ -260,6 +329,72 @@ impl Drop for RevocationBus {
 }
 
 impl BusCore {
+    /// The names in use: the cluster's once the command connection found a cluster.
+    fn names(&self) -> &Names {
+        match self.commands.get() {
+            Some(Commands::Cluster(_)) => &self.cluster,
+            _ => &self.single,
+        }
+    }
+
+    /// Connects the command connection: to a cluster if the given Redis is a node of one.
+    async fn connect_commands(&self) -> redis::RedisResult<Commands> {
+        let mut probe = self.client.get_multiplexed_async_connection().await?;
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query_async(&mut probe)
+            .await
+            .unwrap_or_default();
+        if info
+            .lines()
+            .any(|line| line.trim_end() == "cluster_enabled:1")
+        {
+            let cluster = redis::cluster::ClusterClientBuilder::new(vec![
+                self.client.get_connection_info().clone(),
+            ])
+            .connection_timeout(COMMAND_TIMEOUT)
+            .response_timeout(COMMAND_TIMEOUT)
+            .build()?;
+            return Ok(Commands::Cluster(cluster.get_async_connection().await?));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_response_timeout(COMMAND_TIMEOUT)
+            .set_number_of_retries(1);
+        Ok(Commands::Single(
+            ConnectionManager::new_with_config(self.client.clone(), config).await?,
+        ))
+    }
+
+    /// The client to subscribe with: the given Redis, or on a cluster the primary that
+    /// holds the bus' slot now (where its scripts publish).
+    async fn subscription_client(self: &Arc<Self>) -> redis::RedisResult<redis::Client> {
+        let commands = self
+            .commands
+            .get_or_try_init(|| self.connect_commands())
+            .await?
+            .clone();
+        let Commands::Cluster(mut cluster) = commands else {
+            return Ok(self.client.clone());
+        };
+        let any = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let mut keyslot = redis::cmd("CLUSTER");
+        keyslot.arg("KEYSLOT").arg(&self.cluster.registry_key);
+        let slot: i64 = redis::from_redis_value(&cluster.route_command(&keyslot, any()).await?)?;
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let ranges = cluster.route_command(&slots, any()).await?;
+        let (host, port) = primary_of(&ranges, slot).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::ClusterDown,
+                "the bus' slot has no primary",
+            ))
+        })?;
+        let mut info = self.client.get_connection_info().clone();
+        info.addr = redis::ConnectionAddr::Tcp(host, port);
+        redis::Client::open(info)
+    }
+
     fn now_nanos(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -307,19 +442,13 @@ impl BusCore {
 
     async fn command<T, F, Fut>(self: &Arc<Self>, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager, Arc<Self>) -> Fut,
+        F: FnOnce(Commands, Arc<Self>) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         let attempt = async {
             let connection = self
                 .commands
-                .get_or_try_init(|| {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(COMMAND_TIMEOUT)
-                        .set_response_timeout(COMMAND_TIMEOUT)
-                        .set_number_of_retries(1);
-                    ConnectionManager::new_with_config(self.client.clone(), config)
-                })
+                .get_or_try_init(|| self.connect_commands())
                 .await?
                 .clone();
             call(connection, self.clone()).await
@@ -342,10 +471,11 @@ impl BusCore {
         let message = message.to_owned();
         let reply: Vec<String> = self
             .command(|mut conn, core| async move {
+                let names = core.names();
                 core.scripts
                     .publish
-                    .key(&core.registry_key)
-                    .key(&core.channel)
+                    .key(&names.registry_key)
+                    .key(&names.channel)
                     .arg(message)
                     .invoke_async(&mut conn)
                     .await
@@ -395,7 +525,7 @@ impl BusCore {
             return;
         }
         self.revocations.apply(revocations, self.clock.now());
-        let channel = format!("{}{origin}", self.ack_prefix);
+        let channel = format!("{}{origin}", self.names().ack_prefix);
         let ack = format!("a:{nonce}:{}", self.instance_id);
         let core = self.clone();
         tokio::spawn(async move {
@@ -460,15 +590,16 @@ impl BusCore {
 async fn subscribe_forever(core: Weak<BusCore>) {
     loop {
         let Some(strong) = core.upgrade() else { return };
-        let client = strong.client.clone();
-        let channels = [strong.channel.clone(), strong.ack_channel.clone()];
-        drop(strong);
         let subscribed = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let client = strong.subscription_client().await?;
+            let names = strong.names();
+            let channels = [names.channel.clone(), names.ack_channel.clone()];
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channels).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
+        drop(strong);
         let pubsub = match subscribed {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(error)) => {
@@ -492,7 +623,7 @@ async fn subscribe_forever(core: Weak<BusCore>) {
             let Ok(payload) = message.get_payload::<String>() else {
                 continue;
             };
-            if message.get_channel_name() == core.channel {
+            if message.get_channel_name() == core.names().channel {
                 core.received_revocation(&payload);
             } else {
                 core.received_own(&payload);
@@ -523,10 +654,11 @@ async fn renew_forever(core: Weak<BusCore>) {
         let ttl = LEASE_TTL.as_millis() as u64;
         let renewed = core
             .command(|mut conn, core| async move {
+                let names = core.names();
                 core.scripts
                     .renew
-                    .key(&core.registry_key)
-                    .key(&core.ack_channel)
+                    .key(&names.registry_key)
+                    .key(&names.ack_channel)
                     .arg(&core.instance_id)
                     .arg(ttl)
                     .arg(format!("h:{seq}"))
@@ -551,7 +683,7 @@ async fn republish(core: Weak<BusCore>, message: String, retention: chrono::Dura
         let published = core
             .command(|mut conn, core| async move {
                 redis::cmd("PUBLISH")
-                    .arg(&core.channel)
+                    .arg(&core.names().channel)
                     .arg(message)
                     .query_async::<i64>(&mut conn)
                     .await
@@ -571,6 +703,29 @@ fn lease_remaining(expiry: f64, redis_now: i64) -> Duration {
     // `as` saturates (and turns NaN into 0), so only the subtraction needs care.
     let ms = (expiry as i64).saturating_sub(redis_now);
     Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(LEASE_TTL)
+}
+
+/// The primary serving `slot` in a `CLUSTER SLOTS` reply.
+fn primary_of(ranges: &redis::Value, slot: i64) -> Option<(String, u16)> {
+    let redis::Value::Array(ranges) = ranges else {
+        return None;
+    };
+    ranges.iter().find_map(|range| {
+        let redis::Value::Array(parts) = range else {
+            return None;
+        };
+        let start: i64 = redis::from_redis_value(parts.first()?).ok()?;
+        let end: i64 = redis::from_redis_value(parts.get(1)?).ok()?;
+        if !(start..=end).contains(&slot) {
+            return None;
+        }
+        let redis::Value::Array(primary) = parts.get(2)? else {
+            return None;
+        };
+        let host: String = redis::from_redis_value(primary.first()?).ok()?;
+        let port: u16 = redis::from_redis_value(primary.get(1)?).ok()?;
+        Some((host, port))
+    })
 }
 
 fn parse(value: Option<String>) -> Result<i64, StoreError> {

@@ -51,7 +51,8 @@ pub(crate) mod redis;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{
-    DEFAULT_KEY_PREFIX, MINIMUM_REDIS_VERSION, RedisMetrics, RedisStorage, RedisStorageBuilder,
+    DEFAULT_KEY_PREFIX, MINIMUM_REDIS_VERSION, RedisConnection, RedisMetrics, RedisStorage,
+    RedisStorageBuilder,
 };
 
 /// What a conditional [`SecondaryStorage::put`] did.

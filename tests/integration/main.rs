@@ -25,6 +25,7 @@ mod management;
 mod outside_axum;
 mod postgres_faults;
 mod readme_quick_start;
+mod redis_cluster;
 mod redis_compat;
 mod redis_faults;
 mod redis_races;

@@ -1,6 +1,7 @@
 //! The Lua scripts that make every multi-key change atomic, one round trip each.
 //!
-//! Keys (with the configurable prefix `P`, `tas:v1:` by default):
+//! Keys (with `P` the configurable prefix, `tas:v1:` by default, and on a Redis Cluster the
+//! prefix followed by the user's hash tag, `tas:v1:{3f}`; see [`keys`](super::keys)):
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
@@ -11,10 +12,14 @@
 //!
 //! The per-id pointer is what lets a revocation by id (or by user, through the index) find
 //! the value to delete, and its tombstone is what every conditional write checks first.
-//! The user's keys share the hash tag `{<user>}`. The scripts derive keys from the prefix
-//! passed as `ARGV[1]` (and from stored values), which a single Redis node or a primary
-//! with replicas accepts; Redis Cluster would need every key of a script in one slot,
-//! which a token-hash key cannot share with its user's keys, so Cluster is not supported.
+//! The scripts derive keys from `P`, passed as `ARGV[1]`, and from stored values (a
+//! user's index lists ids, a pointer names a token hash). `KEYS[1]` is a key of the same
+//! slot, which routes the call on a cluster. On a cluster every key of one call is on one
+//! slot: a session's token hash, id and user are all in one shard (see
+//! [`Token::generate_for`](crate::Token::generate_for)), which the Rust side checks before
+//! it writes. Keys met inside a script are not declared; the first line is the in-script
+//! flag Dragonfly needs for that (`--!df flags=allow-undeclared-keys`, a comment to Redis),
+//! so Dragonfly needs no server flag.
 //! All times are Unix milliseconds from the application's clock.
 //!
 //! The scripts use Redis 6.2 commands only ([`MINIMUM_REDIS_VERSION`](super::MINIMUM_REDIS_VERSION)):
@@ -23,7 +28,7 @@
 /// Helpers every script starts with: value parsing, key names, index upkeep.
 macro_rules! prelude {
     () => {
-        r#"
+        r#"--!df flags=allow-undeclared-keys
 local P = ARGV[1]
 local function parse(v)
   local gen, exp, ilen, p = string.match(v, '^1;(%d+);(%d+);(%d+);()')
@@ -60,7 +65,8 @@ end
 
 /// Conditional write-through / backfill (secondary mode).
 ///
-/// `ARGV`: prefix, hash, id, user, value, expires_ms, generation, now_ms, replaces (or '').
+/// `KEYS[1]`: the value key. `ARGV`: prefix, hash, id, user, value, expires_ms,
+/// generation, now_ms, replaces (or '').
 /// Returns `written`, `stale`, `revoked` or `expired`.
 pub(super) const PUT: &str = concat!(
     prelude!(),
@@ -86,7 +92,7 @@ return 'written'
 
 /// Insert (secondary-only mode).
 ///
-/// `ARGV`: prefix, hash, id, user, value, expires_ms, now_ms.
+/// `KEYS[1]`: the value key. `ARGV`: prefix, hash, id, user, value, expires_ms, now_ms.
 /// Returns `written`, `exists` or `expired`.
 pub(super) const CREATE: &str = concat!(
     prelude!(),
@@ -104,7 +110,8 @@ return 'written'
 /// Compare-and-set on the generation, optionally moving to a new token hash
 /// (secondary-only mode).
 ///
-/// `ARGV`: prefix, hash, expected generation, new hash (or ''), id, value, expires_ms, now_ms.
+/// `KEYS[1]`: the value key. `ARGV`: prefix, hash, expected generation, new hash (or ''),
+/// id, value, expires_ms, now_ms.
 /// Returns 1 when written, 0 when the session changed or is gone.
 pub(super) const UPDATE: &str = concat!(
     prelude!(),
@@ -133,6 +140,7 @@ return 1
 
 /// Deletes and tombstones sessions by token hash, id or user.
 ///
+/// `KEYS[1]`: the prefix (on a cluster, of the one shard all groups are in).
 /// `ARGV`: prefix, until_ms, now_ms, extend ('1': a tombstone also lasts until the
 /// session's own expiry), then groups of four: kind, a, b, c, where kind is
 /// - `t`: a = token hash;
@@ -241,7 +249,7 @@ return out
 
 /// A user's live sessions.
 ///
-/// `ARGV`: prefix, user, now_ms. Returns the values.
+/// `KEYS[1]`: the user's index. `ARGV`: prefix, user, now_ms. Returns the values.
 pub(super) const LIST: &str = concat!(
     prelude!(),
     r#"

@@ -15,6 +15,9 @@ use tower_auth_session::secondary::RedisStorage;
 
 use crate::common::{service_url, unique_name};
 
+mod cluster;
+pub use cluster::RedisCluster;
+
 /// The shared Redis, or `None` (skip) when it is not running.
 pub fn shared_redis() -> Option<String> {
     service_url("REDIS_URL", "redis://127.0.0.1:6379")
@@ -108,6 +111,11 @@ impl RedisServer {
             .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_ok()
+    }
+
+    /// Whether this server runs (was not killed).
+    pub fn alive(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Kills this server (by its pid) and waits for it to be gone.

@@ -1,0 +1,255 @@
+//! The Redis tier on a real Redis Cluster (3 primaries on free ports, this test's own),
+//! with several instances over one PostgreSQL schema, driven over HTTP.
+#![cfg(all(feature = "redis", feature = "postgres"))]
+
+use crate::common;
+use crate::redis_support;
+
+use std::collections::HashSet;
+use std::time::Duration as StdDuration;
+
+use axum::Router;
+use common::*;
+use http::StatusCode;
+use redis_support::*;
+use tower_auth_session::secondary::RedisStorage;
+use tower_auth_session::store::PostgresStore;
+use tower_auth_session::{Session, SessionManager, SessionStore, Token};
+
+/// One app instance, served over real TCP.
+pub struct Instance {
+    pub manager: SessionManager,
+    pub redis: RedisStorage,
+    pub base: String,
+}
+
+/// Serves `app` on a free port; the URL to reach it.
+pub async fn serve(app: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// A PostgreSQL store in a schema of its own, or `None` (skip) without PostgreSQL.
+pub async fn postgres(schema: &str) -> Option<PostgresStore> {
+    let url = service_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")?;
+    Some(
+        PostgresStore::builder()
+            .schema(schema)
+            .unwrap()
+            .connect(&url)
+            .await
+            .unwrap(),
+    )
+}
+
+pub fn cluster_storage(cluster: &RedisCluster, prefix: &str) -> RedisStorage {
+    RedisStorage::cluster(cluster.urls())
+        .key_prefix(prefix)
+        .timeout(StdDuration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+/// A plain HTTP client: no cookie jar, the test sends the cookie it means to.
+pub struct Http(reqwest::Client);
+
+impl Http {
+    pub fn new() -> Self {
+        Self(reqwest::Client::new())
+    }
+
+    /// `(status, the session cookie pair it set, body)`.
+    pub async fn call(
+        &self,
+        method: &str,
+        url: String,
+        cookie: Option<&str>,
+    ) -> (StatusCode, Option<String>, serde_json::Value) {
+        let mut request = self
+            .0
+            .request(method.parse().unwrap(), url)
+            .header("origin", "http://127.0.0.1");
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        let response = request.send().await.unwrap();
+        let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
+        let token = response
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.contains("session_token=") && !c.contains("Max-Age=0"))
+            .map(|c| c.split(';').next().unwrap().to_owned());
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        (status, token, body)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_over_postgres_and_a_cluster_agree_and_a_session_lives_on_one_slot() {
+    let schema = unique_name("tas_cluster");
+    let Some(store) = postgres(&schema).await else {
+        return;
+    };
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let mut instances = Vec::new();
+    for update_age in [86_400, 86_400, 0] {
+        let redis = cluster_storage(&cluster, &prefix);
+        let manager = SessionManager::builder(store.clone())
+            .secondary_storage(redis.clone())
+            .secret(SECRET)
+            .update_age(StdDuration::from_secs(update_age))
+            .build()
+            .unwrap();
+        let base = serve(app(&manager)).await;
+        instances.push(Instance {
+            manager,
+            redis,
+            base,
+        });
+    }
+    let (a, b, c) = (&instances[0], &instances[1], &instances[2]);
+    let http = Http::new();
+    let me = |instance: &Instance| format!("{}/me", instance.base);
+
+    // Sign in on A, use on B, refresh on C, each over HTTP.
+    let (status, cookie, _) = http
+        .call("POST", format!("{}/sign-in?user=alice", a.base), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let cookie = cookie.expect("a session cookie");
+    let (status, _, body) = http.call("GET", me(b), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    let id = body["sessionId"].as_str().unwrap().to_owned();
+    let (status, refreshed, _) = http.call("GET", me(c), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(refreshed.is_some(), "C refreshed the session");
+    // A second session of alice's, and one of bob's.
+    let (_, other, _) = http
+        .call("POST", format!("{}/sign-in?user=alice", b.base), None)
+        .await;
+    let other = other.unwrap();
+    let (_, bobs, _) = http
+        .call("POST", format!("{}/sign-in?user=bob", c.base), None)
+        .await;
+    let bobs = bobs.unwrap();
+
+    // Every key a session writes is on its user's slot: two sessions of alice's (values,
+    // id pointers) and her index on one, bob's on another.
+    let slot_of_user = |user: &str| {
+        let index = cluster
+            .keys(&prefix)
+            .into_iter()
+            .find(|key| key.ends_with(&format!("u:{{{user}}}:idx")))
+            .expect("the user's index");
+        cluster.keyslot(&index)
+    };
+    let (alice_slot, bob_slot) = (slot_of_user("alice"), slot_of_user("bob"));
+    let on_slot = |slot: i64| {
+        cluster
+            .keys(&prefix)
+            .into_iter()
+            .filter(|key| cluster.keyslot(key) == slot)
+            .count()
+    };
+    let all = cluster.keys(&prefix);
+    assert_eq!(on_slot(alice_slot), 5, "{all:?}");
+    assert_eq!(on_slot(bob_slot), 3, "{all:?}");
+    assert_eq!(all.len(), 8, "no key elsewhere: {all:?}");
+
+    // Revoke anywhere: sign out on B; then revoke-all on A for the other session.
+    let (status, _, _) = http
+        .call("POST", format!("{}/sign-out", b.base), Some(&cookie))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for instance in &instances {
+        let (status, _, _) = http.call("GET", me(instance), Some(&cookie)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = http.call("GET", me(instance), Some(&other)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert!(!a.manager.revoke(&id).await.unwrap(), "already revoked");
+    assert_eq!(a.manager.revoke_user("alice").await.unwrap(), 1);
+    for instance in &instances {
+        let (status, _, _) = http.call("GET", me(instance), Some(&other)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = http.call("GET", me(instance), Some(&bobs)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Tombstones and the generation counter joined alice's slot; nothing went elsewhere.
+    let slots_after: HashSet<i64> = cluster
+        .keys(&prefix)
+        .iter()
+        .map(|key| cluster.keyslot(key))
+        .collect();
+    assert_eq!(slots_after, HashSet::from([alice_slot, bob_slot]));
+    assert!(
+        cluster
+            .keys(&prefix)
+            .iter()
+            .any(|key| key.ends_with("u:{alice}:gen"))
+    );
+    for instance in &instances {
+        let metrics = instance.redis.metrics();
+        assert_eq!((metrics.failures, metrics.circuit_opened), (0, 0));
+        assert!(metrics.round_trips > 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_from_before_the_shard_tag_is_served_by_the_store_on_a_cluster() {
+    let schema = unique_name("tas_cluster_old");
+    let Some(store) = postgres(&schema).await else {
+        return;
+    };
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let redis = cluster_storage(&cluster, &prefix);
+    let manager = SessionManager::builder(store.clone())
+        .secondary_storage(redis.clone())
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    // What an older version wrote: a token and an id drawn without the user's shard.
+    let now = chrono::Utc::now();
+    let mut session = Session::new("carol", now, now + chrono::Duration::days(1));
+    session.id = format!("old-{}", unique_name("id"));
+    let token = loop {
+        let token = Token::generate();
+        if token.hash().shard() != Token::generate_for("carol").hash().shard() {
+            break token;
+        }
+    };
+    store.create(&token.hash(), &session).await.unwrap();
+    let cookie = format!(
+        "{}={}",
+        manager.session_cookie_name(),
+        tower_auth_session::KeyRing::from_secret(SECRET)
+            .unwrap()
+            .sign_token(manager.session_cookie_name(), &token)
+    );
+    let app = app(&manager);
+    for _ in 0..2 {
+        let reply = send(&app, get("/me", Some(&cookie))).await;
+        assert_eq!(reply.status, StatusCode::OK, "the old cookie still works");
+    }
+    assert!(
+        cluster.keys(&prefix).is_empty(),
+        "{:?}",
+        cluster.keys(&prefix)
+    );
+    assert!(manager.revoke(&session.id).await.unwrap());
+    assert_eq!(
+        send(&app, get("/me", Some(&cookie))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(redis.metrics().failures, 0);
+}
