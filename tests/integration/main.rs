@@ -26,6 +26,7 @@ mod outside_axum;
 mod postgres_faults;
 mod readme_quick_start;
 mod redis_cluster;
+mod redis_cluster_bus;
 mod redis_compat;
 mod redis_faults;
 mod redis_races;
