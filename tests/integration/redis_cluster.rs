@@ -253,3 +253,35 @@ async fn a_session_from_before_the_shard_tag_is_served_by_the_store_on_a_cluster
     );
     assert_eq!(redis.metrics().failures, 0);
 }
+
+/// The single-node race test (`redis_races`) on the cluster: a thousand revokes racing a
+/// read-repair and a refresh over three instances never bring a session back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_racing_refresh_and_backfill_a_thousand_times_on_a_cluster_never_resurrects() {
+    use redis::Commands;
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let store = tower_auth_session::MemoryStore::new();
+    let mut conn = cluster.connection();
+    crate::redis_races::race(
+        1000,
+        &store,
+        || cluster_storage(&cluster, &prefix),
+        |hash, id, delete| {
+            // The session's shard is its token hash's first byte.
+            let scope = format!("{prefix}{{{}}}", &hash[..2]);
+            let value_key = format!("{scope}s:{hash}");
+            if delete {
+                let _: () = conn.del(&value_key).unwrap();
+                return (None, None);
+            }
+            (
+                conn.get(&value_key).unwrap(),
+                conn.get(format!("{scope}i:{id}")).unwrap(),
+            )
+        },
+    )
+    .await;
+}
