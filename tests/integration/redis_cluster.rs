@@ -285,3 +285,139 @@ async fn revoke_racing_refresh_and_backfill_a_thousand_times_on_a_cluster_never_
     )
     .await;
 }
+
+/// A 3-primary cluster with a replica each; the primary holding some of the sessions is
+/// killed (SIGKILL) mid-run: no live session is refused at any point, no revoked one is
+/// ever served, a revoke attempted during the failover either fails (and its retry
+/// succeeds) or holds, and the tier serves from the promoted replica afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_primary_killed_mid_run_loses_no_session_and_undoes_no_revoke() {
+    let schema = unique_name("tas_cluster_failover");
+    let Some(store) = postgres(&schema).await else {
+        return;
+    };
+    let Some(mut cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let mut instances = Vec::new();
+    for _ in 0..3 {
+        let redis = RedisStorage::cluster(cluster.urls())
+            .key_prefix(&prefix)
+            .timeout(StdDuration::from_millis(500))
+            .wait_for_replicas(1)
+            .build()
+            .unwrap();
+        let manager = SessionManager::builder(store.clone())
+            .secondary_storage(redis.clone())
+            .secret(SECRET)
+            .build()
+            .unwrap();
+        instances.push((app(&manager), manager, redis));
+    }
+    // 24 sessions over the instances; 8 revoked before the failure.
+    let mut live = Vec::new();
+    for i in 0..24 {
+        let (app, manager, _) = &instances[i % 3];
+        let cookie = sign_in(app, manager, &format!("u{i}")).await;
+        let reply = send(app, get("/me", Some(&cookie))).await;
+        let id = reply.json()["sessionId"].as_str().unwrap().to_owned();
+        live.push((cookie, id));
+    }
+    let mut revoked = Vec::new();
+    for i in 0..8 {
+        let (cookie, id) = live.remove(0);
+        assert!(instances[i % 3].1.revoke(&id).await.unwrap());
+        revoked.push(cookie);
+    }
+    // Each revoke waited for its shard's replica (`wait_for_replicas(1)`).
+    let waits: u64 = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            command_calls(&mut node.connection())
+                .get("wait")
+                .copied()
+                .unwrap_or(0)
+        })
+        .sum();
+    assert!(waits >= 8, "{waits} WAITs for 8 revokes");
+    let check = |live: Vec<String>, revoked: Vec<String>| {
+        let apps: Vec<_> = instances.iter().map(|(app, _, _)| app.clone()).collect();
+        async move {
+            for app in &apps {
+                for cookie in &live {
+                    let status = send(app, get("/me", Some(cookie))).await.status;
+                    assert_eq!(status, StatusCode::OK, "a live session was refused");
+                }
+                for cookie in &revoked {
+                    let status = send(app, get("/me", Some(cookie))).await.status;
+                    assert_eq!(status, StatusCode::UNAUTHORIZED, "a revoke was undone");
+                }
+            }
+        }
+    };
+    let cookies = |list: &[(String, String)]| list.iter().map(|(c, _)| c.clone()).collect();
+    check(cookies(&live), revoked.clone()).await;
+
+    // Kill the primary holding the first live session's user's keys.
+    let victim = cluster.primary_of(&format!("{prefix}{{{:02x}}}", shard_of_user("u8")));
+    cluster.nodes[victim].kill();
+    let started = std::time::Instant::now();
+    // During the failover: every request still answers right; revokes are retried
+    // until they hold.
+    let mut revoked_during = 0;
+    while started.elapsed() < StdDuration::from_secs(6) {
+        check(cookies(&live), revoked.clone()).await;
+        if revoked_during < 4 {
+            let (cookie, id) = live.remove(0);
+            let manager = &instances[revoked_during % 3].1;
+            let deadline = std::time::Instant::now() + StdDuration::from_secs(20);
+            loop {
+                match manager.revoke(&id).await {
+                    Ok(found) => {
+                        assert!(found);
+                        break;
+                    }
+                    Err(error) => {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "a revoke kept failing after the failover: {error:?}"
+                        );
+                        tokio::time::sleep(StdDuration::from_millis(100)).await;
+                    }
+                }
+            }
+            revoked.push(cookie);
+            revoked_during += 1;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    cluster.wait_until_ok(StdDuration::from_secs(30));
+    // Give the clients one probe interval to find the promoted replica.
+    tokio::time::sleep(StdDuration::from_secs(2)).await;
+    check(cookies(&live), revoked.clone()).await;
+    let before: Vec<u64> = instances
+        .iter()
+        .map(|(_, _, redis)| redis.metrics().failures)
+        .collect();
+    check(cookies(&live), revoked.clone()).await;
+    for ((_, _, redis), before) in instances.iter().zip(before) {
+        let metrics = redis.metrics();
+        assert!(!metrics.circuit_open, "the tier is not used again");
+        assert_eq!(
+            metrics.failures, before,
+            "redis still fails after the failover"
+        );
+    }
+    eprintln!(
+        "failover: {} live sessions kept, {} revokes held ({revoked_during} made during the failover)",
+        live.len(),
+        revoked.len()
+    );
+}
+
+/// The shard of a user, as the storage computes it (from a token made for the user).
+fn shard_of_user(user: &str) -> u8 {
+    Token::generate_for(user).hash().shard()
+}

@@ -5,7 +5,7 @@ use redis::Value;
 
 use super::RedisStorage;
 use super::encoding::{decode, encode};
-use super::keys::Key;
+use super::keys::{self, Key};
 use crate::error::StoreError;
 use crate::secondary::{PutOutcome, Revocation, SecondaryStorage};
 use crate::session::Session;
@@ -117,8 +117,28 @@ impl RedisStorage {
                 }
             }
         }
+        let replicas = self.inner.wait_for_replicas;
+        // Half the call's timeout, so a silent replica fails the call with its own reason.
+        let wait_ms = u64::try_from(self.inner.timeout.as_millis() / 2).unwrap_or(u64::MAX);
+        let slot = keys::slot(&prefix);
         let flat: Vec<Vec<u8>> = self
-            .with_connection(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .with_connection(|mut conn| async move {
+                let flat = invocation.invoke_async(&mut conn).await?;
+                if replicas > 0 {
+                    // On the connection the script ran on: `WAIT` counts its writes.
+                    let acked = keys::wait(&mut conn, slot, replicas, wait_ms).await?;
+                    if acked < i64::from(replicas) {
+                        // A shard whose replica is gone (it was just promoted) must still
+                        // revoke: the revocation stands on the primary, unconfirmed.
+                        tracing::warn!(
+                            acked,
+                            replicas,
+                            "redis revocation not confirmed by enough replicas; a failover now could lose it"
+                        );
+                    }
+                }
+                Ok(flat)
+            })
             .await?;
         let mut out = Vec::with_capacity(flat.len() / 3);
         for triple in flat.chunks_exact(3) {

@@ -6,7 +6,10 @@
 //! every key of one user — values, id pointers, index, generation counter — is then on
 //! one slot, and each script runs on one node.
 
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+
 use super::RedisStorage;
+use super::connection::{Conn, RedisConnection};
 use crate::token::TokenHash;
 
 /// Room for a prefix of up to 90 bytes before a key spills to the heap.
@@ -92,9 +95,65 @@ impl RedisStorage {
     }
 }
 
+/// The cluster slot of a key: CRC16 (XMODEM) of its hash tag (or of the whole key
+/// without one), modulo 16384.
+pub(super) fn slot(key: &Key) -> u16 {
+    let key = key.as_bytes();
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let close = key[open + 1..].iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &key[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for &byte in tagged.unwrap_or(key) {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// `WAIT replicas ms` on the connection the last writes went on: the one server, or on a
+/// cluster the primary of `slot`. How many replicas confirmed.
+pub(super) async fn wait(
+    connection: &mut RedisConnection,
+    slot: u16,
+    replicas: u32,
+    ms: u64,
+) -> redis::RedisResult<i64> {
+    let mut wait = redis::cmd("WAIT");
+    wait.arg(replicas).arg(ms);
+    match &mut connection.0 {
+        Conn::Single(single) => wait.query_async(single).await,
+        Conn::Cluster(cluster) => {
+            let route = Route::new(slot, SlotAddr::Master);
+            let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route));
+            redis::from_redis_value(&cluster.route_command(&wait, routing).await?)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_redis_cluster_slots() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.0.
+        let key = |text: &str| {
+            let mut key = Key::new();
+            key.push(text.as_bytes());
+            key
+        };
+        assert_eq!(slot(&key("123456789")), 12739);
+        assert_eq!(slot(&key("foo")), 12182);
+        assert_eq!(slot(&key("tas:v1:{3f}s:abc")), slot(&key("3f")));
+        assert_eq!(slot(&key("a{}b")), slot(&key("a{}b")));
+    }
 
     #[test]
     fn long_keys_spill_and_short_ones_stay_inline() {

@@ -84,6 +84,8 @@ struct Inner {
     client: redis::Client,
     prefix: String,
     timeout: Duration,
+    /// Replicas that must hold a revocation before it counts (`WAIT`); 0: none.
+    wait_for_replicas: u32,
     clock: Arc<dyn Clock>,
     /// The one multiplexed (or cluster) connection, replaced after it fails.
     connection: std::sync::Mutex<Option<Conn>>,
@@ -138,6 +140,7 @@ pub struct RedisStorageBuilder {
     prefix: String,
     timeout: Duration,
     probe_interval: Duration,
+    wait_for_replicas: u32,
     clock: Arc<dyn Clock>,
 }
 
@@ -179,6 +182,7 @@ impl RedisStorage {
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             probe_interval: DEFAULT_PROBE_INTERVAL,
+            wait_for_replicas: 0,
             clock: Arc::new(SystemClock),
         }
     }
@@ -212,6 +216,7 @@ impl RedisStorage {
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             probe_interval: DEFAULT_PROBE_INTERVAL,
+            wait_for_replicas: 0,
             clock: Arc::new(SystemClock),
         }
     }
@@ -451,6 +456,27 @@ impl RedisStorageBuilder {
         self
     }
 
+    /// How many replicas must hold a revocation (its deletes and tombstones) before the
+    /// revoke goes on (default 0: Redis replicates asynchronously). With replicas (a
+    /// primary with replicas, or a cluster), a primary that fails right after a revoke
+    /// can lose its last writes, and the promoted replica would still serve the revoked
+    /// session; with 1 the revoke waits (`WAIT`, at most half the timeout) until a
+    /// replica has it. When fewer confirm in time (a shard whose replica failed or was
+    /// just promoted) the revoke still goes on, with a warning: refusing it would leave
+    /// the session live everywhere instead.
+    ///
+    /// ```
+    /// # use tower_auth_session::secondary::RedisStorage;
+    /// let redis = RedisStorage::cluster(["redis://127.0.0.1:7000"])
+    ///     .wait_for_replicas(1)
+    ///     .build()?;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn wait_for_replicas(mut self, replicas: u32) -> Self {
+        self.wait_for_replicas = replicas;
+        self
+    }
+
     /// Where time comes from (default the system clock). Give it the manager's clock
     /// when the manager has a [`ManualClock`](crate::ManualClock), so expiries agree.
     ///
@@ -508,6 +534,7 @@ impl RedisStorageBuilder {
                 client,
                 prefix: self.prefix,
                 timeout: self.timeout,
+                wait_for_replicas: self.wait_for_replicas,
                 clock: self.clock,
                 connection: std::sync::Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),

@@ -70,7 +70,16 @@ impl RedisCluster {
                     .arg("INFO")
                     .query(&mut conn)
                     .unwrap_or_default();
-                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                let replication: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                // A replica counts once its link to the primary is up (synced).
+                let synced = !replication.contains("role:slave")
+                    || replication.contains("master_link_status:up");
+                synced
+                    && info.contains("cluster_state:ok")
+                    && info.contains("cluster_slots_ok:16384")
             });
             if ok {
                 return;
