@@ -88,6 +88,131 @@ impl Http {
     }
 }
 
+/// A browser's cookies, as `Set-Cookie` left them (an expired one removed).
+#[derive(Clone, Default)]
+pub struct Jar(std::collections::BTreeMap<String, String>);
+
+impl Jar {
+    fn header(&self) -> String {
+        let pairs: Vec<String> = self.0.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        pairs.join("; ")
+    }
+
+    /// A request with these cookies; the jar keeps what the response sets.
+    pub async fn call(&mut self, method: &str, url: String) -> StatusCode {
+        let response = reqwest::Client::new()
+            .request(method.parse().unwrap(), url)
+            .header("origin", "http://127.0.0.1")
+            .header("cookie", self.header())
+            .send()
+            .await
+            .unwrap();
+        for line in response.headers().get_all("set-cookie") {
+            let line = line.to_str().unwrap();
+            let (name, value) = line.split(';').next().unwrap().split_once('=').unwrap();
+            if line.contains("Max-Age=0") {
+                self.0.remove(name);
+            } else {
+                self.0.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        StatusCode::from_u16(response.status().as_u16()).unwrap()
+    }
+}
+
+/// With cookie caches: one browser round-robins over three instances (each believes the
+/// others' caches); after a sign-out on one and a revoke on another, the cookies the
+/// browser held before are refused by every instance on the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_with_cookie_caches_over_postgres_and_a_cluster_agree() {
+    let schema = unique_name("tas_cluster_cache");
+    let Some(store) = postgres(&schema).await else {
+        return;
+    };
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let clock = tower_auth_session::ManualClock::new();
+    let mut instances = Vec::new();
+    for update_age in [86_400, 86_400, 0] {
+        let redis = RedisStorage::cluster(cluster.urls())
+            .key_prefix(&prefix)
+            .clock(clock.clone())
+            .timeout(StdDuration::from_millis(500))
+            .build()
+            .unwrap();
+        let manager = SessionManager::builder(store.clone())
+            .secondary_storage(redis.clone())
+            .secret(SECRET)
+            .clock(clock.clone())
+            .update_age(StdDuration::from_secs(update_age))
+            .cookie_cache(tower_auth_session::CookieCache::new())
+            .build()
+            .unwrap();
+        assert!(manager.cookie_cache_ready(StdDuration::from_secs(15)).await);
+        let base = serve(app(&manager)).await;
+        instances.push(Instance {
+            manager,
+            redis,
+            base,
+        });
+    }
+    // Past the start-up watermark: caches issued from now on are believed everywhere.
+    clock.advance(chrono::Duration::seconds(6));
+    let me = |i: usize| format!("{}/me", instances[i].base);
+
+    let mut browsers = Vec::new();
+    for _ in 0..2 {
+        let mut jar = Jar::default();
+        let status = jar
+            .call("POST", format!("{}/sign-in?user=alice", instances[0].base))
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        // Use on B, refresh on C, back to A: every answer 200.
+        for i in [1, 2, 0, 1, 2] {
+            assert_eq!(jar.call("GET", me(i)).await, StatusCode::OK);
+        }
+        assert!(
+            jar.0.keys().any(|name| name.contains("session_data")),
+            "a cookie cache was issued"
+        );
+        browsers.push(jar);
+    }
+    let (first, second) = (browsers[0].clone(), browsers[1].clone());
+
+    // Sign out on B with the first browser; revoke the second from C by id.
+    assert_eq!(
+        browsers[0]
+            .call("POST", format!("{}/sign-out", instances[1].base))
+            .await,
+        StatusCode::OK
+    );
+    let id = instances[2]
+        .manager
+        .list_user_sessions("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .next()
+        .expect("the second session")
+        .id;
+    assert!(instances[2].manager.revoke(&id).await.unwrap());
+    for i in 0..3 {
+        for held in [&first, &second] {
+            let mut replay = held.clone();
+            assert_eq!(
+                replay.call("GET", me(i)).await,
+                StatusCode::UNAUTHORIZED,
+                "instance {i} served a revoked session from its cookies"
+            );
+        }
+    }
+    for instance in &instances {
+        assert_eq!(instance.redis.metrics().failures, 0);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_instances_over_postgres_and_a_cluster_agree_and_a_session_lives_on_one_slot() {
     let schema = unique_name("tas_cluster");
