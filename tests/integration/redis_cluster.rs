@@ -546,3 +546,76 @@ async fn a_primary_killed_mid_run_loses_no_session_and_undoes_no_revoke() {
 fn shard_of_user(user: &str) -> u8 {
     Token::generate_for(user).hash().shard()
 }
+
+/// A slot moves to another primary while the storage holds the old slot map: the next
+/// command meets `MOVED`, which the client follows; nothing counts as an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_moved_under_a_running_storage_is_followed_not_an_outage() {
+    let Some(mut cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let redis = RedisStorage::cluster(cluster.urls())
+        .key_prefix(&prefix)
+        .timeout(StdDuration::from_millis(500))
+        .connect()
+        .await
+        .unwrap();
+    let manager = SessionManager::builder(tower_auth_session::MemoryStore::new())
+        .secondary_storage(redis.clone())
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    let app = app(&manager);
+    let warm = sign_in(&app, &manager, "warm").await;
+    assert_eq!(
+        send(&app, get("/me", Some(&warm))).await.status,
+        StatusCode::OK
+    );
+
+    // Move the (still empty) slot of mover's shard to another primary.
+    let scope = format!("{prefix}{{{:02x}}}", shard_of_user("mover"));
+    let slot = cluster.keyslot(&scope);
+    let source = cluster.primary_of(&scope);
+    let target = (0..cluster.nodes.len()).find(|&i| i != source).unwrap();
+    let id_of = |i: usize| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut cluster.nodes[i].connection())
+            .unwrap()
+    };
+    let (source_id, target_id) = (id_of(source), id_of(target));
+    let setslot = |node: usize, args: &[&str]| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(args)
+            .query(&mut cluster.nodes[node].connection())
+            .unwrap();
+    };
+    setslot(target, &["IMPORTING", &source_id]);
+    setslot(source, &["MIGRATING", &target_id]);
+    for node in 0..cluster.nodes.len() {
+        setslot(node, &["NODE", &target_id]);
+    }
+    assert_eq!(cluster.primary_of(&scope), target);
+
+    let moved = sign_in(&app, &manager, "mover").await;
+    assert_eq!(
+        send(&app, get("/me", Some(&moved))).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(manager.revoke_user("mover").await.unwrap(), 1);
+    assert_eq!(
+        send(&app, get("/me", Some(&moved))).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let on_target = keys(&mut cluster.nodes[target].connection(), &scope);
+    assert!(!on_target.is_empty(), "mover's keys are on the new primary");
+    let metrics = redis.metrics();
+    assert_eq!(
+        (metrics.failures, metrics.circuit_opened),
+        (0, 0),
+        "{metrics:?}"
+    );
+}
