@@ -252,6 +252,22 @@ async fn three_instances_over_postgres_and_a_cluster_agree_and_a_session_lives_o
     let (status, _, body) = http.call("GET", me(b), Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     let id = body["sessionId"].as_str().unwrap().to_owned();
+    // A Redis hit on a cluster is one GET, as on one Redis.
+    let calls = || {
+        let mut total = std::collections::HashMap::new();
+        for node in &cluster.nodes {
+            for (name, count) in command_calls(&mut node.connection()) {
+                *total.entry(name).or_insert(0) += count;
+            }
+        }
+        total
+    };
+    let before = calls();
+    let (status, _, _) = http.call("GET", me(a), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut spent = delta(&before, &calls());
+    spent.remove("info");
+    assert_eq!(spent, [("get".to_owned(), 1)].into(), "one GET per hit");
     let (status, refreshed, _) = http.call("GET", me(c), Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(refreshed.is_some(), "C refreshed the session");
