@@ -47,7 +47,7 @@ use redis::Script;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use tokio::sync::{Notify, OnceCell};
+use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::cookie_cache::INSTANCE_CLOCK_SKEW;
@@ -65,6 +65,9 @@ const TRUST_MARGIN: Duration = Duration::from_millis(200);
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Slack added when waiting out a silent instance's lease.
 const LAPSE_SLACK: Duration = Duration::from_millis(50);
+/// [`BusCore::mode`] once the first connection found one Redis or a cluster.
+const SINGLE: u8 = 1;
+const CLUSTER: u8 = 2;
 /// Pause between attempts to reconnect the subscription.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(100);
 
@@ -109,7 +112,14 @@ struct BusCore {
     /// `commands` is made.
     single: Names,
     cluster: Names,
-    commands: OnceCell<Commands>,
+    /// 0 before the first connection, then [`SINGLE`] or [`CLUSTER`]; never changes after.
+    mode: std::sync::atomic::AtomicU8,
+    /// The command connection, made on first use; on a cluster dropped after a failure
+    /// and made again from every node the cluster was last seen with (the node the bus
+    /// was given may be the one that failed).
+    commands: Mutex<Option<Commands>>,
+    connecting: tokio::sync::Mutex<()>,
+    nodes: Mutex<Vec<redis::ConnectionInfo>>,
     scripts: Scripts,
     revocations: Arc<RevocationSet>,
     clock: Arc<dyn Clock>,
@@ -214,13 +224,17 @@ impl RevocationBus {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let instance_id = random_id();
+        let seed = client.get_connection_info().clone();
         Self {
             core: Arc::new(BusCore {
                 single: Names::new(prefix, &instance_id),
                 cluster: Names::new(&format!("{prefix}{{{prefix}cc}}"), &instance_id),
                 instance_id,
                 client,
-                commands: OnceCell::new(),
+                mode: std::sync::atomic::AtomicU8::new(0),
+                commands: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                nodes: Mutex::new(vec![seed]),
                 scripts: Scripts {
                     renew: Script::new(RENEW),
                     publish: Script::new(PUBLISH),
@@ -331,31 +345,79 @@ impl Drop for RevocationBus {
 impl BusCore {
     /// The names in use: the cluster's once the command connection found a cluster.
     fn names(&self) -> &Names {
-        match self.commands.get() {
-            Some(Commands::Cluster(_)) => &self.cluster,
-            _ => &self.single,
+        if self.mode.load(Ordering::Acquire) == CLUSTER {
+            &self.cluster
+        } else {
+            &self.single
+        }
+    }
+
+    fn lock_commands(&self) -> std::sync::MutexGuard<'_, Option<Commands>> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The command connection, or a new one.
+    async fn connection(&self) -> redis::RedisResult<Commands> {
+        if let Some(commands) = self.lock_commands().clone() {
+            return Ok(commands);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(commands) = self.lock_commands().clone() {
+            return Ok(commands);
+        }
+        let commands = self.connect_commands().await?;
+        *self.lock_commands() = Some(commands.clone());
+        Ok(commands)
+    }
+
+    /// After a failed command on a cluster: the next one connects afresh (a cluster
+    /// connection that lost the failed primary may not find the new one by itself).
+    fn forget_cluster_connection(&self) {
+        let mut commands = self.lock_commands();
+        if matches!(*commands, Some(Commands::Cluster(_))) {
+            *commands = None;
         }
     }
 
     /// Connects the command connection: to a cluster if the given Redis is a node of one.
     async fn connect_commands(&self) -> redis::RedisResult<Commands> {
-        let mut probe = self.client.get_multiplexed_async_connection().await?;
-        let info: String = redis::cmd("INFO")
-            .arg("cluster")
-            .query_async(&mut probe)
-            .await
-            .unwrap_or_default();
-        if info
-            .lines()
-            .any(|line| line.trim_end() == "cluster_enabled:1")
-        {
-            let cluster = redis::cluster::ClusterClientBuilder::new(vec![
-                self.client.get_connection_info().clone(),
-            ])
-            .connection_timeout(COMMAND_TIMEOUT)
-            .response_timeout(COMMAND_TIMEOUT)
-            .build()?;
-            return Ok(Commands::Cluster(cluster.get_async_connection().await?));
+        if self.mode.load(Ordering::Acquire) == 0 {
+            let mut probe = self.client.get_multiplexed_async_connection().await?;
+            let info: String = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut probe)
+                .await
+                .unwrap_or_default();
+            let cluster = info
+                .lines()
+                .any(|line| line.trim_end() == "cluster_enabled:1");
+            self.mode
+                .store(if cluster { CLUSTER } else { SINGLE }, Ordering::Release);
+        }
+        if self.mode.load(Ordering::Acquire) == CLUSTER {
+            let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(COMMAND_TIMEOUT)
+                .response_timeout(COMMAND_TIMEOUT)
+                .build()?;
+            let mut connection = client.get_async_connection().await?;
+            // Remember every node, for the next time this connection has to be made.
+            let mut slots = redis::cmd("CLUSTER");
+            slots.arg("SLOTS");
+            let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+            if let Ok(ranges) = connection.route_command(&slots, any).await {
+                let seen = all_nodes(&ranges);
+                if !seen.is_empty() {
+                    let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+                    nodes.truncate(1);
+                    for (host, port) in seen {
+                        let mut info = self.client.get_connection_info().clone();
+                        info.addr = redis::ConnectionAddr::Tcp(host, port);
+                        nodes.push(info);
+                    }
+                }
+            }
+            return Ok(Commands::Cluster(connection));
         }
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(COMMAND_TIMEOUT)
@@ -369,21 +431,22 @@ impl BusCore {
     /// The client to subscribe with: the given Redis, or on a cluster the primary that
     /// holds the bus' slot now (where its scripts publish).
     async fn subscription_client(self: &Arc<Self>) -> redis::RedisResult<redis::Client> {
-        let commands = self
-            .commands
-            .get_or_try_init(|| self.connect_commands())
-            .await?
-            .clone();
-        let Commands::Cluster(mut cluster) = commands else {
+        let Commands::Cluster(mut cluster) = self.connection().await? else {
             return Ok(self.client.clone());
         };
         let any = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
         let mut keyslot = redis::cmd("CLUSTER");
         keyslot.arg("KEYSLOT").arg(&self.cluster.registry_key);
-        let slot: i64 = redis::from_redis_value(&cluster.route_command(&keyslot, any()).await?)?;
         let mut slots = redis::cmd("CLUSTER");
         slots.arg("SLOTS");
-        let ranges = cluster.route_command(&slots, any()).await?;
+        let answers = async {
+            let slot = cluster.route_command(&keyslot, any()).await?;
+            let ranges = cluster.route_command(&slots, any()).await?;
+            redis::RedisResult::Ok((redis::from_redis_value::<i64>(&slot)?, ranges))
+        };
+        let (slot, ranges) = answers
+            .await
+            .inspect_err(|_| self.forget_cluster_connection())?;
         let (host, port) = primary_of(&ranges, slot).ok_or_else(|| {
             redis::RedisError::from((
                 redis::ErrorKind::ClusterDown,
@@ -445,15 +508,12 @@ impl BusCore {
         F: FnOnce(Commands, Arc<Self>) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self
-                .commands
-                .get_or_try_init(|| self.connect_commands())
-                .await?
-                .clone();
-            call(connection, self.clone()).await
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, attempt).await {
+        let attempt = async { call(self.connection().await?, self.clone()).await };
+        let outcome = tokio::time::timeout(COMMAND_TIMEOUT, attempt).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            self.forget_cluster_connection();
+        }
+        match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(StoreError::with_source(
                 "redis (cookie cache leases)",
@@ -703,6 +763,32 @@ fn lease_remaining(expiry: f64, redis_now: i64) -> Duration {
     // `as` saturates (and turns NaN into 0), so only the subtraction needs care.
     let ms = (expiry as i64).saturating_sub(redis_now);
     Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(LEASE_TTL)
+}
+
+/// Every node (primaries and replicas) in a `CLUSTER SLOTS` reply.
+fn all_nodes(ranges: &redis::Value) -> Vec<(String, u16)> {
+    let redis::Value::Array(ranges) = ranges else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
+        for node in parts.iter().skip(2) {
+            let redis::Value::Array(node) = node else {
+                continue;
+            };
+            let host: Option<String> = node.first().and_then(|v| redis::from_redis_value(v).ok());
+            let port: Option<u16> = node.get(1).and_then(|v| redis::from_redis_value(v).ok());
+            if let (Some(host), Some(port)) = (host, port) {
+                if !out.contains(&(host.clone(), port)) {
+                    out.push((host, port));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The primary serving `slot` in a `CLUSTER SLOTS` reply.

@@ -202,3 +202,85 @@ async fn cookie_caches_on_a_cluster_refuse_a_revoked_session_everywhere_at_1_4_a
         }
     }
 }
+
+/// The primary holding the bus' slot is killed: every instance's subscription drops, so
+/// none believes a cookie cache (the store answers, nobody is refused); after the
+/// replica takes over they resubscribe, trust again, and a revoke reaches every cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bus_primary_failing_is_lost_trust_until_the_replica_takes_over() {
+    let Some(mut cluster) = RedisCluster::start(3, 1) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let clock = ManualClock::new();
+    let nodes = cluster.urls();
+    let running = instances(
+        3,
+        || {
+            RedisStorage::cluster(nodes.clone())
+                .key_prefix(&prefix)
+                .clock(clock.clone())
+                .timeout(StdDuration::from_millis(500))
+                .build()
+                .unwrap()
+        },
+        &clock,
+    )
+    .await;
+    let reply = send(&running[0].app, post("/sign-in?user=alice", None)).await;
+    let name = running[0].manager.session_cookie_name();
+    let token = format!("{name}={}", reply.cookie_value(name).unwrap());
+    let mut caches = HashMap::new();
+    for (i, instance) in running.iter().enumerate() {
+        visit(instance, &token, &mut caches, i).await;
+    }
+
+    // The bus keeps every name on the tag `{<prefix>cc}`.
+    let bus = cluster.primary_of(&format!("{{{prefix}cc}}"));
+    cluster.nodes[bus].kill();
+    let deadline = Instant::now() + StdDuration::from_secs(10);
+    while running.iter().any(|i| i.manager.cookie_cache_active()) {
+        assert!(
+            Instant::now() < deadline,
+            "an instance kept trusting its caches"
+        );
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    // Without trust the store answers: nobody is signed out.
+    for (i, instance) in running.iter().enumerate() {
+        assert_eq!(
+            visit(instance, &token, &mut caches, i).await.0,
+            StatusCode::OK
+        );
+    }
+
+    cluster.wait_until_ok(StdDuration::from_secs(30));
+    for instance in &running {
+        assert!(
+            instance
+                .manager
+                .cookie_cache_ready(StdDuration::from_secs(15))
+                .await,
+            "an instance did not trust again after the failover"
+        );
+    }
+    // A client whose slot map still names the dead primary fails its first call there
+    // (the breaker opens, the probe makes a fresh connection): settle every instance on
+    // the users the rounds below use, retrying as an app would.
+    for instance in &running {
+        for round in 0..5 {
+            let deadline = Instant::now() + StdDuration::from_secs(20);
+            while let Err(error) = instance.manager.revoke_user(&format!("u{round}")).await {
+                assert!(Instant::now() < deadline, "revokes keep failing: {error}");
+                tokio::time::sleep(StdDuration::from_millis(100)).await;
+            }
+        }
+    }
+    // Past the skew allowance: caches issued from now on are believed again.
+    clock.advance(Duration::seconds(6));
+    let latencies = revoke_rounds(&running, 5).await;
+    println!(
+        "after the bus' primary failed over: revoke median {:?}",
+        latencies[latencies.len() / 2]
+    );
+}
