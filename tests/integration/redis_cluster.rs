@@ -635,3 +635,51 @@ async fn a_slot_moved_under_a_running_storage_is_followed_not_an_outage() {
         "{metrics:?}"
     );
 }
+
+/// Redis as the only store, on a cluster: sign-in, refresh, listing, revoke by id and
+/// revoke-all, with two instances that share nothing but the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_alone_on_a_cluster_signs_in_refreshes_lists_and_revokes() {
+    let Some(cluster) = RedisCluster::start(3, 0) else {
+        return;
+    };
+    let prefix = unique_prefix();
+    let build = || {
+        SessionManager::builder(cluster_storage(&cluster, &prefix))
+            .secret(SECRET)
+            .update_age(StdDuration::ZERO)
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    let (app_a, app_b) = (app(&a), app(&b));
+    let mut pairs = Vec::new();
+    for user in ["alice", "alice", "bob"] {
+        pairs.push(sign_in(&app_a, &a, user).await);
+    }
+    for pair in &pairs {
+        // Served and refreshed (a compare-and-set in Redis) by the other instance.
+        let reply = send(&app_b, get("/me", Some(pair))).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let alices = b.list_user_sessions("alice").await.unwrap();
+    assert_eq!(alices.len(), 2);
+    assert!(a.revoke(&alices[0].id).await.unwrap(), "revoke by id");
+    assert_eq!(b.list_user_sessions("alice").await.unwrap().len(), 1);
+    assert_eq!(b.revoke_user("alice").await.unwrap(), 1);
+    for (pair, live) in pairs.iter().zip([false, false, true]) {
+        let status = send(&app_a, get("/me", Some(pair))).await.status;
+        let expected = if live {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, expected);
+    }
+    // The tombstones and the generation counter are under alice's tag.
+    let tag = format!("{prefix}{{{:02x}}}", shard_of_user("alice"));
+    let keys = cluster.keys(&prefix);
+    assert!(keys.contains(&format!("{tag}u:{{alice}}:gen")), "{keys:?}");
+    let tombstone = format!("{tag}i:{}", alices[0].id);
+    assert!(keys.contains(&tombstone), "{keys:?}");
+}
