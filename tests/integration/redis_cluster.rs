@@ -644,14 +644,26 @@ async fn redis_alone_on_a_cluster_signs_in_refreshes_lists_and_revokes() {
         return;
     };
     let prefix = unique_prefix();
-    let build = || {
-        SessionManager::builder(cluster_storage(&cluster, &prefix))
+    let build = |redis: RedisStorage| {
+        SessionManager::builder(redis)
             .secret(SECRET)
             .update_age(StdDuration::ZERO)
             .build()
             .unwrap()
     };
-    let (a, b) = (build(), build());
+    // B finds the cluster by URL: `redis+cluster://host:port,host:port`.
+    let nodes: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|node| format!("127.0.0.1:{}", node.port))
+        .collect();
+    let by_url = RedisStorage::builder(format!("redis+cluster://{}", nodes.join(",")))
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .unwrap();
+    assert!(by_url.is_cluster());
+    let (a, b) = (build(cluster_storage(&cluster, &prefix)), build(by_url));
     let (app_a, app_b) = (app(&a), app(&b));
     let mut pairs = Vec::new();
     for user in ["alice", "alice", "bob"] {
