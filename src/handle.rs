@@ -422,7 +422,7 @@ impl SessionHandle {
         session.user_agent = info.user_agent;
         session.remember = options.remember_me;
         session.fields = options.fields;
-        let token = Token::generate();
+        let token = Token::generate_for(&session.user_id);
         let hash = token.hash();
         manager.store.create(&hash, &session).await?;
         tracing::info!(session_id = %session.id, user_id = ?session.user_id, "session created");

@@ -283,8 +283,8 @@ impl SessionHandle {
     /// new cookie (and `set-auth-token` for bearer clients). The session keeps its id,
     /// expiry and fields.
     pub async fn rotate(&self) -> Result<Session, SessionError> {
-        let (_, hash) = self.signed_in()?;
-        let token = Token::generate();
+        let (session, hash) = self.signed_in()?;
+        let token = Token::generate_for(&session.user_id);
         let new_hash = token.hash();
         let updated = self
             .rewrite(hash, Some(new_hash), |session, now| {

@@ -150,9 +150,11 @@ impl Session {
     /// assert!(!session.is_expired(now));
     /// ```
     pub fn new(user_id: impl Into<String>, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Self {
+        let user_id = user_id.into();
         Self {
-            id: crate::token::random_id(),
-            user_id: user_id.into(),
+            // In the user's shard, so a Redis Cluster keeps the id with the user's keys.
+            id: crate::token::random_id_for(&user_id),
+            user_id,
             expires_at,
             created_at: now,
             updated_at: now,

@@ -46,6 +46,26 @@ impl Token {
         Self(bytes)
     }
 
+    /// Draws a new token whose hash falls in `user_id`'s shard ([`TokenHash::shard`] equals
+    /// `shard_of(user_id)`), so that on a Redis Cluster the session's keys share its
+    /// user's slot. The first 30 bytes are drawn, the last two count up until the hash
+    /// matches (256 tries on average): 240 random bits, and the token is as opaque as
+    /// [`generate`](Self::generate)'s.
+    pub fn generate_for(user_id: &str) -> Self {
+        let shard = shard_of(user_id);
+        let mut bytes = [0u8; TOKEN_LEN];
+        random_bytes(&mut bytes);
+        for counter in 0..=u16::MAX {
+            bytes[TOKEN_LEN - 2..].copy_from_slice(&counter.to_le_bytes());
+            if Sha256::digest(bytes)[0] == shard {
+                break;
+            }
+        }
+        // Past 65,536 misses (probability e^-256) the token is just outside the shard:
+        // a Redis Cluster then keeps no copy of its session, the store still serves it.
+        Self(bytes)
+    }
+
     /// The hash that stores use to find this token's session.
     pub fn hash(&self) -> TokenHash {
         TokenHash(Sha256::digest(self.0).into())
@@ -101,6 +121,22 @@ impl TokenHash {
             out[i] = digit(pair[0])? << 4 | digit(pair[1])?;
         }
         Some(Self(out))
+    }
+
+    /// The shard this hash belongs to (its first byte): where a Redis Cluster keeps the
+    /// session. Tokens from [`Token::generate_for`] fall in their user's
+    /// `shard_of`; older tokens anywhere.
+    pub fn shard(&self) -> u8 {
+        self.0[0]
+    }
+
+    /// Lower-case hex into `out` (64 bytes), without allocating.
+    #[cfg(feature = "redis")]
+    pub(crate) fn write_hex(&self, out: &mut [u8]) {
+        for (i, byte) in self.0.iter().enumerate() {
+            out[2 * i] = b"0123456789abcdef"[usize::from(byte >> 4)];
+            out[2 * i + 1] = b"0123456789abcdef"[usize::from(byte & 0xf)];
+        }
     }
 
     /// Lower-case hex, for keys in text-keyed stores such as Redis.
@@ -340,10 +376,52 @@ impl fmt::Display for TokenError {
 impl std::error::Error for TokenError {}
 
 /// A random public identifier (16 bytes, base64url): session ids are never credentials.
+#[cfg(any(feature = "redis", feature = "conformance"))]
 pub(crate) fn random_id() -> String {
     let mut bytes = [0u8; 16];
     random_bytes(&mut bytes);
     B64.encode(bytes)
+}
+
+/// The shard of a user id or session id (0–255): the first byte of a domain-separated
+/// SHA-256. A Redis Cluster keeps all of a user's keys under one hash tag made from it,
+/// so one script can revoke all of them atomically.
+pub(crate) fn shard_of(text: &str) -> u8 {
+    let mut hasher = Sha256::new();
+    hasher.update(b"tower-auth-session/shard\0");
+    hasher.update(text.as_bytes());
+    hasher.finalize()[0]
+}
+
+/// A random public id in `user_id`'s shard: its first byte is the shard (so
+/// [`shard_of_id`] reads it back without hashing), the other 15 are random.
+pub(crate) fn random_id_for(user_id: &str) -> String {
+    let mut bytes = [0u8; 16];
+    random_bytes(&mut bytes);
+    bytes[0] = shard_of(user_id);
+    B64.encode(bytes)
+}
+
+/// The shard of a session id: the first byte of an id [`random_id_for`] made (the first
+/// two base64url characters); for any other id (from an older version, or chosen by an
+/// app) a hash of it, so every id has one shard.
+#[cfg(feature = "redis")]
+pub(crate) fn shard_of_id(id: &str) -> u8 {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'-' => Some(62),
+        b'_' => Some(63),
+        _ => None,
+    };
+    match id.as_bytes() {
+        [a, b, ..] if id.len() == 22 => match (value(*a), value(*b)) {
+            (Some(a), Some(b)) => a << 2 | b >> 4,
+            _ => shard_of(id),
+        },
+        _ => shard_of(id),
+    }
 }
 
 #[cfg(test)]
@@ -360,6 +438,34 @@ mod tests {
         for _ in 0..10_000 {
             assert!(seen.insert(*Token::generate().as_bytes()));
         }
+    }
+
+    #[test]
+    fn tokens_and_ids_for_a_user_fall_in_its_shard() {
+        for user in ["alice", "bob", "", "user:{with}:braces"] {
+            let shard = shard_of(user);
+            let token = Token::generate_for(user);
+            assert_eq!(token.hash().shard(), shard, "{user}");
+            let id = random_id_for(user);
+            assert_eq!(id.len(), 22, "{user}");
+            #[cfg(feature = "redis")]
+            assert_eq!(shard_of_id(&id), shard, "{user}");
+            assert_ne!(Token::generate_for(user), token, "the token is random");
+            assert_ne!(random_id_for(user), id, "the id is random");
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn other_ids_have_a_shard_and_hex_is_written_in_place() {
+        for id in ["conformance-1", "", "ÿÿ", "AAAAAAAAAAAAAAAAAAAAA!"] {
+            assert_eq!(shard_of_id(id), shard_of_id(id));
+        }
+        assert_eq!(shard_of_id("_wAAAAAAAAAAAAAAAAAAAA"), 0xff);
+        let hash = Token::generate().hash();
+        let mut hex = [0u8; 64];
+        hash.write_hex(&mut hex);
+        assert_eq!(std::str::from_utf8(&hex).unwrap(), hash.to_hex());
     }
 
     #[test]

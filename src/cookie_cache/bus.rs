@@ -27,6 +27,15 @@
 //! - **Failure.** If the revocation cannot be published, the revoke returns an error
 //!   (it cannot promise that other instances stopped believing their caches) and keeps
 //!   retrying the publish in the background for as long as a cache could live.
+//! - **Redis Cluster.** The bus asks its Redis (`INFO`) whether it is a cluster node. On a
+//!   cluster its keys and channels share one hash tag (`{<prefix>cc}`), its scripts run
+//!   on the primary of that slot through a cluster connection, and the subscription is a
+//!   plain connection *to that primary*: the revocations and heartbeats the scripts
+//!   publish reach it directly, in order, and when that primary fails (or the slot moves
+//!   away) the subscription drops, which is the lost-trust path above; the bus then finds
+//!   the slot's new primary. Classic `PUBLISH` is used (a cluster forwards it to every
+//!   node), not sharded pub/sub: redis-rs 0.32 offers `SSUBSCRIBE` only on its cluster
+//!   connection, which resubscribes by itself and so would hide a lost subscription.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,8 +44,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use redis::Script;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::{Notify, OnceCell};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::cookie_cache::INSTANCE_CLOCK_SKEW;
@@ -54,6 +65,9 @@ const TRUST_MARGIN: Duration = Duration::from_millis(200);
 const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
 /// Slack added when waiting out a silent instance's lease.
 const LAPSE_SLACK: Duration = Duration::from_millis(50);
+/// [`BusCore::mode`] once the first connection found one Redis or a cluster.
+const SINGLE: u8 = 1;
+const CLUSTER: u8 = 2;
 /// Pause between attempts to reconnect the subscription.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(100);
 
@@ -92,12 +106,20 @@ pub(crate) struct RevocationBus {
 
 struct BusCore {
     instance_id: String,
+    /// The Redis the bus was given: the server, or on a cluster the node it starts from.
     client: redis::Client,
-    registry_key: String,
-    channel: String,
-    ack_channel: String,
-    ack_prefix: String,
-    commands: OnceCell<ConnectionManager>,
+    /// Key and channel names on one Redis and on a cluster; which applies is known once
+    /// `commands` is made.
+    single: Names,
+    cluster: Names,
+    /// 0 before the first connection, then [`SINGLE`] or [`CLUSTER`]; never changes after.
+    mode: std::sync::atomic::AtomicU8,
+    /// The command connection, made on first use; on a cluster dropped after a failure
+    /// and made again from every node the cluster was last seen with (the node the bus
+    /// was given may be the one that failed).
+    commands: Mutex<Option<Commands>>,
+    connecting: tokio::sync::Mutex<()>,
+    nodes: Mutex<Vec<redis::ConnectionInfo>>,
     scripts: Scripts,
     revocations: Arc<RevocationSet>,
     clock: Arc<dyn Clock>,
@@ -111,6 +133,65 @@ struct BusCore {
     /// Revokes of this instance waiting for acks, by nonce.
     waiters: Mutex<HashMap<u64, Arc<Waiter>>>,
     warned_down: AtomicBool,
+}
+
+/// Where the bus keeps its registry and sends its messages.
+struct Names {
+    registry_key: String,
+    channel: String,
+    ack_channel: String,
+    ack_prefix: String,
+}
+
+impl Names {
+    /// `scope` is the prefix, on a cluster followed by the hash tag every name shares.
+    fn new(scope: &str, instance_id: &str) -> Self {
+        Self {
+            registry_key: format!("{scope}cc:instances"),
+            channel: format!("{scope}cc:revocations"),
+            ack_channel: format!("{scope}cc:ack:{instance_id}"),
+            ack_prefix: format!("{scope}cc:ack:"),
+        }
+    }
+}
+
+/// The command connection: one that reconnects by itself to one Redis, or a cluster
+/// connection (which follows `MOVED` and reconnects by itself).
+#[derive(Clone)]
+enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(connection) => connection.req_packed_command(cmd),
+            Self::Cluster(connection) => connection.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(connection) => connection.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(connection) => connection.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(connection) => connection.get_db(),
+            Self::Cluster(connection) => connection.get_db(),
+        }
+    }
 }
 
 struct Scripts {
@@ -128,7 +209,7 @@ impl std::fmt::Debug for BusCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BusCore")
             .field("instance_id", &self.instance_id)
-            .field("channel", &self.channel)
+            .field("channel", &self.names().channel)
             .finish_non_exhaustive()
     }
 }
@@ -143,15 +224,17 @@ impl RevocationBus {
         clock: Arc<dyn Clock>,
     ) -> Self {
         let instance_id = random_id();
+        let seed = client.get_connection_info().clone();
         Self {
             core: Arc::new(BusCore {
-                registry_key: format!("{prefix}cc:instances"),
-                channel: format!("{prefix}cc:revocations"),
-                ack_channel: format!("{prefix}cc:ack:{instance_id}"),
-                ack_prefix: format!("{prefix}cc:ack:"),
+                single: Names::new(prefix, &instance_id),
+                cluster: Names::new(&format!("{prefix}{{{prefix}cc}}"), &instance_id),
                 instance_id,
                 client,
-                commands: OnceCell::new(),
+                mode: std::sync::atomic::AtomicU8::new(0),
+                commands: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+                nodes: Mutex::new(vec![seed]),
                 scripts: Scripts {
                     renew: Script::new(RENEW),
                     publish: Script::new(PUBLISH),
@@ -248,7 +331,7 @@ impl Drop for RevocationBus {
                     .command(|mut conn, core| async move {
                         core.scripts
                             .deregister
-                            .key(&core.registry_key)
+                            .key(&core.names().registry_key)
                             .arg(&core.instance_id)
                             .invoke_async::<i64>(&mut conn)
                             .await
@@ -260,6 +343,121 @@ impl Drop for RevocationBus {
 }
 
 impl BusCore {
+    /// The names in use: the cluster's once the command connection found a cluster.
+    fn names(&self) -> &Names {
+        if self.mode.load(Ordering::Acquire) == CLUSTER {
+            &self.cluster
+        } else {
+            &self.single
+        }
+    }
+
+    fn lock_commands(&self) -> std::sync::MutexGuard<'_, Option<Commands>> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The command connection, or a new one.
+    async fn connection(&self) -> redis::RedisResult<Commands> {
+        if let Some(commands) = self.lock_commands().clone() {
+            return Ok(commands);
+        }
+        let _one_at_a_time = self.connecting.lock().await;
+        if let Some(commands) = self.lock_commands().clone() {
+            return Ok(commands);
+        }
+        let commands = self.connect_commands().await?;
+        *self.lock_commands() = Some(commands.clone());
+        Ok(commands)
+    }
+
+    /// After a failed command on a cluster: the next one connects afresh (a cluster
+    /// connection that lost the failed primary may not find the new one by itself).
+    fn forget_cluster_connection(&self) {
+        let mut commands = self.lock_commands();
+        if matches!(*commands, Some(Commands::Cluster(_))) {
+            *commands = None;
+        }
+    }
+
+    /// Connects the command connection: to a cluster if the given Redis is a node of one.
+    async fn connect_commands(&self) -> redis::RedisResult<Commands> {
+        if self.mode.load(Ordering::Acquire) == 0 {
+            let mut probe = self.client.get_multiplexed_async_connection().await?;
+            let info: String = redis::cmd("INFO")
+                .arg("cluster")
+                .query_async(&mut probe)
+                .await
+                .unwrap_or_default();
+            let cluster = info
+                .lines()
+                .any(|line| line.trim_end() == "cluster_enabled:1");
+            self.mode
+                .store(if cluster { CLUSTER } else { SINGLE }, Ordering::Release);
+        }
+        if self.mode.load(Ordering::Acquire) == CLUSTER {
+            let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let client = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(COMMAND_TIMEOUT)
+                .response_timeout(COMMAND_TIMEOUT)
+                .build()?;
+            let mut connection = client.get_async_connection().await?;
+            // Remember every node, for the next time this connection has to be made.
+            let mut slots = redis::cmd("CLUSTER");
+            slots.arg("SLOTS");
+            let any = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+            if let Ok(ranges) = connection.route_command(&slots, any).await {
+                let seen = all_nodes(&ranges);
+                if !seen.is_empty() {
+                    let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+                    nodes.truncate(1);
+                    for (host, port) in seen {
+                        let mut info = self.client.get_connection_info().clone();
+                        info.addr = redis::ConnectionAddr::Tcp(host, port);
+                        nodes.push(info);
+                    }
+                }
+            }
+            return Ok(Commands::Cluster(connection));
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_response_timeout(COMMAND_TIMEOUT)
+            .set_number_of_retries(1);
+        Ok(Commands::Single(
+            ConnectionManager::new_with_config(self.client.clone(), config).await?,
+        ))
+    }
+
+    /// The client to subscribe with: the given Redis, or on a cluster the primary that
+    /// holds the bus' slot now (where its scripts publish).
+    async fn subscription_client(self: &Arc<Self>) -> redis::RedisResult<redis::Client> {
+        let Commands::Cluster(mut cluster) = self.connection().await? else {
+            return Ok(self.client.clone());
+        };
+        let any = || RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
+        let mut keyslot = redis::cmd("CLUSTER");
+        keyslot.arg("KEYSLOT").arg(&self.cluster.registry_key);
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let answers = async {
+            let slot = cluster.route_command(&keyslot, any()).await?;
+            let ranges = cluster.route_command(&slots, any()).await?;
+            redis::RedisResult::Ok((redis::from_redis_value::<i64>(&slot)?, ranges))
+        };
+        let (slot, ranges) = answers
+            .await
+            .inspect_err(|_| self.forget_cluster_connection())?;
+        let (host, port) = primary_of(&ranges, slot).ok_or_else(|| {
+            redis::RedisError::from((
+                redis::ErrorKind::ClusterDown,
+                "the bus' slot has no primary",
+            ))
+        })?;
+        let mut info = self.client.get_connection_info().clone();
+        info.addr = redis::ConnectionAddr::Tcp(host, port);
+        redis::Client::open(info)
+    }
+
     fn now_nanos(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
@@ -307,24 +505,15 @@ impl BusCore {
 
     async fn command<T, F, Fut>(self: &Arc<Self>, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager, Arc<Self>) -> Fut,
+        F: FnOnce(Commands, Arc<Self>) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        let attempt = async {
-            let connection = self
-                .commands
-                .get_or_try_init(|| {
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(COMMAND_TIMEOUT)
-                        .set_response_timeout(COMMAND_TIMEOUT)
-                        .set_number_of_retries(1);
-                    ConnectionManager::new_with_config(self.client.clone(), config)
-                })
-                .await?
-                .clone();
-            call(connection, self.clone()).await
-        };
-        match tokio::time::timeout(COMMAND_TIMEOUT, attempt).await {
+        let attempt = async { call(self.connection().await?, self.clone()).await };
+        let outcome = tokio::time::timeout(COMMAND_TIMEOUT, attempt).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            self.forget_cluster_connection();
+        }
+        match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(StoreError::with_source(
                 "redis (cookie cache leases)",
@@ -342,10 +531,11 @@ impl BusCore {
         let message = message.to_owned();
         let reply: Vec<String> = self
             .command(|mut conn, core| async move {
+                let names = core.names();
                 core.scripts
                     .publish
-                    .key(&core.registry_key)
-                    .key(&core.channel)
+                    .key(&names.registry_key)
+                    .key(&names.channel)
                     .arg(message)
                     .invoke_async(&mut conn)
                     .await
@@ -395,7 +585,7 @@ impl BusCore {
             return;
         }
         self.revocations.apply(revocations, self.clock.now());
-        let channel = format!("{}{origin}", self.ack_prefix);
+        let channel = format!("{}{origin}", self.names().ack_prefix);
         let ack = format!("a:{nonce}:{}", self.instance_id);
         let core = self.clone();
         tokio::spawn(async move {
@@ -460,15 +650,16 @@ impl BusCore {
 async fn subscribe_forever(core: Weak<BusCore>) {
     loop {
         let Some(strong) = core.upgrade() else { return };
-        let client = strong.client.clone();
-        let channels = [strong.channel.clone(), strong.ack_channel.clone()];
-        drop(strong);
         let subscribed = tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let client = strong.subscription_client().await?;
+            let names = strong.names();
+            let channels = [names.channel.clone(), names.ack_channel.clone()];
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channels).await?;
             Ok::<_, redis::RedisError>(pubsub)
         })
         .await;
+        drop(strong);
         let pubsub = match subscribed {
             Ok(Ok(pubsub)) => pubsub,
             Ok(Err(error)) => {
@@ -492,7 +683,7 @@ async fn subscribe_forever(core: Weak<BusCore>) {
             let Ok(payload) = message.get_payload::<String>() else {
                 continue;
             };
-            if message.get_channel_name() == core.channel {
+            if message.get_channel_name() == core.names().channel {
                 core.received_revocation(&payload);
             } else {
                 core.received_own(&payload);
@@ -523,10 +714,11 @@ async fn renew_forever(core: Weak<BusCore>) {
         let ttl = LEASE_TTL.as_millis() as u64;
         let renewed = core
             .command(|mut conn, core| async move {
+                let names = core.names();
                 core.scripts
                     .renew
-                    .key(&core.registry_key)
-                    .key(&core.ack_channel)
+                    .key(&names.registry_key)
+                    .key(&names.ack_channel)
                     .arg(&core.instance_id)
                     .arg(ttl)
                     .arg(format!("h:{seq}"))
@@ -551,7 +743,7 @@ async fn republish(core: Weak<BusCore>, message: String, retention: chrono::Dura
         let published = core
             .command(|mut conn, core| async move {
                 redis::cmd("PUBLISH")
-                    .arg(&core.channel)
+                    .arg(&core.names().channel)
                     .arg(message)
                     .query_async::<i64>(&mut conn)
                     .await
@@ -571,6 +763,55 @@ fn lease_remaining(expiry: f64, redis_now: i64) -> Duration {
     // `as` saturates (and turns NaN into 0), so only the subtraction needs care.
     let ms = (expiry as i64).saturating_sub(redis_now);
     Duration::from_millis(u64::try_from(ms).unwrap_or(0)).min(LEASE_TTL)
+}
+
+/// Every node (primaries and replicas) in a `CLUSTER SLOTS` reply.
+fn all_nodes(ranges: &redis::Value) -> Vec<(String, u16)> {
+    let redis::Value::Array(ranges) = ranges else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let redis::Value::Array(parts) = range else {
+            continue;
+        };
+        for node in parts.iter().skip(2) {
+            let redis::Value::Array(node) = node else {
+                continue;
+            };
+            let host: Option<String> = node.first().and_then(|v| redis::from_redis_value(v).ok());
+            let port: Option<u16> = node.get(1).and_then(|v| redis::from_redis_value(v).ok());
+            if let (Some(host), Some(port)) = (host, port) {
+                if !out.contains(&(host.clone(), port)) {
+                    out.push((host, port));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The primary serving `slot` in a `CLUSTER SLOTS` reply.
+fn primary_of(ranges: &redis::Value, slot: i64) -> Option<(String, u16)> {
+    let redis::Value::Array(ranges) = ranges else {
+        return None;
+    };
+    ranges.iter().find_map(|range| {
+        let redis::Value::Array(parts) = range else {
+            return None;
+        };
+        let start: i64 = redis::from_redis_value(parts.first()?).ok()?;
+        let end: i64 = redis::from_redis_value(parts.get(1)?).ok()?;
+        if !(start..=end).contains(&slot) {
+            return None;
+        }
+        let redis::Value::Array(primary) = parts.get(2)? else {
+            return None;
+        };
+        let host: String = redis::from_redis_value(primary.first()?).ok()?;
+        let port: u16 = redis::from_redis_value(primary.get(1)?).ok()?;
+        Some((host, port))
+    })
 }
 
 fn parse(value: Option<String>) -> Result<i64, StoreError> {

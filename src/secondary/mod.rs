@@ -50,7 +50,10 @@ pub(crate) mod redis;
 
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use self::redis::{DEFAULT_KEY_PREFIX, RedisMetrics, RedisStorage, RedisStorageBuilder};
+pub use self::redis::{
+    DEFAULT_KEY_PREFIX, MINIMUM_REDIS_VERSION, RedisConnection, RedisMetrics, RedisStorage,
+    RedisStorageBuilder,
+};
 
 /// What a conditional [`SecondaryStorage::put`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

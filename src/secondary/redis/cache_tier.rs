@@ -5,23 +5,31 @@ use redis::Value;
 
 use super::RedisStorage;
 use super::encoding::{decode, encode};
+use super::keys::{self, Key};
 use crate::error::StoreError;
 use crate::secondary::{PutOutcome, Revocation, SecondaryStorage};
 use crate::session::Session;
 use crate::store::BoxFuture;
 use crate::token::TokenHash;
+use crate::token::{shard_of, shard_of_id};
 
 impl RedisStorage {
+    /// One `GET`: the request path's only command on a hit.
+    pub(super) async fn get_key(&self, key: Key) -> Result<Option<Vec<u8>>, StoreError> {
+        self.with_connection(|mut conn| async move {
+            redis::cmd("GET")
+                .arg(key.as_bytes())
+                .query_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
     pub(super) async fn get_session(
         &self,
         token_hash: &TokenHash,
     ) -> Result<Option<Session>, StoreError> {
-        let key = self.key_for_hash(token_hash);
-        let bytes: Option<Vec<u8>> = self
-            .with_connection(|mut conn| async move {
-                redis::cmd("GET").arg(&key).query_async(&mut conn).await
-            })
-            .await?;
+        let bytes = self.get_key(self.value_key(token_hash)).await?;
         Ok(bytes.and_then(|bytes| {
             let session = decode(&bytes);
             if session.is_none() {
@@ -34,18 +42,51 @@ impl RedisStorage {
         }))
     }
 
-    /// Runs the revoke script. `extend`: tombstones also last until each session's own
-    /// expiry. Returns (id, token hash, value) per tombstoned session.
+    /// Runs the revoke script: once on one Redis; on a cluster once per shard the
+    /// revocations fall in (one, unless a call names several users). `extend`: tombstones
+    /// also last until each session's own expiry. Returns (id, token hash, value) per
+    /// tombstoned session.
     pub(super) async fn run_revoke(
         &self,
         revocations: &[Revocation<'_>],
         until_ms: i64,
         now_ms: i64,
         extend: bool,
-    ) -> Result<Vec<(String, Option<TokenHash>, Option<Vec<u8>>)>, StoreError> {
+    ) -> Result<Vec<Revoked>, StoreError> {
+        if !self.is_cluster() {
+            return self
+                .revoke_in_shard(0, revocations.iter(), until_ms, now_ms, extend)
+                .await;
+        }
+        let mut shards: Vec<u8> = revocations.iter().map(shard_of_revocation).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut out = Vec::new();
+        for shard in shards {
+            let group = revocations
+                .iter()
+                .filter(|revocation| shard_of_revocation(revocation) == shard);
+            out.extend(
+                self.revoke_in_shard(shard, group, until_ms, now_ms, extend)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    async fn revoke_in_shard<'r, 'a: 'r>(
+        &self,
+        shard: u8,
+        revocations: impl Iterator<Item = &'r Revocation<'a>>,
+        until_ms: i64,
+        now_ms: i64,
+        extend: bool,
+    ) -> Result<Vec<Revoked>, StoreError> {
+        let prefix = self.shard_prefix(shard);
         let mut invocation = self.inner.scripts.revoke.prepare_invoke();
         invocation
-            .arg(&self.inner.prefix)
+            .key(prefix.as_bytes())
+            .arg(prefix.as_bytes())
             .arg(until_ms)
             .arg(now_ms)
             .arg(if extend { "1" } else { "0" });
@@ -76,8 +117,28 @@ impl RedisStorage {
                 }
             }
         }
+        let replicas = self.inner.wait_for_replicas;
+        // Half the call's timeout, so a silent replica fails the call with its own reason.
+        let wait_ms = u64::try_from(self.inner.timeout.as_millis() / 2).unwrap_or(u64::MAX);
+        let slot = keys::slot(&prefix);
         let flat: Vec<Vec<u8>> = self
-            .with_connection(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .with_connection(|mut conn| async move {
+                let flat = invocation.invoke_async(&mut conn).await?;
+                if replicas > 0 {
+                    // On the connection the script ran on: `WAIT` counts its writes.
+                    let acked = keys::wait(&mut conn, slot, replicas, wait_ms).await?;
+                    if acked < i64::from(replicas) {
+                        // A shard whose replica is gone (it was just promoted) must still
+                        // revoke: the revocation stands on the primary, unconfirmed.
+                        tracing::warn!(
+                            acked,
+                            replicas,
+                            "redis revocation not confirmed by enough replicas; a failover now could lose it"
+                        );
+                    }
+                }
+                Ok(flat)
+            })
             .await?;
         let mut out = Vec::with_capacity(flat.len() / 3);
         for triple in flat.chunks_exact(3) {
@@ -94,9 +155,15 @@ impl RedisStorage {
         user_id: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<Session>, StoreError> {
+        let prefix = self.shard_prefix(shard_of(user_id));
+        let mut index = Key::from(&prefix);
+        index.push(b"u:{");
+        index.push(user_id.as_bytes());
+        index.push(b"}:idx");
         let mut invocation = self.inner.scripts.list.prepare_invoke();
         invocation
-            .arg(&self.inner.prefix)
+            .key(index.as_bytes())
+            .arg(prefix.as_bytes())
             .arg(user_id)
             .arg(now.timestamp_millis());
         let values: Vec<Vec<u8>> = self
@@ -112,6 +179,27 @@ impl RedisStorage {
     }
 }
 
+/// What the revoke script reports per session: id, token hash, value.
+pub(super) type Revoked = (String, Option<TokenHash>, Option<Vec<u8>>);
+
+/// The shard whose keys a revocation touches: a session's id and token hash are in its
+/// user's shard (for sessions a cluster holds at all), a user's index in the user's.
+fn shard_of_revocation(revocation: &Revocation<'_>) -> u8 {
+    match *revocation {
+        Revocation::Token(hash) => hash.shard(),
+        Revocation::Session { id, .. } => shard_of_id(id),
+        Revocation::User { user_id, .. } => shard_of(user_id),
+    }
+}
+
+/// Whether a cluster can hold this session: its token hash and id in its user's shard,
+/// so one script reaches all of its keys. Sessions from before `Token::generate_for`
+/// are not; the store serves them.
+pub(super) fn placeable(token_hash: &TokenHash, session: &Session) -> bool {
+    let shard = shard_of(&session.user_id);
+    token_hash.shard() == shard && shard_of_id(&session.id) == shard
+}
+
 /// Parses the lower-case hex the scripts hand back.
 fn hex_hash(hex: &[u8]) -> Option<TokenHash> {
     if hex.len() != 64 {
@@ -123,6 +211,19 @@ fn hex_hash(hex: &[u8]) -> Option<TokenHash> {
         bytes[i] = u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).ok()?;
     }
     Some(TokenHash(bytes))
+}
+
+impl RedisStorage {
+    /// A session a cluster cannot hold: nothing is written (the store serves it), but a
+    /// tombstone of its id still stops the caller from serving a revoked session.
+    async fn put_unplaceable(&self, session: &Session) -> Result<PutOutcome, StoreError> {
+        let pointer = self.get_key(self.pointer_key(&session.id)).await?;
+        Ok(if pointer.as_deref() == Some(b"-") {
+            PutOutcome::Revoked
+        } else {
+            PutOutcome::Stale
+        })
+    }
 }
 
 impl SecondaryStorage for RedisStorage {
@@ -141,10 +242,15 @@ impl SecondaryStorage for RedisStorage {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
         Box::pin(async move {
+            if self.is_cluster() && !placeable(token_hash, session) {
+                return self.put_unplaceable(session).await;
+            }
             let value = encode(session)?;
+            let key = self.value_key(token_hash);
             let mut invocation = self.inner.scripts.put.prepare_invoke();
             invocation
-                .arg(&self.inner.prefix)
+                .key(key.as_bytes())
+                .arg(self.shard_prefix(token_hash.shard()).as_bytes())
                 .arg(token_hash.to_hex())
                 .arg(&session.id)
                 .arg(&session.user_id)
@@ -170,10 +276,10 @@ impl SecondaryStorage for RedisStorage {
 
     fn forget<'a>(&'a self, token_hash: &'a TokenHash) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let key = self.key_for_hash(token_hash);
+            let key = self.value_key(token_hash);
             self.with_connection(|mut conn| async move {
                 redis::cmd("DEL")
-                    .arg(&key)
+                    .arg(key.as_bytes())
                     .query_async::<()>(&mut conn)
                     .await
             })

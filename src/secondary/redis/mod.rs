@@ -12,19 +12,29 @@ use std::time::Duration;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, Script};
 
+pub use connection::RedisConnection;
+use connection::{Backend, Conn};
+
 use crate::clock::{Clock, SystemClock};
 use crate::error::{ConfigError, StoreError};
 
 mod cache_tier;
+mod compat;
+mod connection;
 pub(crate) mod encoding;
+mod keys;
 mod scripts;
 mod sole_store;
 
 use crate::store::breaker::{Admission, Breaker};
 
+pub use compat::MINIMUM_REDIS_VERSION;
+
 /// The default key prefix: namespaced and versioned, so a layout change can move to
 /// `tas:v2:` without reading old values.
 pub const DEFAULT_KEY_PREFIX: &str = "tas:v1:";
+/// `redis+cluster://host1:port1,host2:port2`: [`RedisStorage::cluster`] by URL.
+const CLUSTER_SCHEME: &str = "redis+cluster://";
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// DESIGN §6: Redis is probed at least every 2 s while the circuit is open.
@@ -69,12 +79,16 @@ pub struct RedisStorage {
 }
 
 struct Inner {
+    backend: Backend,
+    /// A client for the first (or only) node, for the pub/sub the bus keeps.
     client: redis::Client,
     prefix: String,
     timeout: Duration,
+    /// Replicas that must hold a revocation before it counts (`WAIT`); 0: none.
+    wait_for_replicas: u32,
     clock: Arc<dyn Clock>,
-    /// The one multiplexed connection, replaced after it fails.
-    connection: std::sync::Mutex<Option<MultiplexedConnection>>,
+    /// The one multiplexed (or cluster) connection, replaced after it fails.
+    connection: std::sync::Mutex<Option<Conn>>,
     /// Serialises making a new connection, so a burst of requests makes one.
     connecting: tokio::sync::Mutex<()>,
     breaker: Arc<Breaker>,
@@ -95,6 +109,7 @@ impl std::fmt::Debug for RedisStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The connection info may hold a password: show only the prefix and settings.
         f.debug_struct("RedisStorage")
+            .field("cluster", &self.is_cluster())
             .field("prefix", &self.inner.prefix)
             .field("timeout", &self.inner.timeout)
             .finish_non_exhaustive()
@@ -120,10 +135,12 @@ pub struct RedisMetrics {
 /// Configures a [`RedisStorage`]; see [`RedisStorage::builder`].
 #[must_use]
 pub struct RedisStorageBuilder {
-    url: String,
+    urls: Vec<String>,
+    cluster: bool,
     prefix: String,
     timeout: Duration,
     probe_interval: Duration,
+    wait_for_replicas: u32,
     clock: Arc<dyn Clock>,
 }
 
@@ -154,13 +171,59 @@ impl RedisStorage {
     /// # Ok::<(), tower_auth_session::ConfigError>(())
     /// ```
     pub fn builder(url: impl Into<String>) -> RedisStorageBuilder {
+        let url = url.into();
+        if let Some(nodes) = url.strip_prefix(CLUSTER_SCHEME) {
+            let urls = nodes.split(',').map(|node| format!("redis://{node}"));
+            return Self::cluster(urls);
+        }
         RedisStorageBuilder {
-            url: url.into(),
+            urls: vec![url],
+            cluster: false,
             prefix: DEFAULT_KEY_PREFIX.to_owned(),
             timeout: DEFAULT_TIMEOUT,
             probe_interval: DEFAULT_PROBE_INTERVAL,
+            wait_for_replicas: 0,
             clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Starts configuring a storage for the Redis Cluster that `nodes` (`redis://host:port`
+    /// URLs, one or more; credentials in each) belong to. The same as [`builder`](Self::builder)
+    /// with `redis+cluster://host1:port1,host2:port2`.
+    ///
+    /// Commands follow `MOVED` and `ASK` (a slot migration or a failover is not an outage);
+    /// timeouts, the circuit breaker and its background probe are as for one node. Every
+    /// key of a session carries its user's hash tag (`{xx}` after the prefix, from
+    /// [`Token::generate_for`](crate::Token::generate_for) and the session id), so each
+    /// script runs on one slot; a session whose token or id is not in its user's shard
+    /// (made by an older version) is not copied to the cluster and is served by the store.
+    /// Needs Redis 7.0 or newer.
+    ///
+    /// ```
+    /// use tower_auth_session::secondary::RedisStorage;
+    /// let redis = RedisStorage::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).build()?;
+    /// assert!(redis.is_cluster());
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn cluster<I>(nodes: I) -> RedisStorageBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        RedisStorageBuilder {
+            urls: nodes.into_iter().map(Into::into).collect(),
+            cluster: true,
+            prefix: DEFAULT_KEY_PREFIX.to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            probe_interval: DEFAULT_PROBE_INTERVAL,
+            wait_for_replicas: 0,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Whether this storage talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.backend, Backend::Cluster(_))
     }
 
     /// The key prefix every key starts with.
@@ -193,6 +256,7 @@ impl RedisStorage {
     /// ```no_run
     /// # use tower_auth_session::secondary::RedisStorage;
     /// # async fn demo(redis: RedisStorage) -> Result<(), tower_auth_session::StoreError> {
+    /// // On a Redis Cluster, give keys that one call uses together one hash tag.
     /// let key = format!("{}lease:instance-1", redis.key_prefix());
     /// redis
     ///     .with_connection(|mut conn| async move {
@@ -204,7 +268,7 @@ impl RedisStorage {
     /// ```
     pub async fn with_connection<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(RedisConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         let inner = &self.inner;
@@ -213,7 +277,7 @@ impl RedisStorage {
             return Err(StoreError::new("redis unavailable (circuit open)"));
         }
         inner.round_trips.fetch_add(1, Ordering::Relaxed);
-        let attempt = async { call(inner.connection().await?).await };
+        let attempt = async { call(RedisConnection(inner.connection().await?)).await };
         let error = match tokio::time::timeout(inner.timeout, attempt).await {
             Ok(Ok(value)) => {
                 inner.breaker.succeeded();
@@ -222,6 +286,10 @@ impl RedisStorage {
             Ok(Err(error)) if !is_outage(&error) => {
                 inner.breaker.succeeded();
                 return Err(StoreError::with_source("redis refused the command", error));
+            }
+            Ok(Err(error)) if compat::is_refusal(&error) => {
+                tracing::error!(%error, "redis server refused: sessions are not kept in it");
+                StoreError::with_source(compat::REFUSED, error)
             }
             Ok(Err(error)) => StoreError::with_source("redis unreachable", error),
             Err(_elapsed) => StoreError::new(format!(
@@ -253,10 +321,6 @@ impl RedisStorage {
         });
     }
 
-    fn key_for_hash(&self, token_hash: &crate::token::TokenHash) -> String {
-        format!("{}s:{}", self.inner.prefix, token_hash.to_hex())
-    }
-
     fn now_ms(&self) -> i64 {
         self.inner.clock.now().timestamp_millis()
     }
@@ -264,7 +328,7 @@ impl RedisStorage {
 
 impl Inner {
     /// The current connection, or a new one.
-    async fn connection(&self) -> RedisResult<MultiplexedConnection> {
+    async fn connection(&self) -> RedisResult<Conn> {
         if let Some(connection) = self.current_connection() {
             return Ok(connection);
         }
@@ -277,22 +341,32 @@ impl Inner {
         Ok(connection)
     }
 
-    async fn connect(&self) -> RedisResult<MultiplexedConnection> {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout);
-        self.client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
+    /// A new connection to a server [`compat::check`] accepts.
+    async fn connect(&self) -> RedisResult<Conn> {
+        match &self.backend {
+            Backend::Single(client) => {
+                let config = AsyncConnectionConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout);
+                let mut connection: MultiplexedConnection = client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await?;
+                compat::check(&mut connection).await?;
+                Ok(Conn::Single(connection))
+            }
+            Backend::Cluster(client) => {
+                let mut connection = client.get_async_connection().await?;
+                compat::check_cluster(&mut connection).await?;
+                Ok(Conn::Cluster(connection))
+            }
+        }
     }
 
     /// Asks Redis now, on a new connection, and keeps that connection if it answers.
     async fn probe(&self) -> bool {
         let attempt = async {
             let mut connection = self.connect().await?;
-            redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await?;
+            connection.ping().await?;
             RedisResult::Ok(connection)
         };
         match tokio::time::timeout(self.timeout, attempt).await {
@@ -304,11 +378,11 @@ impl Inner {
         }
     }
 
-    fn lock_connection(&self) -> std::sync::MutexGuard<'_, Option<MultiplexedConnection>> {
+    fn lock_connection(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
         self.connection.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn current_connection(&self) -> Option<MultiplexedConnection> {
+    fn current_connection(&self) -> Option<Conn> {
         self.lock_connection().clone()
     }
 
@@ -317,7 +391,9 @@ impl Inner {
     }
 }
 
-/// Whether an error says "Redis is not there" (as opposed to "Redis answered no").
+/// Whether an error says "Redis is not there" (as opposed to "Redis answered no"). A
+/// cluster's redirections (`MOVED`, `ASK`, `TRYAGAIN` while a slot moves) that outlast
+/// the client's own retries are answers too, not outages.
 fn is_outage(error: &RedisError) -> bool {
     !matches!(
         error.kind(),
@@ -326,6 +402,10 @@ fn is_outage(error: &RedisError) -> bool {
             | ErrorKind::ExtensionError
             | ErrorKind::NoScriptError
             | ErrorKind::ExecAbortError
+            | ErrorKind::Moved
+            | ErrorKind::Ask
+            | ErrorKind::TryAgain
+            | ErrorKind::CrossSlot
     )
 }
 
@@ -376,6 +456,27 @@ impl RedisStorageBuilder {
         self
     }
 
+    /// How many replicas must hold a revocation (its deletes and tombstones) before the
+    /// revoke goes on (default 0: Redis replicates asynchronously). With replicas (a
+    /// primary with replicas, or a cluster), a primary that fails right after a revoke
+    /// can lose its last writes, and the promoted replica would still serve the revoked
+    /// session; with 1 the revoke waits (`WAIT`, at most half the timeout) until a
+    /// replica has it. When fewer confirm in time (a shard whose replica failed or was
+    /// just promoted) the revoke still goes on, with a warning: refusing it would leave
+    /// the session live everywhere instead.
+    ///
+    /// ```
+    /// # use tower_auth_session::secondary::RedisStorage;
+    /// let redis = RedisStorage::cluster(["redis://127.0.0.1:7000"])
+    ///     .wait_for_replicas(1)
+    ///     .build()?;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn wait_for_replicas(mut self, replicas: u32) -> Self {
+        self.wait_for_replicas = replicas;
+        self
+    }
+
     /// Where time comes from (default the system clock). Give it the manager's clock
     /// when the manager has a [`ManualClock`](crate::ManualClock), so expiries agree.
     ///
@@ -396,10 +497,30 @@ impl RedisStorageBuilder {
             option,
             reason: reason.to_owned(),
         };
-        let client = redis::Client::open(self.url.as_str())
+        let first = self
+            .urls
+            .first()
+            .ok_or_else(|| invalid("redis_url", "no node given"))?;
+        let client = redis::Client::open(first.as_str())
             .map_err(|e| invalid("redis_url", &e.to_string()))?;
+        let backend = if self.cluster {
+            let nodes: Vec<&str> = self.urls.iter().map(String::as_str).collect();
+            let cluster = redis::cluster::ClusterClientBuilder::new(nodes)
+                .connection_timeout(self.timeout)
+                .response_timeout(self.timeout)
+                .build()
+                .map_err(|e| invalid("redis_url", &e.to_string()))?;
+            Backend::Cluster(cluster)
+        } else {
+            Backend::Single(client.clone())
+        };
         if self.prefix.is_empty() {
             return Err(invalid("key_prefix", "must not be empty"));
+        }
+        if self.cluster && self.prefix.contains(['{', '}']) {
+            // The prefix comes first in every key, so a brace in it would be the hash tag
+            // of every key, and a cluster would hold all sessions on one slot.
+            return Err(invalid("key_prefix", "must not contain '{' or '}'"));
         }
         if self.timeout.is_zero() {
             return Err(invalid("timeout", "must be positive"));
@@ -409,9 +530,11 @@ impl RedisStorageBuilder {
         }
         Ok(RedisStorage {
             inner: Arc::new(Inner {
+                backend,
                 client,
                 prefix: self.prefix,
                 timeout: self.timeout,
+                wait_for_replicas: self.wait_for_replicas,
                 clock: self.clock,
                 connection: std::sync::Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
@@ -429,8 +552,10 @@ impl RedisStorageBuilder {
         })
     }
 
-    /// Builds the storage and checks that Redis answers (`PING`), for a clear error at
-    /// start-up.
+    /// Builds the storage and checks that Redis answers (`PING`) and is a server it can
+    /// use (Redis [`MINIMUM_REDIS_VERSION`] or newer, or a compatible one; not a Redis
+    /// Cluster node), for a clear error at start-up. [`build`](Self::build) makes the
+    /// same check on the first call instead.
     ///
     /// ```no_run
     /// # use tower_auth_session::secondary::RedisStorage;
@@ -444,9 +569,7 @@ impl RedisStorageBuilder {
             .build()
             .map_err(|e| StoreError::with_source("invalid redis configuration", e))?;
         storage
-            .with_connection(|mut conn| async move {
-                redis::cmd("PING").query_async::<String>(&mut conn).await
-            })
+            .with_connection(|conn| async move { conn.0.clone().ping().await })
             .await?;
         Ok(storage)
     }

@@ -1,6 +1,7 @@
 //! The Lua scripts that make every multi-key change atomic, one round trip each.
 //!
-//! Keys (with the configurable prefix `P`, `tas:v1:` by default):
+//! Keys (with `P` the configurable prefix, `tas:v1:` by default, and on a Redis Cluster the
+//! prefix followed by the user's hash tag, `tas:v1:{3f}`; see [`keys`](super::keys)):
 //!
 //! | key | type | holds | expires |
 //! |---|---|---|---|
@@ -11,16 +12,23 @@
 //!
 //! The per-id pointer is what lets a revocation by id (or by user, through the index) find
 //! the value to delete, and its tombstone is what every conditional write checks first.
-//! The user's keys share the hash tag `{<user>}`. The scripts derive keys from the prefix
-//! passed as `ARGV[1]` (and from stored values), which a single Redis node or a primary
-//! with replicas accepts; Redis Cluster would need every key of a script in one slot,
-//! which a token-hash key cannot share with its user's keys, so Cluster is not supported.
+//! The scripts derive keys from `P`, passed as `ARGV[1]`, and from stored values (a
+//! user's index lists ids, a pointer names a token hash). `KEYS[1]` is a key of the same
+//! slot, which routes the call on a cluster. On a cluster every key of one call is on one
+//! slot: a session's token hash, id and user are all in one shard (see
+//! [`Token::generate_for`](crate::Token::generate_for)), which the Rust side checks before
+//! it writes. Keys met inside a script are not declared; the first line is the in-script
+//! flag Dragonfly needs for that (`--!df flags=allow-undeclared-keys`, a comment to Redis),
+//! so Dragonfly needs no server flag.
 //! All times are Unix milliseconds from the application's clock.
+//!
+//! The scripts use Redis 6.2 commands only ([`MINIMUM_REDIS_VERSION`](super::MINIMUM_REDIS_VERSION)):
+//! no `PEXPIRETIME` or `EXPIRE … GT` (7.0), which `PTTL` and a comparison replace.
 
 /// Helpers every script starts with: value parsing, key names, index upkeep.
 macro_rules! prelude {
     () => {
-        r#"
+        r#"--!df flags=allow-undeclared-keys
 local P = ARGV[1]
 local function parse(v)
   local gen, exp, ilen, p = string.match(v, '^1;(%d+);(%d+);(%d+);()')
@@ -57,7 +65,8 @@ end
 
 /// Conditional write-through / backfill (secondary mode).
 ///
-/// `ARGV`: prefix, hash, id, user, value, expires_ms, generation, now_ms, replaces (or '').
+/// `KEYS[1]`: the value key. `ARGV`: prefix, hash, id, user, value, expires_ms,
+/// generation, now_ms, replaces (or '').
 /// Returns `written`, `stale`, `revoked` or `expired`.
 pub(super) const PUT: &str = concat!(
     prelude!(),
@@ -83,7 +92,7 @@ return 'written'
 
 /// Insert (secondary-only mode).
 ///
-/// `ARGV`: prefix, hash, id, user, value, expires_ms, now_ms.
+/// `KEYS[1]`: the value key. `ARGV`: prefix, hash, id, user, value, expires_ms, now_ms.
 /// Returns `written`, `exists` or `expired`.
 pub(super) const CREATE: &str = concat!(
     prelude!(),
@@ -101,7 +110,8 @@ return 'written'
 /// Compare-and-set on the generation, optionally moving to a new token hash
 /// (secondary-only mode).
 ///
-/// `ARGV`: prefix, hash, expected generation, new hash (or ''), id, value, expires_ms, now_ms.
+/// `KEYS[1]`: the value key. `ARGV`: prefix, hash, expected generation, new hash (or ''),
+/// id, value, expires_ms, now_ms.
 /// Returns 1 when written, 0 when the session changed or is gone.
 pub(super) const UPDATE: &str = concat!(
     prelude!(),
@@ -130,6 +140,7 @@ return 1
 
 /// Deletes and tombstones sessions by token hash, id or user.
 ///
+/// `KEYS[1]`: the prefix (on a cluster, of the one shard all groups are in).
 /// `ARGV`: prefix, until_ms, now_ms, extend ('1': a tombstone also lasts until the
 /// session's own expiry), then groups of four: kind, a, b, c, where kind is
 /// - `t`: a = token hash;
@@ -143,12 +154,21 @@ pub(super) const REVOKE: &str = concat!(
     r#"
 local until_ms, now, extend = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
 local out, seen = {}, {}
+-- A key's expiry in Unix ms (the 7.0 command for it is not used): Redis' clock plus
+-- PTTL is the instant the key was set to expire at; negative without a key or expiry.
+local clock = redis.call('TIME')
+local rnow = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local function expiry(key)
+  local ttl = redis.call('PTTL', key)
+  if ttl < 0 then return ttl end
+  return rnow + ttl
+end
 local function tomb(id, user, hash, value, exp)
   if seen[id] then return end
   seen[id] = true
   local t = until_ms
   if extend and exp and exp > t then t = exp end
-  local old = redis.call('PEXPIRETIME', pkey(id))
+  local old = expiry(pkey(id))
   if redis.call('GET', pkey(id)) == '-' and old > t then t = old end
   local at = string.format('%.0f', t)
   redis.call('SET', pkey(id), '-', 'PXAT', at)
@@ -157,11 +177,8 @@ local function tomb(id, user, hash, value, exp)
     reindex(user, now)
     local g = gkey(user)
     redis.call('INCR', g)
-    if redis.call('PTTL', g) < 0 then
-      redis.call('PEXPIREAT', g, at)
-    else
-      redis.call('PEXPIREAT', g, at, 'GT')
-    end
+    -- Only ever later (the 7.0 option for that is not used).
+    if expiry(g) < t then redis.call('PEXPIREAT', g, at) end
   end
   out[#out + 1] = id
   out[#out + 1] = hash or ''
@@ -232,7 +249,7 @@ return out
 
 /// A user's live sessions.
 ///
-/// `ARGV`: prefix, user, now_ms. Returns the values.
+/// `KEYS[1]`: the user's index. `ARGV`: prefix, user, now_ms. Returns the values.
 pub(super) const LIST: &str = concat!(
     prelude!(),
     r#"
@@ -248,3 +265,38 @@ end
 return out
 "#
 );
+
+#[cfg(test)]
+mod tests {
+    /// Commands and options newer than Redis 6.2, which KeyDB and older managed servers
+    /// refuse (the integration test `redis_compat` runs the scripts on a server with
+    /// the commands removed; options cannot be removed, so they are checked here).
+    #[test]
+    fn scripts_use_nothing_newer_than_redis_6_2() {
+        let newer = [
+            "EXPIRETIME",
+            "'GT'",
+            "'LT'",
+            "'NX'",
+            "'XX'",
+            "SINTERCARD",
+            "ZINTERCARD",
+            "LMPOP",
+            "ZMPOP",
+            "SPUBLISH",
+            "FCALL",
+            "LCS",
+        ];
+        for script in [
+            super::PUT,
+            super::CREATE,
+            super::UPDATE,
+            super::REVOKE,
+            super::LIST,
+        ] {
+            for word in newer {
+                assert!(!script.to_uppercase().contains(word), "{word} in {script}");
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use redis::Value;
 
 use super::RedisStorage;
+use super::cache_tier::placeable;
 use super::encoding::{decode, encode};
 use crate::error::StoreError;
 use crate::secondary::Revocation;
@@ -47,10 +48,18 @@ impl SessionStore for RedisStorage {
         session: &'a Session,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
+            if self.is_cluster() && !placeable(token_hash, session) {
+                return Err(StoreError::new(
+                    "session not written to the redis cluster: its token or id is not in its \
+                     user's shard (make them with Token::generate_for and Session::new)",
+                ));
+            }
             let value = encode(session)?;
+            let key = self.value_key(token_hash);
             let mut invocation = self.inner.scripts.create.prepare_invoke();
             invocation
-                .arg(&self.inner.prefix)
+                .key(key.as_bytes())
+                .arg(self.shard_prefix(token_hash.shard()).as_bytes())
                 .arg(token_hash.to_hex())
                 .arg(&session.id)
                 .arg(&session.user_id)
@@ -88,10 +97,20 @@ impl SessionStore for RedisStorage {
         new_token_hash: Option<&'a TokenHash>,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move {
+            if self.is_cluster()
+                && new_token_hash.is_some_and(|new| new.shard() != token_hash.shard())
+            {
+                return Err(StoreError::new(
+                    "token not rotated in the redis cluster: the new token is not in the \
+                     session's shard (make it with Token::generate_for)",
+                ));
+            }
             let value = encode(session)?;
+            let key = self.value_key(token_hash);
             let mut invocation = self.inner.scripts.update.prepare_invoke();
             invocation
-                .arg(&self.inner.prefix)
+                .key(key.as_bytes())
+                .arg(self.shard_prefix(token_hash.shard()).as_bytes())
                 .arg(token_hash.to_hex())
                 .arg(expected_generation)
                 .arg(new_token_hash.map(TokenHash::to_hex).unwrap_or_default())
@@ -122,13 +141,9 @@ impl SessionStore for RedisStorage {
     ) -> BoxFuture<'a, Result<Option<StoredSession>, StoreError>> {
         Box::pin(async move {
             // The id's pointer holds the token hash, or `-` once revoked.
-            let pointer = format!("{}i:{session_id}", self.inner.prefix);
-            let hex: Option<String> = self
-                .with_connection(|mut conn| async move {
-                    redis::cmd("GET").arg(&pointer).query_async(&mut conn).await
-                })
-                .await?;
-            let Some(token_hash) = hex.as_deref().and_then(TokenHash::from_hex) else {
+            let pointer = self.get_key(self.pointer_key(session_id)).await?;
+            let hex = pointer.as_deref().and_then(|p| std::str::from_utf8(p).ok());
+            let Some(token_hash) = hex.and_then(TokenHash::from_hex) else {
                 return Ok(None);
             };
             let session = self.get_session(&token_hash).await?;

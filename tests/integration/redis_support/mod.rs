@@ -15,6 +15,9 @@ use tower_auth_session::secondary::RedisStorage;
 
 use crate::common::{service_url, unique_name};
 
+mod cluster;
+pub use cluster::RedisCluster;
+
 /// The shared Redis, or `None` (skip) when it is not running.
 pub fn shared_redis() -> Option<String> {
     service_url("REDIS_URL", "redis://127.0.0.1:6379")
@@ -47,15 +50,26 @@ pub fn free_port() -> u16 {
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Arguments after the defaults (`--cluster-enabled yes`, `--rename-command …`).
+    extra: Vec<String>,
+    /// Its working directory (a cluster node writes its `nodes.conf` there).
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
     /// Starts one on a free port, or `None` (skip; a failure with
     /// `TAS_REQUIRE_SERVICES=1`) when `redis-server` is not installed.
     pub fn start() -> Option<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with more `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Option<Self> {
         let mut server = Self {
             port: free_port(),
             child: None,
+            extra: extra.iter().map(|&arg| arg.to_owned()).collect(),
+            dir: tempfile::tempdir().unwrap(),
         };
         if !server.spawn() {
             if std::env::var("TAS_REQUIRE_SERVICES").as_deref() == Ok("1") {
@@ -71,6 +85,8 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&self.extra)
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -95,6 +111,11 @@ impl RedisServer {
             .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
             .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
             .is_ok()
+    }
+
+    /// Whether this server runs (was not killed).
+    pub fn alive(&self) -> bool {
+        self.child.is_some()
     }
 
     /// Kills this server (by its pid) and waits for it to be gone.
