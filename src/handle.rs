@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 
 use crate::client::ClientFacts;
 use crate::config::AuthTokenHeader;
-use crate::cookie_cache::{CacheCookies, CacheIssue, CacheState, CacheWrite};
+use crate::cookie_cache::{
+    CacheCookies, CacheHit, CacheIssue, CacheState, CacheWrite, SealedSession,
+};
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::SessionError;
 use crate::error::chain;
@@ -129,11 +131,24 @@ pub(crate) enum CookieAction {
     Clear,
 }
 
+/// The request's session: shared (with the store that holds it, or between the handle
+/// and what handlers read), or still sealed as the cookie cache carried it.
+// The sealed payload is inline on purpose: boxing it would be the allocation it saves.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum SessionSlot {
+    Shared(Arc<Session>),
+    /// Built on first read: most requests never read the session they are signed in with.
+    Sealed(SealedSession),
+}
+
 #[derive(Debug)]
 pub(crate) struct HandleState {
     /// The correctly signed token the request presented, or the one sign-in issued.
     pub(crate) token: Option<(Token, TokenHash)>,
-    pub(crate) session: Option<Session>,
+    /// Read through [`session`](Self::session), written through
+    /// [`set_session`](Self::set_session).
+    session: Option<SessionSlot>,
     pub(crate) status: Status,
     pub(crate) rejection: Option<RejectionReason>,
     pub(crate) cookie_action: CookieAction,
@@ -168,7 +183,11 @@ impl HandleState {
     }
 
     /// A session read from the request's cookie cache: nothing to write.
-    pub(crate) fn cached(token: VerifiedToken, session: Session, cache: CacheState) -> Self {
+    pub(crate) fn cached(token: VerifiedToken, hit: CacheHit, cache: CacheState) -> Self {
+        let session = match hit {
+            CacheHit::Sealed(sealed) => SessionSlot::Sealed(sealed),
+            CacheHit::Decoded(session) => SessionSlot::Shared(Arc::new(session)),
+        };
         Self {
             token: Some((token.token, token.hash)),
             session: Some(session),
@@ -204,7 +223,8 @@ impl HandleState {
                     CookieAction::Keep
                 };
                 let token = Some((token.token, token.hash));
-                (token, Some(session), Status::Decided, None, cookie_action)
+                let session = Some(SessionSlot::Shared(session));
+                (token, session, Status::Decided, None, cookie_action)
             }
             Resolved::Gone(rejection) => {
                 let cookie_action = if from_cookie {
@@ -228,6 +248,37 @@ impl HandleState {
             issued: None,
             cache,
         }
+    }
+
+    /// The session, built from the sealed cache payload on first read.
+    pub(crate) fn session(&mut self) -> Option<&Arc<Session>> {
+        if let Some(SessionSlot::Sealed(sealed)) = &self.session {
+            self.session = match sealed.unseal() {
+                Some(session) => Some(SessionSlot::Shared(Arc::new(session))),
+                // The payload was checked before it was kept; this is a bug, not input.
+                None => {
+                    tracing::error!("a checked cookie cache payload did not decode");
+                    None
+                }
+            };
+        }
+        match &self.session {
+            Some(SessionSlot::Shared(session)) => Some(session),
+            _ => None,
+        }
+    }
+
+    /// A copy of the session; a sealed one is decoded straight into it (and stays
+    /// sealed: a handler that reads the session once pays for one decode, not two copies).
+    pub(crate) fn session_copy(&self) -> Option<Session> {
+        match self.session.as_ref()? {
+            SessionSlot::Shared(session) => Some(Session::clone(session)),
+            SessionSlot::Sealed(sealed) => sealed.unseal(),
+        }
+    }
+
+    pub(crate) fn set_session(&mut self, session: Option<Arc<Session>>) {
+        self.session = session.map(SessionSlot::Shared);
     }
 }
 
@@ -298,9 +349,15 @@ impl SessionHandle {
         &self.shared.manager
     }
 
-    /// The signed-in session, if any.
+    /// The signed-in session, if any (a copy; see [`current_shared`](Self::current_shared)).
     pub fn current(&self) -> Option<Session> {
-        self.state().session.clone()
+        self.state().session_copy()
+    }
+
+    /// The signed-in session, if any, shared instead of copied: what a handler that only
+    /// reads it should call on a hot path.
+    pub fn current_shared(&self) -> Option<Arc<Session>> {
+        self.state().session().cloned()
     }
 
     /// Whether the session could not be decided because a store was down. Handlers that
@@ -342,10 +399,13 @@ impl SessionHandle {
     /// [`is_unavailable`](Self::is_unavailable).
     pub fn require(&self) -> Result<Session, SessionRejection> {
         let state = self.state();
-        match &state.session {
-            Some(session) => Ok(session.clone()),
-            None if state.status == Status::Unavailable => Err(SessionRejection::Unavailable),
-            None => Err(SessionRejection::Unauthenticated),
+        if let Some(session) = state.session_copy() {
+            return Ok(session);
+        }
+        if state.status == Status::Unavailable {
+            Err(SessionRejection::Unavailable)
+        } else {
+            Err(SessionRejection::Unauthenticated)
         }
     }
 
@@ -388,8 +448,8 @@ impl SessionHandle {
         }
         let manager = &self.shared.manager.inner;
         let previous = {
-            let state = self.state();
-            let id = state.session.as_ref().map(|session| session.id.clone());
+            let mut state = self.state();
+            let id = state.session().map(|session| session.id.clone());
             state.token.as_ref().map(|(_, hash)| (*hash, id))
         };
         if let Some((hash, session_id)) = previous {
@@ -439,7 +499,7 @@ impl SessionHandle {
             .sign_token(&manager.names.session_token, &token);
         let mut state = self.state();
         state.token = Some((token, hash));
-        state.session = Some(session.clone());
+        state.set_session(Some(Arc::new(session.clone())));
         state.status = Status::Decided;
         state.rejection = None;
         state.issued = Some(signed.clone());
@@ -464,8 +524,8 @@ impl SessionHandle {
     /// be promised (too many revocations owed, no runtime to retry on).
     pub async fn sign_out(&self) -> Result<RevokeStatus, SessionError> {
         let presented = {
-            let state = self.state();
-            let id = state.session.as_ref().map(|session| session.id.clone());
+            let mut state = self.state();
+            let id = state.session().map(|session| session.id.clone());
             state.token.as_ref().map(|(_, hash)| (*hash, id))
         };
         let status = match presented {
@@ -546,16 +606,19 @@ impl SessionHandle {
         let (action, issued, cache_cookies) = {
             let mut state = self.state();
             let cache_cookies = manager.cookie_cache.as_ref().map(|cache| {
-                let write = match (&state.cookie_action, state.cache.issue_from) {
-                    (CookieAction::Clear, _) => CacheWrite::Clear,
-                    (_, Some(from)) => match (&state.session, &state.token) {
-                        (Some(session), Some((_, token_hash))) => CacheWrite::Issue(CacheIssue {
+                let clearing = matches!(state.cookie_action, CookieAction::Clear);
+                let issue_from = state.cache.issue_from.filter(|_| !clearing);
+                // Only a cache to issue needs the session built.
+                let session = issue_from.and_then(|_| state.session().cloned());
+                let write = match (clearing, issue_from, &session, &state.token) {
+                    (true, _, _, _) => CacheWrite::Clear,
+                    (false, Some(from), Some(session), Some((_, token_hash))) => {
+                        CacheWrite::Issue(CacheIssue {
                             from,
                             session,
                             token_hash,
-                        }),
-                        _ => CacheWrite::Nothing,
-                    },
+                        })
+                    }
                     _ => CacheWrite::Nothing,
                 };
                 let now = manager.clock.now();

@@ -58,10 +58,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // The clone is not necessarily ready; keep the one that is (tower's advice).
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let manager = &self.manager.inner;
         let cache_tier = manager.cookie_cache.as_ref();
         // One pass over the `Cookie` headers finds every cookie this request needs.
@@ -101,28 +101,54 @@ where
                     source,
                 };
                 // Bearer clients keep no cookies, so only a cookie request has a cache.
-                let (TokenSource::Cookie, Some(tier), Some(gathered)) =
-                    (source, cache_tier, cookies.cache.as_ref())
-                else {
-                    return self.resolving(request, inner, token, facts, CacheState::default());
-                };
-                let now = manager.clock.now();
-                match tier.read(&manager.keys, &manager.config, gathered, &token.hash, now) {
-                    // The hit path: no I/O, no future of our own.
-                    (cache, Some(session)) => {
-                        (Some(source), HandleState::cached(token, session, cache))
+                let cache = match (source, cache_tier, cookies.cache.as_ref()) {
+                    (TokenSource::Cookie, Some(tier), Some(gathered)) => {
+                        let now = manager.clock.now();
+                        let keys = &manager.keys;
+                        match tier.read_hit(keys, &manager.config, gathered, &token.hash, now) {
+                            // The cache hit path: no I/O, no future of our own.
+                            (cache, Some(hit)) => {
+                                let state = HandleState::cached(token, hit, cache);
+                                return self.call_inner(request, inner, facts, Some(source), state);
+                            }
+                            (cache, None) => cache,
+                        }
                     }
-                    (cache, None) => return self.resolving(request, inner, token, facts, cache),
+                    _ => CacheState::default(),
+                };
+                // An in-process store (memory) answers at once: no future, no copy.
+                match manager.resolve_in_process(&token.hash) {
+                    Some(resolved) => (
+                        Some(source),
+                        HandleState::resolved(manager, token, resolved, cache),
+                    ),
+                    None => return self.resolving(request, inner, token, facts, cache),
                 }
             }
         };
-        let handle = SessionHandle::new(self.manager.clone(), facts, source, state);
-        request.extensions_mut().insert(handle.clone());
-        ResponseFuture::inner(inner.call(request), handle)
+        self.call_inner(request, inner, facts, source, state)
     }
 }
 
 impl<S> SessionService<S> {
+    /// The paths decided without I/O: the handle goes in the request, and the inner
+    /// service is called at once.
+    fn call_inner<ReqBody>(
+        &self,
+        mut request: Request<ReqBody>,
+        mut inner: S,
+        facts: RequestFacts,
+        source: Option<TokenSource>,
+        state: HandleState,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        let handle = SessionHandle::new(self.manager.clone(), facts, source, state);
+        request.extensions_mut().insert(handle.clone());
+        ResponseFuture::inner(inner.call(request), handle)
+    }
+
     /// The I/O path: ask the stores, then call `inner` with the handle they decide.
     fn resolving<ReqBody>(
         &self,

@@ -41,7 +41,8 @@ pub(crate) mod seal;
 #[cfg(feature = "redis")]
 use bus::RevocationBus;
 use chunks::{ChunkNames, Presence};
-pub(crate) use payload::CachedSession;
+use payload::View;
+pub(crate) use payload::{CachedSession, SealedSession};
 pub(crate) use revocation::CacheRevocation;
 use revocation::{DEFAULT_CAPACITY, RevocationSet};
 use seal::{Binding, Protection};
@@ -282,12 +283,94 @@ impl CacheState {
     }
 }
 
+/// A session the cache vouched for.
+#[derive(Debug)]
+pub(crate) enum CacheHit {
+    /// Without app fields: the checked payload, decoded when first read.
+    Sealed(SealedSession),
+    /// With app fields (parsed to know they are an object) or too big to keep inline.
+    Decoded(Session),
+}
+
+/// `now` as the hit path compares it with a payload's millisecond times, so no time is
+/// converted to a `DateTime` to judge a cache. Stored times are whole milliseconds, so
+/// comparing them with the floor of `now` (or of `now - update_age`) is exact.
+struct HitClock {
+    now_ms: i64,
+    /// A remembered session last updated at or before this is due for its refresh
+    /// (`now >= updated_at + update_age`); `None` when refreshes are off.
+    refresh_from_ms: Option<i64>,
+}
+
+impl HitClock {
+    fn new(config: &SessionConfig, now: DateTime<Utc>) -> Self {
+        let refresh_from_ms = (!config.disable_refresh)
+            .then(|| now.checked_sub_signed(config.update_age))
+            .flatten()
+            .map(|from| from.timestamp_millis());
+        Self {
+            now_ms: now.timestamp_millis(),
+            refresh_from_ms,
+        }
+    }
+
+    /// [`SessionConfig::refresh_due`] for a session with these fields.
+    fn refresh_due(&self, remember: bool, updated_at_ms: i64) -> bool {
+        remember
+            && self
+                .refresh_from_ms
+                .is_some_and(|from| updated_at_ms <= from)
+    }
+}
+
 impl CacheTier {
     /// The hit path: the session from the request's cache cookie (as gathered by
     /// [`RequestCookies`](crate::request_cookies::RequestCookies)), if it is believed.
     ///
     /// Always returns the cache state for the rest of the request: on a miss it asks for
-    /// a cache to be issued from `now` once a store has answered.
+    /// a cache to be issued from `now` once a store has answered. The payload is judged
+    /// as it lies in the decoded cookie (times as milliseconds, strings borrowed); a
+    /// session without app fields is kept sealed, its `Session` built only if read.
+    pub(crate) fn read_hit(
+        &self,
+        keys: &KeyRing,
+        config: &SessionConfig,
+        gathered: &chunks::Gathered<'_>,
+        token_hash: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> (CacheState, Option<CacheHit>) {
+        let mut state = CacheState {
+            presence: Some(gathered.presence()),
+            hit: false,
+            issue_from: Some(now),
+        };
+        let Some(value) = gathered.value() else {
+            return (state, None);
+        };
+        let at = HitClock::new(config, now);
+        let binding = self.binding(token_hash);
+        let hit = seal::open(keys, self.protection, &binding, &value, |payload| {
+            let view = View::parse(payload)?;
+            if !self.believes(&view, &at) {
+                return None;
+            }
+            let sealed = (!view.has_fields()).then(|| SealedSession::keep(payload));
+            match sealed.flatten() {
+                Some(sealed) => Some(CacheHit::Sealed(sealed)),
+                None => view
+                    .into_cached()
+                    .map(|cached| CacheHit::Decoded(cached.session)),
+            }
+        });
+        if hit.is_some() {
+            state.hit = true;
+            state.issue_from = None;
+        }
+        (state, hit)
+    }
+
+    /// [`read_hit`](Self::read_hit) with the session built, for tests and fuzzing.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn read(
         &self,
         keys: &KeyRing,
@@ -296,23 +379,12 @@ impl CacheTier {
         token_hash: &TokenHash,
         now: DateTime<Utc>,
     ) -> (CacheState, Option<Session>) {
-        let value = gathered.value();
-        let mut state = CacheState {
-            presence: Some(gathered.presence()),
-            hit: false,
-            issue_from: Some(now),
-        };
-        let cached = value.and_then(|value| self.open(keys, token_hash, &value));
-        match cached {
-            Some(cached)
-                if self.believes(&cached, now) && !config.refresh_due(&cached.session, now) =>
-            {
-                state.hit = true;
-                state.issue_from = None;
-                (state, Some(cached.session))
-            }
-            _ => (state, None),
-        }
+        let (state, hit) = self.read_hit(keys, config, gathered, token_hash, now);
+        let session = hit.and_then(|hit| match hit {
+            CacheHit::Sealed(sealed) => sealed.unseal(),
+            CacheHit::Decoded(session) => Some(session),
+        });
+        (state, session)
     }
 
     fn binding<'a>(&'a self, token_hash: &'a TokenHash) -> Binding<'a> {
@@ -323,24 +395,15 @@ impl CacheTier {
         }
     }
 
-    fn open(&self, keys: &KeyRing, token_hash: &TokenHash, value: &[u8]) -> Option<CachedSession> {
-        seal::open(
-            keys,
-            self.protection,
-            &self.binding(token_hash),
-            value,
-            payload::decode,
-        )
-    }
-
-    /// Everything but the MAC: lifetimes, issue time and revocations.
-    fn believes(&self, cached: &CachedSession, now: DateTime<Utc>) -> bool {
-        now < cached.expires_at
-            && cached.expires_at - cached.issued_at <= self.max_age
-            && cached.issued_at <= now + INSTANCE_CLOCK_SKEW
-            && !cached.session.is_expired(now)
+    /// Everything but the MAC: lifetimes, issue time, the refresh, revocations.
+    fn believes(&self, view: &View<'_>, at: &HitClock) -> bool {
+        at.now_ms < view.expires_at_ms
+            && Duration::milliseconds(view.expires_at_ms - view.issued_at_ms) <= self.max_age
+            && view.issued_at_ms - INSTANCE_CLOCK_SKEW.num_milliseconds() <= at.now_ms
+            && at.now_ms < view.times_ms[payload::SESSION_EXPIRES_AT]
+            && !at.refresh_due(view.remember(), view.times_ms[payload::UPDATED_AT])
             && self.leased()
-            && self.revocations.allows(cached)
+            && self.revocations.allows(view)
     }
 
     /// Whether this instance's trust in caches is live: always without Redis (one
@@ -679,8 +742,12 @@ mod tests {
             let value = value.split_once('=').unwrap().1.as_bytes().to_vec();
             let started = std::time::Instant::now();
             for _ in 0..ROUNDS {
-                let cached = cache.open(&inner.keys, &hash, &value).unwrap();
-                assert!(cache.believes(&cached, now));
+                let binding = cache.binding(&hash);
+                let believed = seal::open(&inner.keys, cache.protection, &binding, &value, |p| {
+                    let view = View::parse(p)?;
+                    Some(cache.believes(&view, &HitClock::new(&inner.config, now)))
+                });
+                assert_eq!(believed, Some(true));
             }
             let decode = started.elapsed() / ROUNDS;
             println!(

@@ -26,7 +26,10 @@ use crate::token::TokenHash;
 #[derive(Debug, Clone)]
 pub(crate) enum Resolved {
     /// Live. `refreshed` when this request moved its expiry (the cookie must be re-set).
-    Valid { session: Session, refreshed: bool },
+    Valid {
+        session: Arc<Session>,
+        refreshed: bool,
+    },
     /// Definitively not valid: clear cookies.
     Gone(RejectionReason),
     /// A store needed to decide could not be reached; nothing is cleared.
@@ -34,6 +37,29 @@ pub(crate) enum Resolved {
 }
 
 impl ManagerInner {
+    /// What [`resolve`](Self::resolve) would answer, when that is known without I/O or a
+    /// write: the store holds its sessions in this process, there is no secondary tier
+    /// (whose copy would come first, and which a store read repairs), and the session is
+    /// missing, or live and not due for its refresh. `None`: resolve it the long way.
+    ///
+    /// The memory store's hit path: no boxed future, and the session shared, not copied.
+    pub(crate) fn resolve_in_process(&self, hash: &TokenHash) -> Option<Resolved> {
+        if self.secondary.is_some() {
+            return None;
+        }
+        let Some(session) = self.store.find_in_process(hash)? else {
+            return Some(Resolved::Gone(RejectionReason::Unknown));
+        };
+        let now = self.clock.now();
+        if session.is_expired(now) || self.config.refresh_due(&session, now) {
+            return None;
+        }
+        Some(Resolved::Valid {
+            session,
+            refreshed: false,
+        })
+    }
+
     /// Looks the session up by token hash, deletes it lazily if expired, and slides it if
     /// it is due for a refresh.
     pub(crate) async fn resolve(&self, hash: TokenHash, client: &ClientFacts) -> Resolved {
@@ -55,7 +81,7 @@ impl ManagerInner {
                 return Resolved::Gone(RejectionReason::Unknown);
             }
             return Resolved::Valid {
-                session,
+                session: Arc::new(session),
                 refreshed: false,
             };
         }
@@ -102,12 +128,12 @@ impl ManagerInner {
             .clone();
         match outcome {
             RefreshOutcome::Refreshed(session) => Resolved::Valid {
-                session,
+                session: Arc::new(session),
                 refreshed: true,
             },
             // A store hiccup is not a sign-out: the session we read is still live.
             RefreshOutcome::Failed => Resolved::Valid {
-                session,
+                session: Arc::new(session),
                 refreshed: false,
             },
             RefreshOutcome::Revoked => Resolved::Gone(RejectionReason::Unknown),
@@ -119,7 +145,7 @@ impl ManagerInner {
                         return Resolved::Gone(RejectionReason::Unknown);
                     }
                     Resolved::Valid {
-                        session: current,
+                        session: Arc::new(current),
                         refreshed: false,
                     }
                 }
