@@ -18,6 +18,18 @@ pub(crate) struct CookieNames {
     pub(crate) session_token: String,
     pub(crate) session_data: String,
     pub(crate) dont_remember: String,
+    /// The `Set-Cookie` values that expire each of them, built once: every refused or
+    /// signed-out cookie is cleared with them, and a shared value is cloned without
+    /// allocating.
+    pub(crate) expired: ExpiredCookies,
+}
+
+/// `Set-Cookie: {name}=; Max-Age=0; …` for each of our three cookies.
+#[derive(Debug, Clone)]
+pub(crate) struct ExpiredCookies {
+    pub(crate) session_token: HeaderValue,
+    pub(crate) session_data: HeaderValue,
+    pub(crate) dont_remember: HeaderValue,
 }
 
 impl CookieNames {
@@ -29,10 +41,21 @@ impl CookieNames {
             (false, _) => "",
         };
         let name = |suffix: &str| format!("{name_prefix}{}.{suffix}", config.cookie_prefix);
+        let (session_token, session_data, dont_remember) = (
+            name("session_token"),
+            name("session_data"),
+            name("dont_remember"),
+        );
+        let expired = |name: &str| expired_cookie(config, name);
         Self {
-            session_token: name("session_token"),
-            session_data: name("session_data"),
-            dont_remember: name("dont_remember"),
+            expired: ExpiredCookies {
+                session_token: expired(&session_token),
+                session_data: expired(&session_data),
+                dont_remember: expired(&dont_remember),
+            },
+            session_token,
+            session_data,
+            dont_remember,
         }
     }
 }
@@ -182,14 +205,24 @@ pub(crate) fn set_cookie(
     HeaderValue::try_from(out).expect("cookie names, values and attributes are visible ASCII")
 }
 
+/// The `Set-Cookie` value that expires `name`. Built once per name, not per response:
+/// `set_cookie`'s buffer is reference-counted, so each response's clone is a count
+/// increment, not a new string.
+pub(crate) fn expired_cookie(config: &SessionConfig, name: &str) -> HeaderValue {
+    set_cookie(config, name, "", Lifetime::Expire)
+}
+
 /// Removes every `Set-Cookie` header for a name in `names`, so that a cookie we are about
 /// to clear cannot leak a live value set earlier in the same response.
-pub(crate) fn scrub_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
+pub(crate) fn scrub_set_cookies<'n>(
+    headers: &mut HeaderMap,
+    names: impl Iterator<Item = &'n str> + Clone,
+) {
     let matches = |value: &HeaderValue| {
         let bytes = value.as_bytes();
         let name_end = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
         let name = trim(&bytes[..name_end]);
-        names.iter().any(|n| n.as_bytes() == name)
+        names.clone().any(|n| n.as_bytes() == name)
     };
     if !headers.get_all(header::SET_COOKIE).iter().any(matches) {
         return;
@@ -287,7 +320,7 @@ mod tests {
             HeaderValue::from_static("n=live; Path=/"),
         );
         h.append(header::SET_COOKIE, HeaderValue::from_static("other=1"));
-        scrub_set_cookies(&mut h, &["n"]);
+        scrub_set_cookies(&mut h, ["n"].into_iter());
         let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(left, vec![HeaderValue::from_static("other=1")]);
     }

@@ -660,10 +660,7 @@ impl SessionHandle {
                         ),
                     );
                 } else if self.shared.facts.had_dont_remember {
-                    headers.append(
-                        header::SET_COOKIE,
-                        set_cookie(config, &names.dont_remember, "", Lifetime::Expire),
-                    );
+                    headers.append(header::SET_COOKIE, names.expired.dont_remember.clone());
                 }
             }
             CookieAction::Clear => {
@@ -673,17 +670,19 @@ impl SessionHandle {
                     names.session_data.as_str(),
                     names.dont_remember.as_str(),
                 ];
-                scrub_set_cookies(headers, &all);
-                for name in all {
-                    headers.append(
-                        header::SET_COOKIE,
-                        set_cookie(config, name, "", Lifetime::Expire),
-                    );
+                scrub_set_cookies(headers, all.into_iter());
+                let expired = &names.expired;
+                for value in [
+                    &expired.session_token,
+                    &expired.session_data,
+                    &expired.dont_remember,
+                ] {
+                    headers.append(header::SET_COOKIE, value.clone());
                 }
             }
         }
         if let Some(cache_cookies) = cache_cookies {
-            wrote |= cache_cookies.apply(config, headers);
+            wrote |= cache_cookies.apply(headers);
         }
         if let Some(signed) = issued.filter(|_| self.hands_out_token()) {
             if let Ok(value) = HeaderValue::try_from(signed) {

@@ -26,7 +26,7 @@ use http::{HeaderMap, HeaderValue, header};
 
 use crate::clock::Clock;
 use crate::config::SessionConfig;
-use crate::cookies::{CookieNames, Lifetime, scrub_set_cookies, set_cookie};
+use crate::cookies::{CookieNames, Lifetime, expired_cookie, scrub_set_cookies, set_cookie};
 use crate::error::{ConfigError, StoreError};
 use crate::session::Session;
 use crate::token::{KeyRing, TokenHash};
@@ -218,6 +218,7 @@ impl CookieCache {
         // caches issued before then are checked against the stores once and re-issued.
         let before_start = clock.now() - Duration::milliseconds(1);
         revocations.distrust_issued_until(before_start, before_start);
+        let chunk_names = ChunkNames::new(&names.session_data);
         #[cfg(feature = "redis")]
         let bus = {
             let redis = self.redis.transpose()?.or(shared_redis);
@@ -235,7 +236,11 @@ impl CookieCache {
             } else {
                 Protection::Mac
             },
-            names: ChunkNames::new(&names.session_data),
+            expired: chunk_names
+                .all()
+                .map(|name| expired_cookie(config, name))
+                .collect(),
+            names: chunk_names,
             limit,
             revocations,
             #[cfg(feature = "redis")]
@@ -252,6 +257,8 @@ pub(crate) struct CacheTier {
     version: String,
     protection: Protection,
     names: ChunkNames,
+    /// The `Set-Cookie` values expiring each of `names.all()`, in that order, built once.
+    expired: Vec<HeaderValue>,
     /// Longest `name=value` of one cookie.
     limit: usize,
     pub(crate) revocations: Arc<RevocationSet>,
@@ -517,7 +524,8 @@ pub(crate) enum CacheWrite<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct CacheCookies<'m> {
     set: Vec<(&'m str, HeaderValue)>,
-    expire: Vec<&'m str>,
+    /// Names to expire, with their prepared `Set-Cookie` values.
+    expire: Vec<(&'m str, &'m HeaderValue)>,
 }
 
 impl<'m> CacheCookies<'m> {
@@ -555,26 +563,24 @@ impl<'m> CacheCookies<'m> {
         out.expire = cache
             .names
             .all()
-            .filter(|name| carried(name) && !out.set.iter().any(|(set, _)| set == name))
+            .zip(&cache.expired)
+            .filter(|(name, _)| carried(name) && !out.set.iter().any(|(set, _)| set == name))
             .collect();
         if matches!(write, CacheWrite::Clear) {
-            out.expire.retain(|name| *name != cache.names.plain);
+            out.expire.retain(|(name, _)| *name != cache.names.plain);
         }
         out
     }
 
     /// Writes them onto the response.
     /// Writes the cookies; returns whether it added any `Set-Cookie`.
-    pub(crate) fn apply(self, config: &SessionConfig, headers: &mut HeaderMap) -> bool {
+    pub(crate) fn apply(self, headers: &mut HeaderMap) -> bool {
         let wrote = !self.expire.is_empty() || !self.set.is_empty();
         if !self.expire.is_empty() {
-            scrub_set_cookies(headers, &self.expire);
+            scrub_set_cookies(headers, self.expire.iter().map(|(name, _)| *name));
         }
-        for name in self.expire {
-            headers.append(
-                header::SET_COOKIE,
-                set_cookie(config, name, "", Lifetime::Expire),
-            );
+        for (_, value) in self.expire {
+            headers.append(header::SET_COOKIE, value.clone());
         }
         for (_, value) in self.set {
             headers.append(header::SET_COOKIE, value);
