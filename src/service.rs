@@ -9,12 +9,15 @@ use tower_service::Service;
 use crate::client::ClientFacts;
 use crate::config::{AuthTokenHeader, WANT_AUTH_TOKEN};
 use crate::cookie_cache::CacheState;
+use crate::cookie_cache::chunks::Presence;
 use crate::future::{Pending, ResponseFuture};
 use crate::handle::{HandleState, RequestFacts, SessionHandle, VerifiedToken};
 use crate::manager::SessionManager;
 use crate::rejection::RejectionReason;
 use crate::request_cookies::RequestCookies;
-use crate::request_token::{PresentedToken, TokenSource, presented_token_with};
+use crate::request_token::{
+    Deferred, PresentedToken, TokenSource, presented_token_deferred, presented_token_with,
+};
 
 /// The middleware service built by [`SessionLayer`](crate::SessionLayer).
 #[derive(Debug, Clone)]
@@ -73,13 +76,60 @@ where
             asked_for_auth_token: manager.config.auth_token_header == AuthTokenHeader::OnRequest
                 && request.headers().contains_key(WANT_AUTH_TOKEN),
         };
-        let presented = presented_token_with(
-            &manager.keys,
-            &manager.names,
-            manager.config.token_transport,
-            request.headers(),
-            cookies.session_token,
-        );
+        let (keys, names) = (&manager.keys, &manager.names);
+        let transport = manager.config.token_transport;
+        let cached = cache_tier.zip(cookies.cache.as_ref());
+        // The cache state of a cookie token whose cache was already read (and missed).
+        let mut read_cache = None;
+        let presented = match cached
+            .filter(|(_, gathered)| gathered.presence() != Presence::default())
+        {
+            None => presented_token_with(
+                keys,
+                names,
+                transport,
+                request.headers(),
+                cookies.session_token,
+            ),
+            // A cache was sent: the cookie token's MAC waits, since a cache that opens for
+            // the token vouches for it (ARCHITECTURE.md, "The token MAC on a cache hit").
+            Some((tier, gathered)) => match presented_token_deferred(
+                keys,
+                names,
+                transport,
+                request.headers(),
+                cookies.session_token,
+            ) {
+                Deferred::Checked(presented) => presented,
+                Deferred::Cookie(unchecked) => {
+                    if let Some(token) = unchecked.token() {
+                        let hash = token.hash();
+                        let now = manager.clock.now();
+                        match tier.read_hit(keys, &manager.config, gathered, &hash, now) {
+                            // The cache hit path: no I/O, no future of our own.
+                            (cache, Some(hit)) => {
+                                let source = TokenSource::Cookie;
+                                let token = VerifiedToken {
+                                    token: token.clone(),
+                                    hash,
+                                    source,
+                                };
+                                let state = HandleState::cached(token, hit, cache);
+                                return self.call_inner(request, inner, facts, Some(source), state);
+                            }
+                            (cache, None) => read_cache = Some(cache),
+                        }
+                    }
+                    match unchecked.verify(&names.session_token) {
+                        Ok(token) => PresentedToken::Valid {
+                            token,
+                            source: TokenSource::Cookie,
+                        },
+                        Err(error) => PresentedToken::Invalid(TokenSource::Cookie, error),
+                    }
+                }
+            },
+        };
         let (source, state) = match presented {
             PresentedToken::None => {
                 let cache = CacheState::seen(cookies.cache_presence());
@@ -101,12 +151,11 @@ where
                     source,
                 };
                 // Bearer clients keep no cookies, so only a cookie request has a cache.
-                let cache = match (source, cache_tier, cookies.cache.as_ref()) {
-                    (TokenSource::Cookie, Some(tier), Some(gathered)) => {
+                let cache = match (source, cached, read_cache) {
+                    (TokenSource::Cookie, _, Some(read)) => read,
+                    (TokenSource::Cookie, Some((tier, gathered)), None) => {
                         let now = manager.clock.now();
-                        let keys = &manager.keys;
                         match tier.read_hit(keys, &manager.config, gathered, &token.hash, now) {
-                            // The cache hit path: no I/O, no future of our own.
                             (cache, Some(hit)) => {
                                 let state = HandleState::cached(token, hit, cache);
                                 return self.call_inner(request, inner, facts, Some(source), state);
