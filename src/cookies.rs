@@ -18,6 +18,9 @@ pub(crate) struct CookieNames {
     pub(crate) session_token: String,
     pub(crate) session_data: String,
     pub(crate) dont_remember: String,
+    /// How many leading bytes the three names share (`__Host-tas.`): a cookie whose name
+    /// does not start with them is none of ours, and is skipped without parsing it.
+    pub(crate) shared_prefix_len: usize,
     /// The `Set-Cookie` values that expire each of them, built once: every refused or
     /// signed-out cookie is cleared with them, and a shared value is cloned without
     /// allocating.
@@ -47,7 +50,12 @@ impl CookieNames {
             name("dont_remember"),
         );
         let expired = |name: &str| expired_cookie(config, name);
+        let common =
+            |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+        let shared_prefix_len =
+            common(&session_token, &session_data).min(common(&session_token, &dont_remember));
         Self {
+            shared_prefix_len,
             expired: ExpiredCookies {
                 session_token: expired(&session_token),
                 session_data: expired(&session_data),
@@ -86,11 +94,24 @@ pub(crate) fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> CookieLooku
 /// Every `name=value` pair of every `Cookie` header, names and values trimmed and values
 /// unquoted, as raw bytes (nothing is percent-decoded).
 pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    cookie_pairs_starting_with(headers, b"")
+}
+
+/// [`cookie_pairs`], only those whose name starts with `prefix`: the others are passed over
+/// without being trimmed or split (a browser sends many cookies that are none of ours).
+pub(crate) fn cookie_pairs_starting_with<'h>(
+    headers: &'h HeaderMap,
+    prefix: &[u8],
+) -> impl Iterator<Item = (&'h [u8], &'h [u8])> {
     headers
         .get_all(header::COOKIE)
         .into_iter()
         .flat_map(|header_value| SplitSemicolons(Some(header_value.as_bytes())))
-        .filter_map(|pair| {
+        .filter_map(move |pair| {
+            let start = pair.iter().position(|b| !b.is_ascii_whitespace())?;
+            if !pair[start..].starts_with(prefix) {
+                return None;
+            }
             let pair = trim(pair);
             let eq = pair.iter().position(|&b| b == b'=')?;
             let mut value = trim(&pair[eq + 1..]);

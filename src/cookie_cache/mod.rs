@@ -311,10 +311,22 @@ struct HitClock {
 
 impl HitClock {
     fn new(config: &SessionConfig, now: DateTime<Utc>) -> Self {
-        let refresh_from_ms = (!config.disable_refresh)
-            .then(|| now.checked_sub_signed(config.update_age))
-            .flatten()
-            .map(|from| from.timestamp_millis());
+        // In nanoseconds, so no calendar arithmetic: `now - update_age` exactly, floored
+        // to a millisecond (an `update_age` past 292 years cannot be in nanoseconds).
+        const NS_PER_MS: i128 = 1_000_000;
+        let now_ns =
+            i128::from(now.timestamp()) * 1_000_000_000 + i128::from(now.timestamp_subsec_nanos());
+        let floor_ms = |ns: i128| i64::try_from(ns.div_euclid(NS_PER_MS)).ok();
+        let refresh_from_ms = if config.disable_refresh {
+            None
+        } else {
+            match config.update_age.num_nanoseconds() {
+                Some(age) => floor_ms(now_ns - i128::from(age)),
+                None => now
+                    .checked_sub_signed(config.update_age)
+                    .map(|from| from.timestamp_millis()),
+            }
+        };
         Self {
             now_ms: now.timestamp_millis(),
             refresh_from_ms,
@@ -717,6 +729,50 @@ mod tests {
     fn a_session_past_the_cap_is_not_cached() {
         let manager = manager(false);
         assert!(issue(&manager, &session_with_field(20_000)).is_none());
+    }
+
+    /// The millisecond refresh check agrees with `SessionConfig::refresh_due` around the
+    /// boundary, for ages with and without sub-millisecond parts, and refreshes off.
+    #[test]
+    fn the_hit_clock_agrees_with_refresh_due() {
+        let base = DateTime::from_timestamp_millis(1_790_000_000_123).unwrap();
+        let ages = [
+            Duration::days(1),
+            Duration::milliseconds(1),
+            Duration::nanoseconds(1_500_000),
+            Duration::days(365 * 400),
+        ];
+        for age in ages {
+            for disable in [false, true] {
+                let config = SessionConfig {
+                    update_age: age,
+                    disable_refresh: disable,
+                    ..SessionConfig::default()
+                };
+                for now_offset_ns in [-1_000_001i64, -1, 0, 1, 999_999, 1_000_000, 2_500_000] {
+                    let now = base + Duration::nanoseconds(now_offset_ns);
+                    let clock = HitClock::new(&config, now);
+                    for updated_offset_ms in [-2i64, -1, 0, 1, 2] {
+                        let Some(updated_at) = (now - age)
+                            .checked_add_signed(Duration::milliseconds(updated_offset_ms))
+                            .map(|t| chrono::SubsecRound::trunc_subsecs(t, 3))
+                        else {
+                            continue;
+                        };
+                        let mut session = session_with_field(0);
+                        session.updated_at = updated_at;
+                        for remember in [true, false] {
+                            session.remember = remember;
+                            assert_eq!(
+                                clock.refresh_due(remember, updated_at.timestamp_millis()),
+                                config.refresh_due(&session, now),
+                                "age {age}, disable {disable}, now {now}, updated {updated_at}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Prints what issuing and reading a typical cache costs (no assertion: run with

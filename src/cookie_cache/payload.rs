@@ -56,7 +56,7 @@ pub(crate) struct CachedSession {
 
 /// Appends the encoding of `session` cached from `issued_at` to `expires_at` to `out`.
 /// `None` when a time is outside the range [`decode`] accepts
-/// ([`time_in_range`](crate::session::time_in_range)) or the app fields cannot be
+/// ([`time_in_range`]) or the app fields cannot be
 /// serialized (the caller then skips caching): a cache that could never be believed is
 /// not worth its bytes.
 pub(crate) fn encode(
