@@ -593,18 +593,18 @@ impl SessionHandle {
     /// re-issued cookie cache, cleared cookies — or a `set-auth-token` also gets
     /// `Cache-Control: no-store`, whatever the handler said: a shared cache must never
     /// store and replay it.
-    pub(crate) fn finish(&self, headers: &mut HeaderMap) {
+    /// Returns the rejection reason, read under the same lock.
+    pub(crate) fn finish(&self, headers: &mut HeaderMap) -> Option<RejectionReason> {
         let manager = &self.shared.manager.inner;
         let names = &manager.names;
         let config = &manager.config;
-        if !config.token_transport.uses_cookies() {
-            // Bearer-only: no response ever carries `Set-Cookie`, not even a clearing one.
+        let (action, issued, cache_cookies, rejection) = {
             let mut state = self.state();
-            state.cookie_action = CookieAction::Keep;
-            state.cache.issue_from = None;
-        }
-        let (action, issued, cache_cookies) = {
-            let mut state = self.state();
+            if !config.token_transport.uses_cookies() {
+                // Bearer-only: no response ever carries `Set-Cookie`, not even a clearing one.
+                state.cookie_action = CookieAction::Keep;
+                state.cache.issue_from = None;
+            }
             let cache_cookies = manager.cookie_cache.as_ref().map(|cache| {
                 let clearing = matches!(state.cookie_action, CookieAction::Clear);
                 let issue_from = state.cache.issue_from.filter(|_| !clearing);
@@ -621,14 +621,15 @@ impl SessionHandle {
                     }
                     _ => CacheWrite::Nothing,
                 };
-                let now = manager.clock.now();
                 let presence = state.cache.presence;
+                let now = || manager.clock.now();
                 CacheCookies::decide(cache, &manager.keys, config, presence, write, now)
             });
             (
                 std::mem::replace(&mut state.cookie_action, CookieAction::Keep),
                 state.issued.take(),
                 cache_cookies,
+                state.rejection,
             )
         };
         let mut wrote = false;
@@ -698,6 +699,7 @@ impl SessionHandle {
         if wrote {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+        rejection
     }
 }
 

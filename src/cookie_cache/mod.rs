@@ -543,13 +543,14 @@ pub(crate) struct CacheCookies<'m> {
 impl<'m> CacheCookies<'m> {
     /// Decides them from what the request carried (`presence`) and what the response
     /// does (`write`); called while the handle's state is locked (nothing here awaits).
+    /// The clock is read only when a cache is issued.
     pub(crate) fn decide(
         cache: &'m CacheTier,
         keys: &KeyRing,
         config: &SessionConfig,
         presence: Option<Presence>,
         write: CacheWrite<'_>,
-        now: DateTime<Utc>,
+        now: impl FnOnce() -> DateTime<Utc>,
     ) -> Self {
         let carried = |name: &str| match presence {
             None => true,
@@ -565,7 +566,7 @@ impl<'m> CacheCookies<'m> {
         match write {
             CacheWrite::Nothing => return out,
             CacheWrite::Clear => {}
-            CacheWrite::Issue(issue) => match cache.cookies(keys, config, &issue, now) {
+            CacheWrite::Issue(issue) => match cache.cookies(keys, config, &issue, now()) {
                 Some(set) => out.set = set,
                 None => cache.warn_oversize(issue.session),
             },
