@@ -1,6 +1,7 @@
 //! [`SessionService`]: the synchronous half of a request (token, MAC) and the hand-off to
 //! the response future for the asynchronous half (stores) when one is needed.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -12,12 +13,13 @@ use crate::cookie_cache::CacheState;
 use crate::cookie_cache::chunks::Presence;
 use crate::future::{Pending, ResponseFuture};
 use crate::handle::{HandleState, RequestFacts, SessionHandle, VerifiedToken};
-use crate::manager::SessionManager;
+use crate::manager::{InProcess, SessionManager};
 use crate::rejection::RejectionReason;
 use crate::request_cookies::RequestCookies;
 use crate::request_token::{
     Deferred, PresentedToken, TokenSource, presented_token_deferred, presented_token_with,
 };
+use crate::session::Session;
 
 /// The middleware service built by [`SessionLayer`](crate::SessionLayer).
 #[derive(Debug, Clone)]
@@ -166,13 +168,15 @@ where
                     _ => CacheState::default(),
                 };
                 // An in-process store (memory) answers at once: no future, no copy.
-                match manager.resolve_in_process(&token.hash) {
-                    Some(resolved) => (
-                        Some(source),
-                        HandleState::resolved(manager, token, resolved, cache),
-                    ),
-                    None => return self.resolving(request, inner, token, facts, cache),
-                }
+                let found = match manager.resolve_in_process(&token.hash) {
+                    InProcess::Resolved(resolved) => {
+                        let state = HandleState::resolved(manager, token, resolved, cache);
+                        return self.call_inner(request, inner, facts, Some(source), state);
+                    }
+                    InProcess::Found(session) => Some(session),
+                    InProcess::Unknown => None,
+                };
+                return self.resolving(request, inner, token, facts, cache, found);
             }
         };
         self.call_inner(request, inner, facts, source, state)
@@ -206,6 +210,7 @@ impl<S> SessionService<S> {
         token: VerifiedToken,
         facts: RequestFacts,
         cache: CacheState,
+        found: Option<Arc<Session>>,
     ) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
@@ -213,7 +218,7 @@ impl<S> SessionService<S> {
         let manager = self.manager.clone();
         let hash = token.hash;
         let client = facts.client.clone();
-        let resolution = Box::pin(async move { manager.inner.resolve(hash, &client).await });
+        let resolution = Box::pin(async move { manager.inner.resolve(hash, &client, found).await });
         ResponseFuture::resolving(
             resolution,
             Pending {

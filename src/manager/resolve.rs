@@ -43,18 +43,21 @@ impl ManagerInner {
     /// missing, or live and not due for its refresh. `None`: resolve it the long way.
     ///
     /// The memory store's hit path: no boxed future, and the session shared, not copied.
-    pub(crate) fn resolve_in_process(&self, hash: &TokenHash) -> Option<Resolved> {
+    pub(crate) fn resolve_in_process(&self, hash: &TokenHash) -> InProcess {
         if self.secondary.is_some() {
-            return None;
+            return InProcess::Unknown;
         }
-        let Some(session) = self.store.find_in_process(hash)? else {
-            return Some(Resolved::Gone(RejectionReason::Unknown));
+        let Some(found) = self.store.find_in_process(hash) else {
+            return InProcess::Unknown;
+        };
+        let Some(session) = found else {
+            return InProcess::Resolved(Resolved::Gone(RejectionReason::Unknown));
         };
         let now = self.clock.now();
         if session.is_expired(now) || self.config.refresh_due(&session, now) {
-            return None;
+            return InProcess::Found(session);
         }
-        Some(Resolved::Valid {
+        InProcess::Resolved(Resolved::Valid {
             session,
             refreshed: false,
         })
@@ -62,8 +65,23 @@ impl ManagerInner {
 
     /// Looks the session up by token hash, deletes it lazily if expired, and slides it if
     /// it is due for a refresh.
-    pub(crate) async fn resolve(&self, hash: TokenHash, client: &ClientFacts) -> Resolved {
-        let (session, cached) = match self.lookup(&hash).await {
+    ///
+    /// `found`: what [`resolve_in_process`](Self::resolve_in_process) already read (it is
+    /// not read again).
+    pub(crate) async fn resolve(
+        &self,
+        hash: TokenHash,
+        client: &ClientFacts,
+        found: Option<Arc<Session>>,
+    ) -> Resolved {
+        let lookup = match found {
+            Some(session) => Lookup::Found {
+                session: Arc::unwrap_or_clone(session),
+                cached: false,
+            },
+            None => self.lookup(&hash).await,
+        };
+        let (session, cached) = match lookup {
             Lookup::Found { session, cached } => (session, cached),
             Lookup::Missing => return Resolved::Gone(RejectionReason::Unknown),
             Lookup::Unavailable => return Resolved::Unavailable,
@@ -158,6 +176,16 @@ impl ManagerInner {
             },
         }
     }
+}
+
+/// What an in-process store tells without I/O.
+pub(crate) enum InProcess {
+    /// The request is resolved.
+    Resolved(Resolved),
+    /// Found, but expired or due for its refresh: `resolve` takes it from here.
+    Found(Arc<Session>),
+    /// Not an in-process store, or a secondary tier comes first: ask the tiers.
+    Unknown,
 }
 
 #[derive(Debug, Clone)]
