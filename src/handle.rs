@@ -21,7 +21,9 @@ use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::SessionError;
 use crate::error::chain;
 use crate::events::{RevokeReason, SessionEvent};
-use crate::manager::{ManagerInner, Resolved, RevokeTarget, SessionManager, revoke_later};
+use crate::manager::{
+    LiveSession, ManagerInner, Resolved, RevokeTarget, SessionManager, revoke_later,
+};
 use crate::rejection::{RejectionReason, SessionRejection};
 use crate::request_token::TokenSource;
 use crate::session::{Session, check_app_fields};
@@ -138,6 +140,8 @@ pub(crate) enum CookieAction {
 #[derive(Debug)]
 enum SessionSlot {
     Shared(Arc<Session>),
+    /// Read through I/O: shared only if a handler asks for it shared.
+    Owned(Session),
     /// Built on first read: most requests never read the session they are signed in with.
     Sealed(SealedSession),
 }
@@ -223,7 +227,10 @@ impl HandleState {
                     CookieAction::Keep
                 };
                 let token = Some((token.token, token.hash));
-                let session = Some(SessionSlot::Shared(session));
+                let session = Some(match session {
+                    LiveSession::Shared(session) => SessionSlot::Shared(session),
+                    LiveSession::Owned(session) => SessionSlot::Owned(session),
+                });
                 (token, session, Status::Decided, None, cookie_action)
             }
             Resolved::Gone(rejection) => {
@@ -251,21 +258,26 @@ impl HandleState {
     }
 
     /// The session, built from the sealed cache payload on first read.
-    pub(crate) fn session(&mut self) -> Option<&Arc<Session>> {
+    pub(crate) fn session(&mut self) -> Option<&Session> {
         if let Some(SessionSlot::Sealed(sealed)) = &self.session {
-            self.session = match sealed.unseal() {
-                Some(session) => Some(SessionSlot::Shared(Arc::new(session))),
-                // The payload was checked before it was kept; this is a bug, not input.
-                None => {
-                    tracing::error!("a checked cookie cache payload did not decode");
-                    None
-                }
-            };
+            self.session = unseal(sealed).map(SessionSlot::Owned);
         }
-        match &self.session {
-            Some(SessionSlot::Shared(session)) => Some(session),
-            _ => None,
+        match self.session.as_ref()? {
+            SessionSlot::Shared(session) => Some(session),
+            SessionSlot::Owned(session) => Some(session),
+            SessionSlot::Sealed(_) => None,
         }
+    }
+
+    /// The session, shared: made shareable (once) if it was not.
+    pub(crate) fn session_shared(&mut self) -> Option<Arc<Session>> {
+        let shared = match self.session.take()? {
+            SessionSlot::Shared(shared) => shared,
+            SessionSlot::Owned(session) => Arc::new(session),
+            SessionSlot::Sealed(sealed) => Arc::new(unseal(&sealed)?),
+        };
+        self.session = Some(SessionSlot::Shared(shared.clone()));
+        Some(shared)
     }
 
     /// A copy of the session; a sealed one is decoded straight into it (and stays
@@ -273,13 +285,24 @@ impl HandleState {
     pub(crate) fn session_copy(&self) -> Option<Session> {
         match self.session.as_ref()? {
             SessionSlot::Shared(session) => Some(Session::clone(session)),
-            SessionSlot::Sealed(sealed) => sealed.unseal(),
+            SessionSlot::Owned(session) => Some(session.clone()),
+            SessionSlot::Sealed(sealed) => unseal(sealed),
         }
     }
 
-    pub(crate) fn set_session(&mut self, session: Option<Arc<Session>>) {
-        self.session = session.map(SessionSlot::Shared);
+    pub(crate) fn set_session(&mut self, session: Option<Session>) {
+        self.session = session.map(SessionSlot::Owned);
     }
+}
+
+/// The session in a checked cache payload.
+fn unseal(sealed: &SealedSession) -> Option<Session> {
+    let session = sealed.unseal();
+    if session.is_none() {
+        // The payload was checked before it was kept: this is a bug, not bad input.
+        tracing::error!("a checked cookie cache payload did not decode");
+    }
+    session
 }
 
 /// A correctly signed token and where the request carried it.
@@ -357,7 +380,7 @@ impl SessionHandle {
     /// The signed-in session, if any, shared instead of copied: what a handler that only
     /// reads it should call on a hot path.
     pub fn current_shared(&self) -> Option<Arc<Session>> {
-        self.state().session().cloned()
+        self.state().session_shared()
     }
 
     /// Whether the session could not be decided because a store was down. Handlers that
@@ -499,7 +522,7 @@ impl SessionHandle {
             .sign_token(&manager.names.session_token, &token);
         let mut state = self.state();
         state.token = Some((token, hash));
-        state.set_session(Some(Arc::new(session.clone())));
+        state.set_session(Some(session.clone()));
         state.status = Status::Decided;
         state.rejection = None;
         state.issued = Some(signed.clone());
@@ -608,11 +631,13 @@ impl SessionHandle {
             let cache_cookies = manager.cookie_cache.as_ref().map(|cache| {
                 let clearing = matches!(state.cookie_action, CookieAction::Clear);
                 let issue_from = state.cache.issue_from.filter(|_| !clearing);
+                let presence = state.cache.presence;
+                let token_hash = state.token.as_ref().map(|(_, hash)| *hash);
                 // Only a cache to issue needs the session built.
-                let session = issue_from.and_then(|_| state.session().cloned());
-                let write = match (clearing, issue_from, &session, &state.token) {
+                let session = issue_from.and_then(|_| state.session());
+                let write = match (clearing, issue_from, session, &token_hash) {
                     (true, _, _, _) => CacheWrite::Clear,
-                    (false, Some(from), Some(session), Some((_, token_hash))) => {
+                    (false, Some(from), Some(session), Some(token_hash)) => {
                         CacheWrite::Issue(CacheIssue {
                             from,
                             session,
@@ -621,7 +646,6 @@ impl SessionHandle {
                     }
                     _ => CacheWrite::Nothing,
                 };
-                let presence = state.cache.presence;
                 let now = || manager.clock.now();
                 CacheCookies::decide(cache, &manager.keys, config, presence, write, now)
             });

@@ -7,8 +7,6 @@
 //! the request ran. When the request's own session ends, the response clears its cookies;
 //! when its token changes, the response carries the new one.
 
-use std::sync::Arc;
-
 use crate::error::{SessionError, StoreError};
 use crate::events::{RevokeReason, SessionEvent};
 use crate::handle::{CookieAction, SessionHandle, Status};
@@ -29,7 +27,7 @@ impl SessionHandle {
         let mut state = self.state();
         let session = state.session().cloned();
         match (session, &state.token) {
-            (Some(session), Some((_, hash))) => Ok((Session::clone(&session), *hash)),
+            (Some(session), Some((_, hash))) => Ok((session, *hash)),
             _ if state.status == Status::Unavailable => Err(SessionError::Store(StoreError::new(
                 "the session store was unavailable when the request arrived",
             ))),
@@ -80,7 +78,7 @@ impl SessionHandle {
         match found {
             Some(session) if !session.is_expired(now) => {
                 let mut state = self.state();
-                state.set_session(Some(Arc::new(session.clone())));
+                state.set_session(Some(session.clone()));
                 state.status = Status::Decided;
                 state.cache.hit = false;
                 if self.token_source() == Some(TokenSource::Cookie) {
@@ -235,7 +233,7 @@ impl SessionHandle {
         manager.events.emit(|| SessionEvent::Reauthenticated {
             session: updated.clone(),
         });
-        self.state().set_session(Some(Arc::new(updated.clone())));
+        self.state().set_session(Some(updated.clone()));
         Ok(updated)
     }
 
@@ -275,7 +273,7 @@ impl SessionHandle {
             .await?;
         let manager = &self.manager().inner;
         tracing::info!(session_id = %updated.id, user_id = ?updated.user_id, "session fields updated");
-        self.state().set_session(Some(Arc::new(updated.clone())));
+        self.state().set_session(Some(updated.clone()));
         // Copies of the older generation, in any instance's cookie cache, are stale now.
         manager.superseded(&updated).await?;
         Ok(updated)
@@ -305,7 +303,7 @@ impl SessionHandle {
         {
             let mut state = self.state();
             state.token = Some((token, new_hash));
-            state.set_session(Some(Arc::new(updated.clone())));
+            state.set_session(Some(updated.clone()));
             state.issued = Some(signed.clone());
             state.cookie_action = CookieAction::Set {
                 signed,

@@ -27,7 +27,7 @@ use crate::token::TokenHash;
 pub(crate) enum Resolved {
     /// Live. `refreshed` when this request moved its expiry (the cookie must be re-set).
     Valid {
-        session: Arc<Session>,
+        session: LiveSession,
         refreshed: bool,
     },
     /// Definitively not valid: clear cookies.
@@ -58,7 +58,7 @@ impl ManagerInner {
             return InProcess::Found(session);
         }
         InProcess::Resolved(Resolved::Valid {
-            session,
+            session: LiveSession::Shared(session),
             refreshed: false,
         })
     }
@@ -99,7 +99,7 @@ impl ManagerInner {
                 return Resolved::Gone(RejectionReason::Unknown);
             }
             return Resolved::Valid {
-                session: Arc::new(session),
+                session: LiveSession::Owned(session),
                 refreshed: false,
             };
         }
@@ -146,12 +146,12 @@ impl ManagerInner {
             .clone();
         match outcome {
             RefreshOutcome::Refreshed(session) => Resolved::Valid {
-                session: Arc::new(session),
+                session: LiveSession::Owned(session),
                 refreshed: true,
             },
             // A store hiccup is not a sign-out: the session we read is still live.
             RefreshOutcome::Failed => Resolved::Valid {
-                session: Arc::new(session),
+                session: LiveSession::Owned(session),
                 refreshed: false,
             },
             RefreshOutcome::Revoked => Resolved::Gone(RejectionReason::Unknown),
@@ -163,7 +163,7 @@ impl ManagerInner {
                         return Resolved::Gone(RejectionReason::Unknown);
                     }
                     Resolved::Valid {
-                        session: Arc::new(current),
+                        session: LiveSession::Owned(current),
                         refreshed: false,
                     }
                 }
@@ -174,6 +174,26 @@ impl ManagerInner {
                     Resolved::Unavailable
                 }
             },
+        }
+    }
+}
+
+/// A live session as the tiers hand it over: shared with an in-process store, or owned
+/// (read through I/O, or refreshed), so neither path pays for a copy or an `Arc` it does
+/// not need.
+#[derive(Debug, Clone)]
+pub(crate) enum LiveSession {
+    Shared(Arc<Session>),
+    Owned(Session),
+}
+
+impl std::ops::Deref for LiveSession {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        match self {
+            Self::Shared(session) => session,
+            Self::Owned(session) => session,
         }
     }
 }
