@@ -726,6 +726,24 @@ mod tests {
         }
     }
 
+    /// A payload too long to keep sealed inline (the longest user agent kept, no app
+    /// fields) is decoded at once on a hit, and reads back the same.
+    #[test]
+    fn a_payload_too_long_to_keep_sealed_is_decoded_at_once() {
+        for encrypted in [false, true] {
+            let manager = manager(encrypted);
+            let mut session = session_with_field(0);
+            session.user_agent = Some("u".repeat(512));
+            let (_, read) = issue(&manager, &session).unwrap();
+            assert_eq!(read, session);
+            let mut bytes = Vec::new();
+            let now = manager.inner.clock.now();
+            payload::encode(&session, now, now + Duration::minutes(5), 1, &mut bytes).unwrap();
+            assert!(bytes.len() > payload::SEALED_INLINE, "{}", bytes.len());
+            assert!(SealedSession::keep(&bytes).is_none());
+        }
+    }
+
     #[test]
     fn a_session_past_the_cap_is_not_cached() {
         let manager = manager(false);
