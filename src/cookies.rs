@@ -94,32 +94,54 @@ pub(crate) fn find_cookie<'a>(headers: &'a HeaderMap, name: &str) -> CookieLooku
 /// Every `name=value` pair of every `Cookie` header, names and values trimmed and values
 /// unquoted, as raw bytes (nothing is percent-decoded).
 pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
-    cookie_pairs_starting_with(headers, b"")
-}
-
-/// [`cookie_pairs`], only those whose name starts with `prefix`: the others are passed over
-/// without being trimmed or split (a browser sends many cookies that are none of ours).
-pub(crate) fn cookie_pairs_starting_with<'h>(
-    headers: &'h HeaderMap,
-    prefix: &[u8],
-) -> impl Iterator<Item = (&'h [u8], &'h [u8])> {
     headers
         .get_all(header::COOKIE)
         .into_iter()
         .flat_map(|header_value| SplitSemicolons(Some(header_value.as_bytes())))
-        .filter_map(move |pair| {
-            let start = pair.iter().position(|b| !b.is_ascii_whitespace())?;
-            if !pair[start..].starts_with(prefix) {
-                return None;
+        .filter_map(|pair| parse_pair(pair, b""))
+}
+
+/// Calls `f` with each pair [`cookie_pairs`] yields whose name starts with `prefix`; the
+/// others are passed over without being trimmed or split (a browser sends many cookies
+/// that are none of ours). A plain loop: the layer reads every request's cookies, and
+/// iterator adaptors cost more than the scan itself on a browser's dozen cookies.
+pub(crate) fn for_each_pair_starting_with<'h>(
+    headers: &'h HeaderMap,
+    prefix: &[u8],
+    mut f: impl FnMut(&'h [u8], &'h [u8]),
+) {
+    for header_value in headers.get_all(header::COOKIE) {
+        let mut rest = header_value.as_bytes();
+        loop {
+            let (pair, next) = match find_semicolon(rest) {
+                Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+                None => (rest, None),
+            };
+            if let Some((name, value)) = parse_pair(pair, prefix) {
+                f(name, value);
             }
-            let pair = trim(pair);
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let mut value = trim(&pair[eq + 1..]);
-            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
-                value = &value[1..value.len() - 1];
+            match next {
+                Some(next) => rest = next,
+                None => break,
             }
-            Some((trim(&pair[..eq]), value))
-        })
+        }
+    }
+}
+
+/// One `name=value` pair, trimmed and unquoted, if its name starts with `prefix` (checked
+/// before anything else is done to it).
+fn parse_pair<'h>(pair: &'h [u8], prefix: &[u8]) -> Option<(&'h [u8], &'h [u8])> {
+    let start = pair.iter().position(|b| !b.is_ascii_whitespace())?;
+    if !pair[start..].starts_with(prefix) {
+        return None;
+    }
+    let pair = trim(pair);
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    let mut value = trim(&pair[eq + 1..]);
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        value = &value[1..value.len() - 1];
+    }
+    Some((trim(&pair[..eq]), value))
 }
 
 /// `bytes.split(|&b| b == b';')`, finding each `;` eight bytes at a time: every request
