@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use tower_service::Service;
 
 use crate::client::ClientFacts;
@@ -13,7 +13,7 @@ use crate::cookie_cache::CacheState;
 use crate::cookie_cache::chunks::Presence;
 use crate::future::{Pending, ResponseFuture};
 use crate::handle::{HandleState, RequestFacts, SessionHandle, VerifiedToken};
-use crate::manager::{InProcess, SessionManager};
+use crate::manager::{InProcess, ManagerInner, SessionManager};
 use crate::rejection::RejectionReason;
 use crate::request_cookies::RequestCookies;
 use crate::request_token::{
@@ -78,59 +78,12 @@ where
             asked_for_auth_token: manager.config.auth_token_header == AuthTokenHeader::OnRequest
                 && request.headers().contains_key(WANT_AUTH_TOKEN),
         };
-        let (keys, names) = (&manager.keys, &manager.names);
-        let transport = manager.config.token_transport;
         let cached = cache_tier.zip(cookies.cache.as_ref());
-        // The cache state of a cookie token whose cache was already read (and missed).
-        let mut read_cache = None;
-        let presented = match cached
-            .filter(|(_, gathered)| gathered.presence() != Presence::default())
-        {
-            None => presented_token_with(
-                keys,
-                names,
-                transport,
-                request.headers(),
-                cookies.session_token,
-            ),
-            // A cache was sent: the cookie token's MAC waits, since a cache that opens for
-            // the token vouches for it (ARCHITECTURE.md, "The token MAC on a cache hit").
-            Some((tier, gathered)) => match presented_token_deferred(
-                keys,
-                names,
-                transport,
-                request.headers(),
-                cookies.session_token,
-            ) {
-                Deferred::Checked(presented) => presented,
-                Deferred::Cookie(unchecked) => {
-                    if let Some(token) = unchecked.token() {
-                        let hash = token.hash();
-                        let now = manager.clock.now();
-                        match tier.read_hit(keys, &manager.config, gathered, &hash, now) {
-                            // The cache hit path: no I/O, no future of our own.
-                            (cache, Some(hit)) => {
-                                let source = TokenSource::Cookie;
-                                let token = VerifiedToken {
-                                    token: token.clone(),
-                                    hash,
-                                    source,
-                                };
-                                let state = HandleState::cached(token, hit, cache);
-                                return self.call_inner(request, inner, facts, Some(source), state);
-                            }
-                            (cache, None) => read_cache = Some(cache),
-                        }
-                    }
-                    match unchecked.verify(&names.session_token) {
-                        Ok(token) => PresentedToken::Valid {
-                            token,
-                            source: TokenSource::Cookie,
-                        },
-                        Err(error) => PresentedToken::Invalid(TokenSource::Cookie, error),
-                    }
-                }
-            },
+        let (presented, read_cache) = match present(manager, request.headers(), &cookies) {
+            Presented::CacheHit(state) => {
+                return self.call_inner(request, inner, facts, Some(TokenSource::Cookie), state);
+            }
+            Presented::Token(presented, read_cache) => (presented, read_cache),
         };
         let (source, state) = match presented {
             PresentedToken::None => {
@@ -157,6 +110,7 @@ where
                     (TokenSource::Cookie, _, Some(read)) => read,
                     (TokenSource::Cookie, Some((tier, gathered)), None) => {
                         let now = manager.clock.now();
+                        let keys = &manager.keys;
                         match tier.read_hit(keys, &manager.config, gathered, &token.hash, now) {
                             (cache, Some(hit)) => {
                                 let state = HandleState::cached(token, hit, cache);
@@ -181,6 +135,64 @@ where
         };
         self.call_inner(request, inner, facts, source, state)
     }
+}
+
+/// What a request presents, read with the cookie cache in mind.
+// Returned once per request and moved into the handle; boxing the state would be the
+// allocation the hit path avoids.
+#[allow(clippy::large_enum_variant)]
+enum Presented {
+    /// A cookie-cache hit, decided: the cache vouched for the token, whose own MAC was not
+    /// needed (ARCHITECTURE.md, "The token MAC on a cache hit").
+    CacheHit(HandleState),
+    /// The token, its MAC checked, and the cache state if the cache was already read.
+    Token(PresentedToken, Option<CacheState>),
+}
+
+/// The request's token. When cache cookies were sent, a cookie token's MAC waits until
+/// the cache has been read: a hit needs no MAC check, a miss checks it before anything else.
+fn present(manager: &ManagerInner, headers: &HeaderMap, cookies: &RequestCookies<'_>) -> Presented {
+    let (keys, names) = (&manager.keys, &manager.names);
+    let transport = manager.config.token_transport;
+    let cookie = cookies.session_token;
+    let sent = manager
+        .cookie_cache
+        .as_ref()
+        .zip(cookies.cache.as_ref())
+        .filter(|(_, gathered)| gathered.presence() != Presence::default());
+    let Some((tier, gathered)) = sent else {
+        let presented = presented_token_with(keys, names, transport, headers, cookie);
+        return Presented::Token(presented, None);
+    };
+    let unchecked = match presented_token_deferred(keys, names, transport, headers, cookie) {
+        Deferred::Checked(presented) => return Presented::Token(presented, None),
+        Deferred::Cookie(unchecked) => unchecked,
+    };
+    let mut read_cache = None;
+    if let Some(token) = unchecked.token() {
+        let hash = token.hash();
+        let now = manager.clock.now();
+        match tier.read_hit(keys, &manager.config, gathered, &hash, now) {
+            (cache, Some(hit)) => {
+                let source = TokenSource::Cookie;
+                let token = VerifiedToken {
+                    token: token.clone(),
+                    hash,
+                    source,
+                };
+                return Presented::CacheHit(HandleState::cached(token, hit, cache));
+            }
+            (cache, None) => read_cache = Some(cache),
+        }
+    }
+    let presented = match unchecked.verify(&names.session_token) {
+        Ok(token) => PresentedToken::Valid {
+            token,
+            source: TokenSource::Cookie,
+        },
+        Err(error) => PresentedToken::Invalid(TokenSource::Cookie, error),
+    };
+    Presented::Token(presented, read_cache)
 }
 
 impl<S> SessionService<S> {
