@@ -1,6 +1,6 @@
-//! Measures what the layer adds on its two I/O-free paths (DESIGN §10): a request with no
-//! token, and a cookie-cache hit. Each is compared with the same requests sent to the bare
-//! inner service, which does nothing.
+//! Measures what the layer adds on its I/O-free paths (DESIGN §10, issue 13): a request
+//! with no token, a cookie-cache hit, a memory-store hit and a refused cookie. Each is
+//! compared with the same requests sent to the bare inner service, which does nothing.
 //!
 //! Wall clock (interleaved rounds, so machine load hits all paths alike):
 //!
@@ -19,8 +19,10 @@
 //! done
 //! ```
 //!
-//! Paths: `bare-anon`, `anon`, `bare-hit`, `hit` (a `bare-*` path sends the same requests
-//! as its layered twin to the inner service alone).
+//! Paths: `bare-anon`, `anon`, `bare-hit`, `hit`, `bare-memory`, `memory`, `bare-bad`,
+//! `bad` (a `bare-*` path sends the same requests as its layered twin to the inner
+//! service alone). `hit` is a cookie-cache hit, `memory` a memory-store hit (no cache),
+//! `bad` a session cookie signed with another key (refused and cleared).
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
@@ -28,28 +30,14 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use http::{Request, Response, header};
 use tower::{Layer as _, Service, ServiceExt, service_fn};
-use tower_auth_session::{MemoryStore, SessionHandle, SessionManager};
+use tower_auth_session::{CookieCache, MemoryStore, SessionHandle, SessionManager};
 
 const USER_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) Chrome/124.0.0.0";
 /// What a browser without a session typically sends.
 const ANON_COOKIES: &str = "theme=dark; _ga=GA1.2.1234567890.1700000000; lang=en";
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Path {
-    BareAnon,
-    Anon,
-    BareHit,
-    Hit,
-}
-
-impl Path {
-    const ALL: [(&'static str, Path); 4] = [
-        ("bare-anon", Path::BareAnon),
-        ("anon", Path::Anon),
-        ("bare-hit", Path::BareHit),
-        ("hit", Path::Hit),
-    ];
-}
+/// The layered paths, each measured against its bare twin.
+const PATHS: [&str; 4] = ["anon", "hit", "memory", "bad"];
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -61,23 +49,29 @@ fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let manager = SessionManager::builder(MemoryStore::new())
-        .secret([5u8; 32])
-        .cookie_cache(tower_auth_session::CookieCache::new())
-        .build()
-        .unwrap();
-    let hit_cookies = format!(
-        "{ANON_COOKIES}; {}",
-        runtime.block_on(warm_cookies(&manager))
-    );
-
-    let request = |path: Path| {
-        let cookies = match path {
-            Path::BareAnon | Path::Anon => ANON_COOKIES,
-            Path::BareHit | Path::Hit => hit_cookies.as_str(),
+    let manager = |secret: u8, cache: bool| {
+        let builder = SessionManager::builder(MemoryStore::new()).secret([secret; 32]);
+        let builder = if cache {
+            builder.cookie_cache(CookieCache::new())
+        } else {
+            builder
         };
+        builder.build().unwrap()
+    };
+    let (cached, memory, forger) = (manager(5, true), manager(5, false), manager(6, false));
+    let cookies_of = |manager: &SessionManager, expected: usize| {
+        let signed_in = runtime.block_on(warm_cookies(manager, expected));
+        format!("{ANON_COOKIES}; {signed_in}")
+    };
+    let cookies = [
+        ANON_COOKIES.to_owned(),
+        cookies_of(&cached, 2),
+        cookies_of(&memory, 1),
+        cookies_of(&forger, 1),
+    ];
+    let request = |path: usize| {
         Request::get("/me")
-            .header(header::COOKIE, cookies)
+            .header(header::COOKIE, cookies[path].as_str())
             .header(header::USER_AGENT, USER_AGENT)
             .body(())
             .unwrap()
@@ -85,57 +79,70 @@ fn main() {
     let inner =
         || service_fn(|_: Request<()>| std::future::ready(Ok::<_, Infallible>(Response::new(()))));
     let mut bare = inner();
-    let mut layered = manager.layer().layer(inner());
-    let mut run = |path: Path, n: usize| {
+    let mut layered = [
+        cached.layer().layer(inner()),
+        cached.layer().layer(inner()),
+        memory.layer().layer(inner()),
+        memory.layer().layer(inner()),
+    ];
+    // `path` indexes PATHS; `through_layer` false is its bare twin.
+    let mut run = |path: usize, through_layer: bool, n: usize| {
         for _ in 0..n {
             let request = request(path);
-            let response = match path {
-                Path::BareAnon | Path::BareHit => bare.call(request).now_or_never(),
-                Path::Anon | Path::Hit => layered.call(request).now_or_never(),
+            let response = if through_layer {
+                layered[path].call(request).now_or_never()
+            } else {
+                bare.call(request).now_or_never()
             };
             let response = response.expect("no I/O on these paths").unwrap();
-            assert!(response.headers().get(header::SET_COOKIE).is_none());
+            // Only the refused cookie is cleared; a hit writes nothing.
+            let clears = through_layer && PATHS[path] == "bad";
+            assert_eq!(response.headers().get(header::SET_COOKIE).is_some(), clears);
         }
     };
-    // Proves the hit path is a hit (a miss would need the store, so would not be ready).
-    run(Path::Hit, 1);
+    // Proves each path is what it says (a store read would not be ready at once).
+    for path in 0..PATHS.len() {
+        run(path, true, 1);
+    }
 
     if let Some(name) = only {
-        let (_, path) = Path::ALL
-            .into_iter()
-            .find(|(n, _)| *n == name)
+        let (bare_twin, name) = match name.strip_prefix("bare-") {
+            Some(name) => (true, name.to_owned()),
+            None => (false, name),
+        };
+        let path = PATHS
+            .iter()
+            .position(|p| *p == name)
             .unwrap_or_else(|| panic!("unknown path {name}"));
-        run(path, count);
+        run(path, !bare_twin, count);
         return;
     }
 
-    let mut totals = [Duration::ZERO; 4];
+    let mut totals = [[Duration::ZERO; 2]; PATHS.len()];
     let rounds = 20;
     for _ in 0..rounds {
-        for (i, (_, path)) in Path::ALL.into_iter().enumerate() {
-            let started = Instant::now();
-            run(path, count / rounds);
-            totals[i] += started.elapsed();
+        for (path, total) in totals.iter_mut().enumerate() {
+            for (through_layer, slot) in [false, true].into_iter().zip(total.iter_mut()) {
+                let started = Instant::now();
+                run(path, through_layer, count / rounds);
+                *slot += started.elapsed();
+            }
         }
     }
-    let per_request = |i: usize| totals[i].as_secs_f64() * 1e9 / (count / rounds * rounds) as f64;
-    for (i, (name, _)) in Path::ALL.into_iter().enumerate() {
-        println!("{name:>9}: {:7.0} ns per request", per_request(i));
+    let ns = |d: Duration| d.as_secs_f64() * 1e9 / (count / rounds * rounds) as f64;
+    for (name, [bare, layered]) in PATHS.into_iter().zip(totals) {
+        let (bare, layered) = (ns(bare), ns(layered));
+        println!(
+            "{name:>7}: bare {bare:6.0} ns, layered {layered:6.0} ns, layer overhead {:5.0} ns, bare/layered {:.3}",
+            layered - bare,
+            bare / layered
+        );
     }
-    println!(
-        "no token: layer overhead {:.0} ns, bare/layered {:.3}",
-        per_request(1) - per_request(0),
-        per_request(0) / per_request(1)
-    );
-    println!(
-        "cache hit: layer overhead {:.0} ns, bare/layered {:.3}",
-        per_request(3) - per_request(2),
-        per_request(2) / per_request(3)
-    );
 }
 
-/// The `name=value` pairs of a signed-in browser whose cookie cache is warm.
-async fn warm_cookies(manager: &SessionManager) -> String {
+/// The `name=value` pairs of a signed-in browser (`expected` cookies: the token, and the
+/// cache when it is on).
+async fn warm_cookies(manager: &SessionManager, expected: usize) -> String {
     let sign_in = service_fn(|request: Request<()>| async move {
         let handle = request.extensions().get::<SessionHandle>().unwrap().clone();
         handle
@@ -160,6 +167,6 @@ async fn warm_cookies(manager: &SessionManager) -> String {
         .iter()
         .map(|v| v.to_str().unwrap().split(';').next().unwrap())
         .collect();
-    assert_eq!(cookies.len(), 2, "token and cache");
+    assert_eq!(cookies.len(), expected, "token (and cache)");
     cookies.join("; ")
 }

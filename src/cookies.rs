@@ -18,6 +18,21 @@ pub(crate) struct CookieNames {
     pub(crate) session_token: String,
     pub(crate) session_data: String,
     pub(crate) dont_remember: String,
+    /// How many leading bytes the three names share (`__Host-tas.`): a cookie whose name
+    /// does not start with them is none of ours, and is skipped without parsing it.
+    pub(crate) shared_prefix_len: usize,
+    /// The `Set-Cookie` values that expire each of them, built once: every refused or
+    /// signed-out cookie is cleared with them, and a shared value is cloned without
+    /// allocating.
+    pub(crate) expired: ExpiredCookies,
+}
+
+/// `Set-Cookie: {name}=; Max-Age=0; …` for each of our three cookies.
+#[derive(Debug, Clone)]
+pub(crate) struct ExpiredCookies {
+    pub(crate) session_token: HeaderValue,
+    pub(crate) session_data: HeaderValue,
+    pub(crate) dont_remember: HeaderValue,
 }
 
 impl CookieNames {
@@ -29,10 +44,26 @@ impl CookieNames {
             (false, _) => "",
         };
         let name = |suffix: &str| format!("{name_prefix}{}.{suffix}", config.cookie_prefix);
+        let (session_token, session_data, dont_remember) = (
+            name("session_token"),
+            name("session_data"),
+            name("dont_remember"),
+        );
+        let expired = |name: &str| expired_cookie(config, name);
+        let common =
+            |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+        let shared_prefix_len =
+            common(&session_token, &session_data).min(common(&session_token, &dont_remember));
         Self {
-            session_token: name("session_token"),
-            session_data: name("session_data"),
-            dont_remember: name("dont_remember"),
+            shared_prefix_len,
+            expired: ExpiredCookies {
+                session_token: expired(&session_token),
+                session_data: expired(&session_data),
+                dont_remember: expired(&dont_remember),
+            },
+            session_token,
+            session_data,
+            dont_remember,
         }
     }
 }
@@ -67,15 +98,50 @@ pub(crate) fn cookie_pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], 
         .get_all(header::COOKIE)
         .into_iter()
         .flat_map(|header_value| SplitSemicolons(Some(header_value.as_bytes())))
-        .filter_map(|pair| {
-            let pair = trim(pair);
-            let eq = pair.iter().position(|&b| b == b'=')?;
-            let mut value = trim(&pair[eq + 1..]);
-            if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
-                value = &value[1..value.len() - 1];
+        .filter_map(|pair| parse_pair(pair, b""))
+}
+
+/// Calls `f` with each pair [`cookie_pairs`] yields whose name starts with `prefix`; the
+/// others are passed over without being trimmed or split (a browser sends many cookies
+/// that are none of ours). A plain loop: the layer reads every request's cookies, and
+/// iterator adaptors cost more than the scan itself on a browser's dozen cookies.
+pub(crate) fn for_each_pair_starting_with<'h>(
+    headers: &'h HeaderMap,
+    prefix: &[u8],
+    mut f: impl FnMut(&'h [u8], &'h [u8]),
+) {
+    for header_value in headers.get_all(header::COOKIE) {
+        let mut rest = header_value.as_bytes();
+        loop {
+            let (pair, next) = match find_semicolon(rest) {
+                Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+                None => (rest, None),
+            };
+            if let Some((name, value)) = parse_pair(pair, prefix) {
+                f(name, value);
             }
-            Some((trim(&pair[..eq]), value))
-        })
+            match next {
+                Some(next) => rest = next,
+                None => break,
+            }
+        }
+    }
+}
+
+/// One `name=value` pair, trimmed and unquoted, if its name starts with `prefix` (checked
+/// before anything else is done to it).
+fn parse_pair<'h>(pair: &'h [u8], prefix: &[u8]) -> Option<(&'h [u8], &'h [u8])> {
+    let start = pair.iter().position(|b| !b.is_ascii_whitespace())?;
+    if !pair[start..].starts_with(prefix) {
+        return None;
+    }
+    let pair = trim(pair);
+    let eq = pair.iter().position(|&b| b == b'=')?;
+    let mut value = trim(&pair[eq + 1..]);
+    if value.len() >= 2 && value[0] == b'"' && value[value.len() - 1] == b'"' {
+        value = &value[1..value.len() - 1];
+    }
+    Some((trim(&pair[..eq]), value))
 }
 
 /// `bytes.split(|&b| b == b';')`, finding each `;` eight bytes at a time: every request
@@ -182,14 +248,24 @@ pub(crate) fn set_cookie(
     HeaderValue::try_from(out).expect("cookie names, values and attributes are visible ASCII")
 }
 
+/// The `Set-Cookie` value that expires `name`. Built once per name, not per response:
+/// `set_cookie`'s buffer is reference-counted, so each response's clone is a count
+/// increment, not a new string.
+pub(crate) fn expired_cookie(config: &SessionConfig, name: &str) -> HeaderValue {
+    set_cookie(config, name, "", Lifetime::Expire)
+}
+
 /// Removes every `Set-Cookie` header for a name in `names`, so that a cookie we are about
 /// to clear cannot leak a live value set earlier in the same response.
-pub(crate) fn scrub_set_cookies(headers: &mut HeaderMap, names: &[&str]) {
+pub(crate) fn scrub_set_cookies<'n>(
+    headers: &mut HeaderMap,
+    names: impl Iterator<Item = &'n str> + Clone,
+) {
     let matches = |value: &HeaderValue| {
         let bytes = value.as_bytes();
         let name_end = bytes.iter().position(|&b| b == b'=').unwrap_or(bytes.len());
         let name = trim(&bytes[..name_end]);
-        names.iter().any(|n| n.as_bytes() == name)
+        names.clone().any(|n| n.as_bytes() == name)
     };
     if !headers.get_all(header::SET_COOKIE).iter().any(matches) {
         return;
@@ -287,7 +363,7 @@ mod tests {
             HeaderValue::from_static("n=live; Path=/"),
         );
         h.append(header::SET_COOKIE, HeaderValue::from_static("other=1"));
-        scrub_set_cookies(&mut h, &["n"]);
+        scrub_set_cookies(&mut h, ["n"].into_iter());
         let left: Vec<_> = h.get_all(header::SET_COOKIE).iter().collect();
         assert_eq!(left, vec![HeaderValue::from_static("other=1")]);
     }

@@ -136,8 +136,7 @@ where
                 StateProj::Inner { future } => {
                     let mut response = ready!(future.poll(cx))?;
                     if let Some(handle) = this.handle.take() {
-                        handle.finish(response.headers_mut());
-                        if let Some(rejection) = handle.rejection() {
+                        if let Some(rejection) = handle.finish(response.headers_mut()) {
                             response.extensions_mut().insert(rejection);
                         }
                     }

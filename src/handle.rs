@@ -14,12 +14,16 @@ use serde_json::{Map, Value};
 
 use crate::client::ClientFacts;
 use crate::config::AuthTokenHeader;
-use crate::cookie_cache::{CacheCookies, CacheIssue, CacheState, CacheWrite};
+use crate::cookie_cache::{
+    CacheCookies, CacheHit, CacheIssue, CacheState, CacheWrite, SealedSession,
+};
 use crate::cookies::{Lifetime, scrub_set_cookies, set_cookie};
 use crate::error::SessionError;
 use crate::error::chain;
 use crate::events::{RevokeReason, SessionEvent};
-use crate::manager::{ManagerInner, Resolved, RevokeTarget, SessionManager, revoke_later};
+use crate::manager::{
+    LiveSession, ManagerInner, Resolved, RevokeTarget, SessionManager, revoke_later,
+};
 use crate::rejection::{RejectionReason, SessionRejection};
 use crate::request_token::TokenSource;
 use crate::session::{Session, check_app_fields};
@@ -129,11 +133,26 @@ pub(crate) enum CookieAction {
     Clear,
 }
 
+/// The request's session: shared (with the store that holds it, or between the handle
+/// and what handlers read), or still sealed as the cookie cache carried it.
+// The sealed payload is inline on purpose: boxing it would be the allocation it saves.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum SessionSlot {
+    Shared(Arc<Session>),
+    /// Read through I/O: shared only if a handler asks for it shared.
+    Owned(Session),
+    /// Built on first read: most requests never read the session they are signed in with.
+    Sealed(SealedSession),
+}
+
 #[derive(Debug)]
 pub(crate) struct HandleState {
     /// The correctly signed token the request presented, or the one sign-in issued.
     pub(crate) token: Option<(Token, TokenHash)>,
-    pub(crate) session: Option<Session>,
+    /// Read through [`session`](Self::session), written through
+    /// [`set_session`](Self::set_session).
+    session: Option<SessionSlot>,
     pub(crate) status: Status,
     pub(crate) rejection: Option<RejectionReason>,
     pub(crate) cookie_action: CookieAction,
@@ -168,7 +187,11 @@ impl HandleState {
     }
 
     /// A session read from the request's cookie cache: nothing to write.
-    pub(crate) fn cached(token: VerifiedToken, session: Session, cache: CacheState) -> Self {
+    pub(crate) fn cached(token: VerifiedToken, hit: CacheHit, cache: CacheState) -> Self {
+        let session = match hit {
+            CacheHit::Sealed(sealed) => SessionSlot::Sealed(sealed),
+            CacheHit::Decoded(session) => SessionSlot::Shared(Arc::new(session)),
+        };
         Self {
             token: Some((token.token, token.hash)),
             session: Some(session),
@@ -204,7 +227,11 @@ impl HandleState {
                     CookieAction::Keep
                 };
                 let token = Some((token.token, token.hash));
-                (token, Some(session), Status::Decided, None, cookie_action)
+                let session = Some(match session {
+                    LiveSession::Shared(session) => SessionSlot::Shared(session),
+                    LiveSession::Owned(session) => SessionSlot::Owned(session),
+                });
+                (token, session, Status::Decided, None, cookie_action)
             }
             Resolved::Gone(rejection) => {
                 let cookie_action = if from_cookie {
@@ -229,6 +256,53 @@ impl HandleState {
             cache,
         }
     }
+
+    /// The session, built from the sealed cache payload on first read.
+    pub(crate) fn session(&mut self) -> Option<&Session> {
+        if let Some(SessionSlot::Sealed(sealed)) = &self.session {
+            self.session = unseal(sealed).map(SessionSlot::Owned);
+        }
+        match self.session.as_ref()? {
+            SessionSlot::Shared(session) => Some(session),
+            SessionSlot::Owned(session) => Some(session),
+            SessionSlot::Sealed(_) => None,
+        }
+    }
+
+    /// The session, shared: made shareable (once) if it was not.
+    pub(crate) fn session_shared(&mut self) -> Option<Arc<Session>> {
+        let shared = match self.session.take()? {
+            SessionSlot::Shared(shared) => shared,
+            SessionSlot::Owned(session) => Arc::new(session),
+            SessionSlot::Sealed(sealed) => Arc::new(unseal(&sealed)?),
+        };
+        self.session = Some(SessionSlot::Shared(shared.clone()));
+        Some(shared)
+    }
+
+    /// A copy of the session; a sealed one is decoded straight into it (and stays
+    /// sealed: a handler that reads the session once pays for one decode, not two copies).
+    pub(crate) fn session_copy(&self) -> Option<Session> {
+        match self.session.as_ref()? {
+            SessionSlot::Shared(session) => Some(Session::clone(session)),
+            SessionSlot::Owned(session) => Some(session.clone()),
+            SessionSlot::Sealed(sealed) => unseal(sealed),
+        }
+    }
+
+    pub(crate) fn set_session(&mut self, session: Option<Session>) {
+        self.session = session.map(SessionSlot::Owned);
+    }
+}
+
+/// The session in a checked cache payload.
+fn unseal(sealed: &SealedSession) -> Option<Session> {
+    let session = sealed.unseal();
+    if session.is_none() {
+        // The payload was checked before it was kept: this is a bug, not bad input.
+        tracing::error!("a checked cookie cache payload did not decode");
+    }
+    session
 }
 
 /// A correctly signed token and where the request carried it.
@@ -298,9 +372,15 @@ impl SessionHandle {
         &self.shared.manager
     }
 
-    /// The signed-in session, if any.
+    /// The signed-in session, if any (a copy; see [`current_shared`](Self::current_shared)).
     pub fn current(&self) -> Option<Session> {
-        self.state().session.clone()
+        self.state().session_copy()
+    }
+
+    /// The signed-in session, if any, shared instead of copied: what a handler that only
+    /// reads it should call on a hot path.
+    pub fn current_shared(&self) -> Option<Arc<Session>> {
+        self.state().session_shared()
     }
 
     /// Whether the session could not be decided because a store was down. Handlers that
@@ -342,10 +422,13 @@ impl SessionHandle {
     /// [`is_unavailable`](Self::is_unavailable).
     pub fn require(&self) -> Result<Session, SessionRejection> {
         let state = self.state();
-        match &state.session {
-            Some(session) => Ok(session.clone()),
-            None if state.status == Status::Unavailable => Err(SessionRejection::Unavailable),
-            None => Err(SessionRejection::Unauthenticated),
+        if let Some(session) = state.session_copy() {
+            return Ok(session);
+        }
+        if state.status == Status::Unavailable {
+            Err(SessionRejection::Unavailable)
+        } else {
+            Err(SessionRejection::Unauthenticated)
         }
     }
 
@@ -388,8 +471,8 @@ impl SessionHandle {
         }
         let manager = &self.shared.manager.inner;
         let previous = {
-            let state = self.state();
-            let id = state.session.as_ref().map(|session| session.id.clone());
+            let mut state = self.state();
+            let id = state.session().map(|session| session.id.clone());
             state.token.as_ref().map(|(_, hash)| (*hash, id))
         };
         if let Some((hash, session_id)) = previous {
@@ -439,7 +522,7 @@ impl SessionHandle {
             .sign_token(&manager.names.session_token, &token);
         let mut state = self.state();
         state.token = Some((token, hash));
-        state.session = Some(session.clone());
+        state.set_session(Some(session.clone()));
         state.status = Status::Decided;
         state.rejection = None;
         state.issued = Some(signed.clone());
@@ -464,8 +547,8 @@ impl SessionHandle {
     /// be promised (too many revocations owed, no runtime to retry on).
     pub async fn sign_out(&self) -> Result<RevokeStatus, SessionError> {
         let presented = {
-            let state = self.state();
-            let id = state.session.as_ref().map(|session| session.id.clone());
+            let mut state = self.state();
+            let id = state.session().map(|session| session.id.clone());
             state.token.as_ref().map(|(_, hash)| (*hash, id))
         };
         let status = match presented {
@@ -533,39 +616,44 @@ impl SessionHandle {
     /// re-issued cookie cache, cleared cookies — or a `set-auth-token` also gets
     /// `Cache-Control: no-store`, whatever the handler said: a shared cache must never
     /// store and replay it.
-    pub(crate) fn finish(&self, headers: &mut HeaderMap) {
+    /// Returns the rejection reason, read under the same lock.
+    pub(crate) fn finish(&self, headers: &mut HeaderMap) -> Option<RejectionReason> {
         let manager = &self.shared.manager.inner;
         let names = &manager.names;
         let config = &manager.config;
-        if !config.token_transport.uses_cookies() {
-            // Bearer-only: no response ever carries `Set-Cookie`, not even a clearing one.
+        let (action, issued, cache_cookies, rejection) = {
             let mut state = self.state();
-            state.cookie_action = CookieAction::Keep;
-            state.cache.issue_from = None;
-        }
-        let (action, issued, cache_cookies) = {
-            let mut state = self.state();
+            if !config.token_transport.uses_cookies() {
+                // Bearer-only: no response ever carries `Set-Cookie`, not even a clearing one.
+                state.cookie_action = CookieAction::Keep;
+                state.cache.issue_from = None;
+            }
             let cache_cookies = manager.cookie_cache.as_ref().map(|cache| {
-                let write = match (&state.cookie_action, state.cache.issue_from) {
-                    (CookieAction::Clear, _) => CacheWrite::Clear,
-                    (_, Some(from)) => match (&state.session, &state.token) {
-                        (Some(session), Some((_, token_hash))) => CacheWrite::Issue(CacheIssue {
+                let clearing = matches!(state.cookie_action, CookieAction::Clear);
+                let issue_from = state.cache.issue_from.filter(|_| !clearing);
+                let presence = state.cache.presence;
+                let token_hash = state.token.as_ref().map(|(_, hash)| *hash);
+                // Only a cache to issue needs the session built.
+                let session = issue_from.and_then(|_| state.session());
+                let write = match (clearing, issue_from, session, &token_hash) {
+                    (true, _, _, _) => CacheWrite::Clear,
+                    (false, Some(from), Some(session), Some(token_hash)) => {
+                        CacheWrite::Issue(CacheIssue {
                             from,
                             session,
                             token_hash,
-                        }),
-                        _ => CacheWrite::Nothing,
-                    },
+                        })
+                    }
                     _ => CacheWrite::Nothing,
                 };
-                let now = manager.clock.now();
-                let presence = state.cache.presence;
+                let now = || manager.clock.now();
                 CacheCookies::decide(cache, &manager.keys, config, presence, write, now)
             });
             (
                 std::mem::replace(&mut state.cookie_action, CookieAction::Keep),
                 state.issued.take(),
                 cache_cookies,
+                state.rejection,
             )
         };
         let mut wrote = false;
@@ -597,10 +685,7 @@ impl SessionHandle {
                         ),
                     );
                 } else if self.shared.facts.had_dont_remember {
-                    headers.append(
-                        header::SET_COOKIE,
-                        set_cookie(config, &names.dont_remember, "", Lifetime::Expire),
-                    );
+                    headers.append(header::SET_COOKIE, names.expired.dont_remember.clone());
                 }
             }
             CookieAction::Clear => {
@@ -610,17 +695,19 @@ impl SessionHandle {
                     names.session_data.as_str(),
                     names.dont_remember.as_str(),
                 ];
-                scrub_set_cookies(headers, &all);
-                for name in all {
-                    headers.append(
-                        header::SET_COOKIE,
-                        set_cookie(config, name, "", Lifetime::Expire),
-                    );
+                scrub_set_cookies(headers, all.into_iter());
+                let expired = &names.expired;
+                for value in [
+                    &expired.session_token,
+                    &expired.session_data,
+                    &expired.dont_remember,
+                ] {
+                    headers.append(header::SET_COOKIE, value.clone());
                 }
             }
         }
         if let Some(cache_cookies) = cache_cookies {
-            wrote |= cache_cookies.apply(config, headers);
+            wrote |= cache_cookies.apply(headers);
         }
         if let Some(signed) = issued.filter(|_| self.hands_out_token()) {
             if let Ok(value) = HeaderValue::try_from(signed) {
@@ -636,6 +723,7 @@ impl SessionHandle {
         if wrote {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
+        rejection
     }
 }
 

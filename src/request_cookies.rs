@@ -8,7 +8,9 @@
 use http::HeaderMap;
 
 use crate::cookie_cache::chunks::{Gathered, Presence};
-use crate::cookies::{CookieLookup, CookieNames, MAX_COOKIE_VALUE_LEN, cookie_pairs};
+use crate::cookies::{
+    CookieLookup, CookieNames, MAX_COOKIE_VALUE_LEN, for_each_pair_starting_with,
+};
 
 /// What the request's cookies say, for the layer.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +36,9 @@ impl<'a> RequestCookies<'a> {
             dont_remember: false,
             cache: cache_name.map(|_| Gathered::default()),
         };
-        for (name, value) in cookie_pairs(headers) {
+        // Our three names share a prefix: other cookies are skipped unparsed.
+        let ours = &token_name[..names.shared_prefix_len];
+        for_each_pair_starting_with(headers, ours, |name, value| {
             if name == token_name {
                 out.session_token = match out.session_token {
                     CookieLookup::Absent if value.len() <= MAX_COOKIE_VALUE_LEN => {
@@ -51,7 +55,7 @@ impl<'a> RequestCookies<'a> {
                     gathered.offer(rest, value);
                 }
             }
-        }
+        });
         out
     }
 

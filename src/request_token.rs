@@ -11,7 +11,7 @@ use http::{HeaderMap, header};
 
 use crate::config::TokenTransport;
 use crate::cookies::{CookieLookup, CookieNames, find_cookie};
-use crate::token::{KeyRing, Token, TokenError};
+use crate::token::{KeyRing, Token, TokenError, UncheckedToken};
 
 /// Where the token came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +46,42 @@ pub(crate) fn presented_token(
         CookieLookup::Absent
     };
     presented_token_with(keys, names, transport, headers, cookie)
+}
+
+/// What the layer reads from a request whose cookie cache may vouch for its token: as
+/// [`presented_token_with`], except that a cookie token's MAC is left to check
+/// ([`Deferred::Cookie`]) so that a cache hit can skip it (`docs/ARCHITECTURE.md`, "The
+/// token MAC on a cache hit").
+pub(crate) enum Deferred<'a> {
+    Checked(PresentedToken),
+    Cookie(UncheckedToken<'a>),
+}
+
+pub(crate) fn presented_token_deferred<'a>(
+    keys: &'a KeyRing,
+    names: &CookieNames,
+    transport: TokenTransport,
+    headers: &HeaderMap,
+    cookie: CookieLookup<'a>,
+) -> Deferred<'a> {
+    match cookie {
+        // The bearer header still comes first: only without our bearer token is the
+        // cookie what the request presents.
+        CookieLookup::One(value)
+            if transport.uses_cookies()
+                && verified_bearer(keys, names, transport, headers).is_none() =>
+        {
+            match keys.parse_token(value) {
+                Ok(unchecked) => Deferred::Cookie(unchecked),
+                Err(error) => {
+                    Deferred::Checked(PresentedToken::Invalid(TokenSource::Cookie, error))
+                }
+            }
+        }
+        cookie => Deferred::Checked(presented_token_with(
+            keys, names, transport, headers, cookie,
+        )),
+    }
 }
 
 /// [`presented_token`] when the `session_token` cookie has already been looked up.

@@ -24,9 +24,10 @@ impl SessionHandle {
     /// The signed-in session and its token hash; `NoSession` without one, a store error
     /// when the store was down as the request arrived (that is not a sign-out).
     fn signed_in(&self) -> Result<(Session, TokenHash), SessionError> {
-        let state = self.state();
-        match (&state.session, &state.token) {
-            (Some(session), Some((_, hash))) => Ok((session.clone(), *hash)),
+        let mut state = self.state();
+        let session = state.session().cloned();
+        match (session, &state.token) {
+            (Some(session), Some((_, hash))) => Ok((session, *hash)),
             _ if state.status == Status::Unavailable => Err(SessionError::Store(StoreError::new(
                 "the session store was unavailable when the request arrived",
             ))),
@@ -38,7 +39,7 @@ impl SessionHandle {
     fn ended_here(&self, rejection: Option<RejectionReason>) {
         let mut state = self.state();
         state.token = None;
-        state.session = None;
+        state.set_session(None);
         state.issued = None;
         state.status = Status::Decided;
         state.rejection = rejection;
@@ -77,7 +78,7 @@ impl SessionHandle {
         match found {
             Some(session) if !session.is_expired(now) => {
                 let mut state = self.state();
-                state.session = Some(session.clone());
+                state.set_session(Some(session.clone()));
                 state.status = Status::Decided;
                 state.cache.hit = false;
                 if self.token_source() == Some(TokenSource::Cookie) {
@@ -96,7 +97,7 @@ impl SessionHandle {
                 } else {
                     let mut state = self.state();
                     state.token = None;
-                    state.session = None;
+                    state.set_session(None);
                     state.status = Status::Decided;
                     state.rejection = Some(rejection);
                 }
@@ -232,7 +233,7 @@ impl SessionHandle {
         manager.events.emit(|| SessionEvent::Reauthenticated {
             session: updated.clone(),
         });
-        self.state().session = Some(updated.clone());
+        self.state().set_session(Some(updated.clone()));
         Ok(updated)
     }
 
@@ -272,7 +273,7 @@ impl SessionHandle {
             .await?;
         let manager = &self.manager().inner;
         tracing::info!(session_id = %updated.id, user_id = ?updated.user_id, "session fields updated");
-        self.state().session = Some(updated.clone());
+        self.state().set_session(Some(updated.clone()));
         // Copies of the older generation, in any instance's cookie cache, are stale now.
         manager.superseded(&updated).await?;
         Ok(updated)
@@ -302,7 +303,7 @@ impl SessionHandle {
         {
             let mut state = self.state();
             state.token = Some((token, new_hash));
-            state.session = Some(updated.clone());
+            state.set_session(Some(updated.clone()));
             state.issued = Some(signed.clone());
             state.cookie_action = CookieAction::Set {
                 signed,

@@ -1,20 +1,25 @@
 //! [`SessionService`]: the synchronous half of a request (token, MAC) and the hand-off to
 //! the response future for the asynchronous half (stores) when one is needed.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use tower_service::Service;
 
 use crate::client::ClientFacts;
 use crate::config::{AuthTokenHeader, WANT_AUTH_TOKEN};
 use crate::cookie_cache::CacheState;
+use crate::cookie_cache::chunks::Presence;
 use crate::future::{Pending, ResponseFuture};
 use crate::handle::{HandleState, RequestFacts, SessionHandle, VerifiedToken};
-use crate::manager::SessionManager;
+use crate::manager::{InProcess, ManagerInner, SessionManager};
 use crate::rejection::RejectionReason;
 use crate::request_cookies::RequestCookies;
-use crate::request_token::{PresentedToken, TokenSource, presented_token_with};
+use crate::request_token::{
+    Deferred, PresentedToken, TokenSource, presented_token_deferred, presented_token_with,
+};
+use crate::session::Session;
 
 /// The middleware service built by [`SessionLayer`](crate::SessionLayer).
 #[derive(Debug, Clone)]
@@ -58,10 +63,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         // The clone is not necessarily ready; keep the one that is (tower's advice).
         let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let inner = std::mem::replace(&mut self.inner, clone);
         let manager = &self.manager.inner;
         let cache_tier = manager.cookie_cache.as_ref();
         // One pass over the `Cookie` headers finds every cookie this request needs.
@@ -73,13 +78,13 @@ where
             asked_for_auth_token: manager.config.auth_token_header == AuthTokenHeader::OnRequest
                 && request.headers().contains_key(WANT_AUTH_TOKEN),
         };
-        let presented = presented_token_with(
-            &manager.keys,
-            &manager.names,
-            manager.config.token_transport,
-            request.headers(),
-            cookies.session_token,
-        );
+        let cached = cache_tier.zip(cookies.cache.as_ref());
+        let (presented, read_cache) = match present(manager, request.headers(), &cookies) {
+            Presented::CacheHit(state) => {
+                return self.call_inner(request, inner, facts, Some(TokenSource::Cookie), state);
+            }
+            Presented::Token(presented, read_cache) => (presented, read_cache),
+        };
         let (source, state) = match presented {
             PresentedToken::None => {
                 let cache = CacheState::seen(cookies.cache_presence());
@@ -101,28 +106,114 @@ where
                     source,
                 };
                 // Bearer clients keep no cookies, so only a cookie request has a cache.
-                let (TokenSource::Cookie, Some(tier), Some(gathered)) =
-                    (source, cache_tier, cookies.cache.as_ref())
-                else {
-                    return self.resolving(request, inner, token, facts, CacheState::default());
-                };
-                let now = manager.clock.now();
-                match tier.read(&manager.keys, &manager.config, gathered, &token.hash, now) {
-                    // The hit path: no I/O, no future of our own.
-                    (cache, Some(session)) => {
-                        (Some(source), HandleState::cached(token, session, cache))
+                let cache = match (source, cached, read_cache) {
+                    (TokenSource::Cookie, _, Some(read)) => read,
+                    (TokenSource::Cookie, Some((tier, gathered)), None) => {
+                        let now = manager.clock.now();
+                        let keys = &manager.keys;
+                        match tier.read_hit(keys, &manager.config, gathered, &token.hash, now) {
+                            (cache, Some(hit)) => {
+                                let state = HandleState::cached(token, hit, cache);
+                                return self.call_inner(request, inner, facts, Some(source), state);
+                            }
+                            (cache, None) => cache,
+                        }
                     }
-                    (cache, None) => return self.resolving(request, inner, token, facts, cache),
-                }
+                    _ => CacheState::default(),
+                };
+                // An in-process store (memory) answers at once: no future, no copy.
+                let found = match manager.resolve_in_process(&token.hash) {
+                    InProcess::Resolved(resolved) => {
+                        let state = HandleState::resolved(manager, token, resolved, cache);
+                        return self.call_inner(request, inner, facts, Some(source), state);
+                    }
+                    InProcess::Found(session) => Some(session),
+                    InProcess::Unknown => None,
+                };
+                return self.resolving(request, inner, token, facts, cache, found);
             }
         };
+        self.call_inner(request, inner, facts, source, state)
+    }
+}
+
+/// What a request presents, read with the cookie cache in mind.
+// Returned once per request and moved into the handle; boxing the state would be the
+// allocation the hit path avoids.
+#[allow(clippy::large_enum_variant)]
+enum Presented {
+    /// A cookie-cache hit, decided: the cache vouched for the token, whose own MAC was not
+    /// needed (ARCHITECTURE.md, "The token MAC on a cache hit").
+    CacheHit(HandleState),
+    /// The token, its MAC checked, and the cache state if the cache was already read.
+    Token(PresentedToken, Option<CacheState>),
+}
+
+/// The request's token. When cache cookies were sent, a cookie token's MAC waits until
+/// the cache has been read: a hit needs no MAC check, a miss checks it before anything else.
+fn present(manager: &ManagerInner, headers: &HeaderMap, cookies: &RequestCookies<'_>) -> Presented {
+    let (keys, names) = (&manager.keys, &manager.names);
+    let transport = manager.config.token_transport;
+    let cookie = cookies.session_token;
+    let sent = manager
+        .cookie_cache
+        .as_ref()
+        .zip(cookies.cache.as_ref())
+        .filter(|(_, gathered)| gathered.presence() != Presence::default());
+    let Some((tier, gathered)) = sent else {
+        let presented = presented_token_with(keys, names, transport, headers, cookie);
+        return Presented::Token(presented, None);
+    };
+    let unchecked = match presented_token_deferred(keys, names, transport, headers, cookie) {
+        Deferred::Checked(presented) => return Presented::Token(presented, None),
+        Deferred::Cookie(unchecked) => unchecked,
+    };
+    let mut read_cache = None;
+    if let Some(token) = unchecked.token() {
+        let hash = token.hash();
+        let now = manager.clock.now();
+        match tier.read_hit(keys, &manager.config, gathered, &hash, now) {
+            (cache, Some(hit)) => {
+                let source = TokenSource::Cookie;
+                let token = VerifiedToken {
+                    token: token.clone(),
+                    hash,
+                    source,
+                };
+                return Presented::CacheHit(HandleState::cached(token, hit, cache));
+            }
+            (cache, None) => read_cache = Some(cache),
+        }
+    }
+    let presented = match unchecked.verify(&names.session_token) {
+        Ok(token) => PresentedToken::Valid {
+            token,
+            source: TokenSource::Cookie,
+        },
+        Err(error) => PresentedToken::Invalid(TokenSource::Cookie, error),
+    };
+    Presented::Token(presented, read_cache)
+}
+
+impl<S> SessionService<S> {
+    /// The paths decided without I/O: the handle goes in the request, and the inner
+    /// service is called at once.
+    fn call_inner<ReqBody>(
+        &self,
+        mut request: Request<ReqBody>,
+        mut inner: S,
+        facts: RequestFacts,
+        source: Option<TokenSource>,
+        state: HandleState,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
         let handle = SessionHandle::new(self.manager.clone(), facts, source, state);
         request.extensions_mut().insert(handle.clone());
         ResponseFuture::inner(inner.call(request), handle)
     }
-}
 
-impl<S> SessionService<S> {
     /// The I/O path: ask the stores, then call `inner` with the handle they decide.
     fn resolving<ReqBody>(
         &self,
@@ -131,6 +222,7 @@ impl<S> SessionService<S> {
         token: VerifiedToken,
         facts: RequestFacts,
         cache: CacheState,
+        found: Option<Arc<Session>>,
     ) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
@@ -138,7 +230,7 @@ impl<S> SessionService<S> {
         let manager = self.manager.clone();
         let hash = token.hash;
         let client = facts.client.clone();
-        let resolution = Box::pin(async move { manager.inner.resolve(hash, &client).await });
+        let resolution = Box::pin(async move { manager.inner.resolve(hash, &client, found).await });
         ResponseFuture::resolving(
             resolution,
             Pending {

@@ -299,6 +299,15 @@ impl KeyRing {
     /// Returns the token only when the shape, the key id and the MAC are all right; the MAC
     /// comparison is constant-time.
     pub fn verify_token(&self, cookie_name: &str, value: &[u8]) -> Result<Token, TokenError> {
+        self.parse_token(value)?.verify(cookie_name)
+    }
+
+    /// Reads a `kid.token.mac` value up to, not including, the MAC check: the shape, the
+    /// lengths and the key id are checked here.
+    pub(crate) fn parse_token<'a>(
+        &'a self,
+        value: &'a [u8],
+    ) -> Result<UncheckedToken<'a>, TokenError> {
         let mac_dot = value
             .iter()
             .rposition(|&b| b == b'.')
@@ -314,18 +323,45 @@ impl KeyRing {
         }
         let kid = std::str::from_utf8(kid).map_err(|_| TokenError::Malformed)?;
         let key = self.get(kid).ok_or(TokenError::UnknownKey)?;
-        let mut mac = [0u8; 32];
-        decode_32(mac_b64, &mut mac).ok_or(TokenError::Malformed)?;
-        let mut verifier = key.token_mac.clone();
+        Ok(UncheckedToken {
+            key,
+            signed,
+            mac_b64,
+            token: decode_32(token_b64).map(Token),
+        })
+    }
+}
+
+/// A signed token value of the right shape under a key of the ring, its MAC not yet
+/// checked. [`verify`](Self::verify) is the check; the cookie cache's hit path may use
+/// [`token`](Self::token) before it (see `docs/ARCHITECTURE.md`, "The token MAC on a cache
+/// hit").
+pub(crate) struct UncheckedToken<'a> {
+    key: &'a Key,
+    /// `kid.token`, what the MAC covers after the cookie name.
+    signed: &'a [u8],
+    mac_b64: &'a [u8],
+    /// `None` when the token part is not canonical base64url of 32 bytes.
+    token: Option<Token>,
+}
+
+impl UncheckedToken<'_> {
+    /// The token, if its part of the value decodes.
+    pub(crate) fn token(&self) -> Option<&Token> {
+        self.token.as_ref()
+    }
+
+    /// Checks the MAC (constant-time) for the cookie named `cookie_name`.
+    pub(crate) fn verify(self, cookie_name: &str) -> Result<Token, TokenError> {
+        let mac = decode_32(self.mac_b64).ok_or(TokenError::Malformed)?;
+        let mut verifier = self.key.token_mac.clone();
         verifier.update(cookie_name.as_bytes());
         verifier.update(&[0]);
-        verifier.update(signed);
+        verifier.update(self.signed);
         verifier
             .verify_slice(&mac)
             .map_err(|_| TokenError::BadMac)?;
-        let mut token = [0u8; TOKEN_LEN];
-        decode_32(token_b64, &mut token).ok_or(TokenError::Malformed)?;
-        Ok(Token(token))
+        self.token.ok_or(TokenError::Malformed)
     }
 }
 
@@ -337,18 +373,13 @@ fn token_mac(key: &Key, cookie_name: &str, signed: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Decodes exactly 32 bytes of canonical base64url; anything else is `None`.
-fn decode_32(encoded: &[u8], out: &mut [u8; 32]) -> Option<()> {
-    // decode_slice would accept non-canonical trailing bits; round-trip to reject them.
+/// Decodes exactly 32 bytes of canonical base64url; anything else is `None`. The engine
+/// refuses padding and non-zero trailing bits, so each value has one accepted spelling
+/// (`every_single_bit_flip_is_rejected` and `non_canonical_spellings_are_rejected`).
+fn decode_32(encoded: &[u8]) -> Option<[u8; 32]> {
     let mut buf = [0u8; 33];
     let n = B64.decode_slice(encoded, &mut buf).ok()?;
-    if n != 32 {
-        return None;
-    }
-    out.copy_from_slice(&buf[..32]);
-    let mut check = [0u8; B64_32_LEN];
-    B64.encode_slice(out, &mut check).ok()?;
-    (check[..] == encoded[..]).then_some(())
+    (n == 32).then(|| buf[..32].try_into().expect("32 bytes"))
 }
 
 /// Why a signed token was refused.
@@ -503,6 +534,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn non_canonical_spellings_are_rejected() {
+        // 32 bytes take 43 characters; the last carries 4 bits of data and 2 spare bits,
+        // which a canonical spelling leaves at zero.
+        let ring = ring();
+        let token = Token::generate();
+        let value = ring.sign_token("n", &token);
+        let (signed, _) = value.rsplit_once('.').unwrap();
+        let last = signed.as_bytes()[signed.len() - 1];
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let index = alphabet.iter().position(|&c| c == last).unwrap();
+        for spare in 1..4 {
+            let mut token_part = signed.as_bytes().to_vec();
+            *token_part.last_mut().unwrap() = alphabet[index | spare];
+            assert_eq!(
+                decode_32(&token_part[signed.find('.').unwrap() + 1..]),
+                None
+            );
+        }
+        assert_eq!(decode_32(&[b'A'; 44]), None, "padding-length input");
+        let mut padded = B64.encode(token.0);
+        padded.pop();
+        padded.push('=');
+        assert_eq!(decode_32(padded.as_bytes()), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use http::{HeaderMap, HeaderValue, header};
 
 use crate::clock::Clock;
 use crate::config::SessionConfig;
-use crate::cookies::{CookieNames, Lifetime, scrub_set_cookies, set_cookie};
+use crate::cookies::{CookieNames, Lifetime, expired_cookie, scrub_set_cookies, set_cookie};
 use crate::error::{ConfigError, StoreError};
 use crate::session::Session;
 use crate::token::{KeyRing, TokenHash};
@@ -41,7 +41,8 @@ pub(crate) mod seal;
 #[cfg(feature = "redis")]
 use bus::RevocationBus;
 use chunks::{ChunkNames, Presence};
-pub(crate) use payload::CachedSession;
+use payload::View;
+pub(crate) use payload::{CachedSession, SealedSession};
 pub(crate) use revocation::CacheRevocation;
 use revocation::{DEFAULT_CAPACITY, RevocationSet};
 use seal::{Binding, Protection};
@@ -217,6 +218,7 @@ impl CookieCache {
         // caches issued before then are checked against the stores once and re-issued.
         let before_start = clock.now() - Duration::milliseconds(1);
         revocations.distrust_issued_until(before_start, before_start);
+        let chunk_names = ChunkNames::new(&names.session_data);
         #[cfg(feature = "redis")]
         let bus = {
             let redis = self.redis.transpose()?.or(shared_redis);
@@ -234,7 +236,11 @@ impl CookieCache {
             } else {
                 Protection::Mac
             },
-            names: ChunkNames::new(&names.session_data),
+            expired: chunk_names
+                .all()
+                .map(|name| expired_cookie(config, name))
+                .collect(),
+            names: chunk_names,
             limit,
             revocations,
             #[cfg(feature = "redis")]
@@ -251,6 +257,8 @@ pub(crate) struct CacheTier {
     version: String,
     protection: Protection,
     names: ChunkNames,
+    /// The `Set-Cookie` values expiring each of `names.all()`, in that order, built once.
+    expired: Vec<HeaderValue>,
     /// Longest `name=value` of one cookie.
     limit: usize,
     pub(crate) revocations: Arc<RevocationSet>,
@@ -282,12 +290,106 @@ impl CacheState {
     }
 }
 
+/// A session the cache vouched for.
+#[derive(Debug)]
+pub(crate) enum CacheHit {
+    /// Without app fields: the checked payload, decoded when first read.
+    Sealed(SealedSession),
+    /// With app fields (parsed to know they are an object) or too big to keep inline.
+    Decoded(Session),
+}
+
+/// `now` as the hit path compares it with a payload's millisecond times, so no time is
+/// converted to a `DateTime` to judge a cache. Stored times are whole milliseconds, so
+/// comparing them with the floor of `now` (or of `now - update_age`) is exact.
+struct HitClock {
+    now_ms: i64,
+    /// A remembered session last updated at or before this is due for its refresh
+    /// (`now >= updated_at + update_age`); `None` when refreshes are off.
+    refresh_from_ms: Option<i64>,
+}
+
+impl HitClock {
+    fn new(config: &SessionConfig, now: DateTime<Utc>) -> Self {
+        // In nanoseconds, so no calendar arithmetic: `now - update_age` exactly, floored
+        // to a millisecond (an `update_age` past 292 years cannot be in nanoseconds).
+        const NS_PER_MS: i128 = 1_000_000;
+        let now_ns =
+            i128::from(now.timestamp()) * 1_000_000_000 + i128::from(now.timestamp_subsec_nanos());
+        let floor_ms = |ns: i128| i64::try_from(ns.div_euclid(NS_PER_MS)).ok();
+        let refresh_from_ms = if config.disable_refresh {
+            None
+        } else {
+            match config.update_age.num_nanoseconds() {
+                Some(age) => floor_ms(now_ns - i128::from(age)),
+                None => now
+                    .checked_sub_signed(config.update_age)
+                    .map(|from| from.timestamp_millis()),
+            }
+        };
+        Self {
+            now_ms: now.timestamp_millis(),
+            refresh_from_ms,
+        }
+    }
+
+    /// [`SessionConfig::refresh_due`] for a session with these fields.
+    fn refresh_due(&self, remember: bool, updated_at_ms: i64) -> bool {
+        remember
+            && self
+                .refresh_from_ms
+                .is_some_and(|from| updated_at_ms <= from)
+    }
+}
+
 impl CacheTier {
     /// The hit path: the session from the request's cache cookie (as gathered by
     /// [`RequestCookies`](crate::request_cookies::RequestCookies)), if it is believed.
     ///
     /// Always returns the cache state for the rest of the request: on a miss it asks for
-    /// a cache to be issued from `now` once a store has answered.
+    /// a cache to be issued from `now` once a store has answered. The payload is judged
+    /// as it lies in the decoded cookie (times as milliseconds, strings borrowed); a
+    /// session without app fields is kept sealed, its `Session` built only if read.
+    pub(crate) fn read_hit(
+        &self,
+        keys: &KeyRing,
+        config: &SessionConfig,
+        gathered: &chunks::Gathered<'_>,
+        token_hash: &TokenHash,
+        now: DateTime<Utc>,
+    ) -> (CacheState, Option<CacheHit>) {
+        let mut state = CacheState {
+            presence: Some(gathered.presence()),
+            hit: false,
+            issue_from: Some(now),
+        };
+        let Some(value) = gathered.value() else {
+            return (state, None);
+        };
+        let at = HitClock::new(config, now);
+        let binding = self.binding(token_hash);
+        let hit = seal::open(keys, self.protection, &binding, &value, |payload| {
+            let view = View::parse(payload)?;
+            if !self.believes(&view, &at) {
+                return None;
+            }
+            let sealed = (!view.has_fields()).then(|| SealedSession::keep(payload));
+            match sealed.flatten() {
+                Some(sealed) => Some(CacheHit::Sealed(sealed)),
+                None => view
+                    .into_cached()
+                    .map(|cached| CacheHit::Decoded(cached.session)),
+            }
+        });
+        if hit.is_some() {
+            state.hit = true;
+            state.issue_from = None;
+        }
+        (state, hit)
+    }
+
+    /// [`read_hit`](Self::read_hit) with the session built, for tests and fuzzing.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn read(
         &self,
         keys: &KeyRing,
@@ -296,23 +398,12 @@ impl CacheTier {
         token_hash: &TokenHash,
         now: DateTime<Utc>,
     ) -> (CacheState, Option<Session>) {
-        let value = gathered.value();
-        let mut state = CacheState {
-            presence: Some(gathered.presence()),
-            hit: false,
-            issue_from: Some(now),
-        };
-        let cached = value.and_then(|value| self.open(keys, token_hash, &value));
-        match cached {
-            Some(cached)
-                if self.believes(&cached, now) && !config.refresh_due(&cached.session, now) =>
-            {
-                state.hit = true;
-                state.issue_from = None;
-                (state, Some(cached.session))
-            }
-            _ => (state, None),
-        }
+        let (state, hit) = self.read_hit(keys, config, gathered, token_hash, now);
+        let session = hit.and_then(|hit| match hit {
+            CacheHit::Sealed(sealed) => sealed.unseal(),
+            CacheHit::Decoded(session) => Some(session),
+        });
+        (state, session)
     }
 
     fn binding<'a>(&'a self, token_hash: &'a TokenHash) -> Binding<'a> {
@@ -323,24 +414,15 @@ impl CacheTier {
         }
     }
 
-    fn open(&self, keys: &KeyRing, token_hash: &TokenHash, value: &[u8]) -> Option<CachedSession> {
-        seal::open(
-            keys,
-            self.protection,
-            &self.binding(token_hash),
-            value,
-            payload::decode,
-        )
-    }
-
-    /// Everything but the MAC: lifetimes, issue time and revocations.
-    fn believes(&self, cached: &CachedSession, now: DateTime<Utc>) -> bool {
-        now < cached.expires_at
-            && cached.expires_at - cached.issued_at <= self.max_age
-            && cached.issued_at <= now + INSTANCE_CLOCK_SKEW
-            && !cached.session.is_expired(now)
+    /// Everything but the MAC: lifetimes, issue time, the refresh, revocations.
+    fn believes(&self, view: &View<'_>, at: &HitClock) -> bool {
+        at.now_ms < view.expires_at_ms
+            && Duration::milliseconds(view.expires_at_ms - view.issued_at_ms) <= self.max_age
+            && view.issued_at_ms - INSTANCE_CLOCK_SKEW.num_milliseconds() <= at.now_ms
+            && at.now_ms < view.times_ms[payload::SESSION_EXPIRES_AT]
+            && !at.refresh_due(view.remember(), view.times_ms[payload::UPDATED_AT])
             && self.leased()
-            && self.revocations.allows(cached)
+            && self.revocations.allows(view)
     }
 
     /// Whether this instance's trust in caches is live: always without Redis (one
@@ -454,19 +536,21 @@ pub(crate) enum CacheWrite<'a> {
 #[derive(Debug, Default)]
 pub(crate) struct CacheCookies<'m> {
     set: Vec<(&'m str, HeaderValue)>,
-    expire: Vec<&'m str>,
+    /// Names to expire, with their prepared `Set-Cookie` values.
+    expire: Vec<(&'m str, &'m HeaderValue)>,
 }
 
 impl<'m> CacheCookies<'m> {
     /// Decides them from what the request carried (`presence`) and what the response
     /// does (`write`); called while the handle's state is locked (nothing here awaits).
+    /// The clock is read only when a cache is issued.
     pub(crate) fn decide(
         cache: &'m CacheTier,
         keys: &KeyRing,
         config: &SessionConfig,
         presence: Option<Presence>,
         write: CacheWrite<'_>,
-        now: DateTime<Utc>,
+        now: impl FnOnce() -> DateTime<Utc>,
     ) -> Self {
         let carried = |name: &str| match presence {
             None => true,
@@ -482,7 +566,7 @@ impl<'m> CacheCookies<'m> {
         match write {
             CacheWrite::Nothing => return out,
             CacheWrite::Clear => {}
-            CacheWrite::Issue(issue) => match cache.cookies(keys, config, &issue, now) {
+            CacheWrite::Issue(issue) => match cache.cookies(keys, config, &issue, now()) {
                 Some(set) => out.set = set,
                 None => cache.warn_oversize(issue.session),
             },
@@ -492,26 +576,24 @@ impl<'m> CacheCookies<'m> {
         out.expire = cache
             .names
             .all()
-            .filter(|name| carried(name) && !out.set.iter().any(|(set, _)| set == name))
+            .zip(&cache.expired)
+            .filter(|(name, _)| carried(name) && !out.set.iter().any(|(set, _)| set == name))
             .collect();
         if matches!(write, CacheWrite::Clear) {
-            out.expire.retain(|name| *name != cache.names.plain);
+            out.expire.retain(|(name, _)| *name != cache.names.plain);
         }
         out
     }
 
     /// Writes them onto the response.
     /// Writes the cookies; returns whether it added any `Set-Cookie`.
-    pub(crate) fn apply(self, config: &SessionConfig, headers: &mut HeaderMap) -> bool {
+    pub(crate) fn apply(self, headers: &mut HeaderMap) -> bool {
         let wrote = !self.expire.is_empty() || !self.set.is_empty();
         if !self.expire.is_empty() {
-            scrub_set_cookies(headers, &self.expire);
+            scrub_set_cookies(headers, self.expire.iter().map(|(name, _)| *name));
         }
-        for name in self.expire {
-            headers.append(
-                header::SET_COOKIE,
-                set_cookie(config, name, "", Lifetime::Expire),
-            );
+        for (_, value) in self.expire {
+            headers.append(header::SET_COOKIE, value.clone());
         }
         for (_, value) in self.set {
             headers.append(header::SET_COOKIE, value);
@@ -644,10 +726,72 @@ mod tests {
         }
     }
 
+    /// A payload too long to keep sealed inline (the longest user agent kept, no app
+    /// fields) is decoded at once on a hit, and reads back the same.
+    #[test]
+    fn a_payload_too_long_to_keep_sealed_is_decoded_at_once() {
+        for encrypted in [false, true] {
+            let manager = manager(encrypted);
+            let mut session = session_with_field(0);
+            session.user_agent = Some("u".repeat(512));
+            let (_, read) = issue(&manager, &session).unwrap();
+            assert_eq!(read, session);
+            let mut bytes = Vec::new();
+            let now = manager.inner.clock.now();
+            payload::encode(&session, now, now + Duration::minutes(5), 1, &mut bytes).unwrap();
+            assert!(bytes.len() > payload::SEALED_INLINE, "{}", bytes.len());
+            assert!(SealedSession::keep(&bytes).is_none());
+        }
+    }
+
     #[test]
     fn a_session_past_the_cap_is_not_cached() {
         let manager = manager(false);
         assert!(issue(&manager, &session_with_field(20_000)).is_none());
+    }
+
+    /// The millisecond refresh check agrees with `SessionConfig::refresh_due` around the
+    /// boundary, for ages with and without sub-millisecond parts, and refreshes off.
+    #[test]
+    fn the_hit_clock_agrees_with_refresh_due() {
+        let base = DateTime::from_timestamp_millis(1_790_000_000_123).unwrap();
+        let ages = [
+            Duration::days(1),
+            Duration::milliseconds(1),
+            Duration::nanoseconds(1_500_000),
+            Duration::days(365 * 400),
+        ];
+        for age in ages {
+            for disable in [false, true] {
+                let config = SessionConfig {
+                    update_age: age,
+                    disable_refresh: disable,
+                    ..SessionConfig::default()
+                };
+                for now_offset_ns in [-1_000_001i64, -1, 0, 1, 999_999, 1_000_000, 2_500_000] {
+                    let now = base + Duration::nanoseconds(now_offset_ns);
+                    let clock = HitClock::new(&config, now);
+                    for updated_offset_ms in [-2i64, -1, 0, 1, 2] {
+                        let Some(updated_at) = (now - age)
+                            .checked_add_signed(Duration::milliseconds(updated_offset_ms))
+                            .map(|t| chrono::SubsecRound::trunc_subsecs(t, 3))
+                        else {
+                            continue;
+                        };
+                        let mut session = session_with_field(0);
+                        session.updated_at = updated_at;
+                        for remember in [true, false] {
+                            session.remember = remember;
+                            assert_eq!(
+                                clock.refresh_due(remember, updated_at.timestamp_millis()),
+                                config.refresh_due(&session, now),
+                                "age {age}, disable {disable}, now {now}, updated {updated_at}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Prints what issuing and reading a typical cache costs (no assertion: run with
@@ -679,8 +823,12 @@ mod tests {
             let value = value.split_once('=').unwrap().1.as_bytes().to_vec();
             let started = std::time::Instant::now();
             for _ in 0..ROUNDS {
-                let cached = cache.open(&inner.keys, &hash, &value).unwrap();
-                assert!(cache.believes(&cached, now));
+                let binding = cache.binding(&hash);
+                let believed = seal::open(&inner.keys, cache.protection, &binding, &value, |p| {
+                    let view = View::parse(p)?;
+                    Some(cache.believes(&view, &HitClock::new(&inner.config, now)))
+                });
+                assert_eq!(believed, Some(true));
             }
             let decode = started.elapsed() / ROUNDS;
             println!(

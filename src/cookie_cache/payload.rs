@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use crate::session::{Session, time_from_millis, time_in_range};
+use crate::session::{EARLIEST_TIME_MS, LATEST_TIME_MS, Session, time_from_millis, time_in_range};
 
 const REMEMBER: u8 = 1;
 const IP_V4: u8 = 1 << 1;
@@ -56,7 +56,7 @@ pub(crate) struct CachedSession {
 
 /// Appends the encoding of `session` cached from `issued_at` to `expires_at` to `out`.
 /// `None` when a time is outside the range [`decode`] accepts
-/// ([`time_in_range`](crate::session::time_in_range)) or the app fields cannot be
+/// ([`time_in_range`]) or the app fields cannot be
 /// serialized (the caller then skips caching): a cache that could never be believed is
 /// not worth its bytes.
 pub(crate) fn encode(
@@ -144,81 +144,193 @@ enum IpPart<'a> {
     Text(&'a str),
 }
 
-/// Parses what [`encode`] wrote; `None` for anything else, including trailing bytes and
-/// times outside the range every tier holds (so none reaches time arithmetic).
-pub(crate) fn decode(mut input: &[u8]) -> Option<CachedSession> {
-    let input = &mut input;
-    let base = i64::try_from(get_uvarint(input)?).ok()?;
-    let ttl = i64::try_from(get_uvarint(input)?).ok()?;
-    let time = time_from_millis;
-    let issued_at = time(base)?;
-    let expires_at = time(base.checked_add(ttl)?)?;
-    let issuer = u64::from_le_bytes(take(input, 8)?.try_into().ok()?);
-    let mut times = [issued_at; 5];
-    for slot in &mut times {
-        *slot = time(base.checked_add(get_svarint(input)?)?)?;
-    }
-    let [
-        session_expires_at,
-        created_at,
-        updated_at,
-        authenticated_at,
-        last_seen_at,
-    ] = times;
-    let generation = get_uvarint(input)?;
-    let flags = take(input, 1)?[0];
-    if flags & !KNOWN_FLAGS != 0 {
-        return None;
-    }
-    let id = get_str(input)?;
-    let user_id = get_str(input)?;
-    let ip_address = if flags & IP_V4 != 0 {
-        let octets: [u8; 4] = take(input, 4)?.try_into().ok()?;
-        Some(ip_text(IpAddr::from(octets)))
-    } else if flags & IP_V6 != 0 {
-        let octets: [u8; 16] = take(input, 16)?.try_into().ok()?;
-        Some(ip_text(IpAddr::from(octets)))
-    } else if flags & IP_TEXT != 0 {
-        Some(get_str(input)?)
-    } else {
-        None
-    };
-    let user_agent = if flags & USER_AGENT != 0 {
-        Some(get_str(input)?)
-    } else {
-        None
-    };
-    let fields = if flags & FIELDS != 0 {
-        let json = get_bytes(input)?;
-        match serde_json::from_slice::<Value>(json).ok()? {
-            Value::Object(map) => map,
-            _ => return None,
+/// A payload read without allocating: every check [`decode`] makes is made, the times
+/// are left as milliseconds and the strings borrowed. The hit path decides on this and
+/// keeps the bytes ([`SealedSession`]); the `Session` is built only when a handler reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub(crate) issued_at_ms: i64,
+    pub(crate) expires_at_ms: i64,
+    pub(crate) issuer: u64,
+    /// The session's `expires_at`, `created_at`, `updated_at`, `authenticated_at` and
+    /// `last_seen_at`, in ms since the epoch, each within 1970–9999.
+    pub(crate) times_ms: [i64; 5],
+    pub(crate) generation: u64,
+    flags: u8,
+    pub(crate) id: &'a str,
+    pub(crate) user_id: &'a str,
+    ip: Option<IpRead<'a>>,
+    user_agent: Option<&'a str>,
+    /// The app fields' JSON text (not parsed yet).
+    fields: Option<&'a [u8]>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum IpRead<'a> {
+    V4([u8; 4]),
+    V6([u8; 16]),
+    Text(&'a str),
+}
+
+/// Index of each session time in [`View::times_ms`].
+pub(crate) const SESSION_EXPIRES_AT: usize = 0;
+pub(crate) const CREATED_AT: usize = 1;
+pub(crate) const UPDATED_AT: usize = 2;
+
+impl<'a> View<'a> {
+    /// Reads the layout; `None` for anything [`decode`] refuses, except that app fields
+    /// are only checked when the session is built (a view with fields is decoded at once
+    /// by the hit path).
+    pub(crate) fn parse(mut input: &'a [u8]) -> Option<Self> {
+        let input = &mut input;
+        let in_range = |ms: i64| {
+            (EARLIEST_TIME_MS..=LATEST_TIME_MS)
+                .contains(&ms)
+                .then_some(ms)
+        };
+        let base = in_range(i64::try_from(get_uvarint(input)?).ok()?)?;
+        let ttl = i64::try_from(get_uvarint(input)?).ok()?;
+        let expires_at_ms = in_range(base.checked_add(ttl)?)?;
+        let issuer = u64::from_le_bytes(take(input, 8)?.try_into().ok()?);
+        let mut times_ms = [base; 5];
+        for slot in &mut times_ms {
+            *slot = in_range(base.checked_add(get_svarint(input)?)?)?;
         }
-    } else {
-        Map::new()
-    };
-    if !input.is_empty() {
-        return None;
-    }
-    Some(CachedSession {
-        issued_at,
-        expires_at,
-        issuer,
-        session: Session {
+        let generation = get_uvarint(input)?;
+        let flags = take(input, 1)?[0];
+        if flags & !KNOWN_FLAGS != 0 {
+            return None;
+        }
+        let id = get_str(input)?;
+        let user_id = get_str(input)?;
+        let ip = if flags & IP_V4 != 0 {
+            Some(IpRead::V4(take(input, 4)?.try_into().ok()?))
+        } else if flags & IP_V6 != 0 {
+            Some(IpRead::V6(take(input, 16)?.try_into().ok()?))
+        } else if flags & IP_TEXT != 0 {
+            Some(IpRead::Text(get_str(input)?))
+        } else {
+            None
+        };
+        let user_agent = if flags & USER_AGENT != 0 {
+            Some(get_str(input)?)
+        } else {
+            None
+        };
+        let fields = if flags & FIELDS != 0 {
+            Some(get_bytes(input)?)
+        } else {
+            None
+        };
+        if !input.is_empty() {
+            return None;
+        }
+        Some(Self {
+            issued_at_ms: base,
+            expires_at_ms,
+            issuer,
+            times_ms,
+            generation,
+            flags,
             id,
             user_id,
-            expires_at: session_expires_at,
+            ip,
+            user_agent,
+            fields,
+        })
+    }
+
+    pub(crate) fn remember(&self) -> bool {
+        self.flags & REMEMBER != 0
+    }
+
+    pub(crate) fn has_fields(&self) -> bool {
+        self.fields.is_some()
+    }
+
+    /// The cached session with its strings copied and its fields parsed; `None` when the
+    /// fields are not a JSON object.
+    pub(crate) fn into_cached(self) -> Option<CachedSession> {
+        // In range (checked by `parse`), so these cannot fail.
+        let time = time_from_millis;
+        let [
+            expires_at,
             created_at,
             updated_at,
             authenticated_at,
             last_seen_at,
-            ip_address,
-            user_agent,
-            remember: flags & REMEMBER != 0,
-            generation,
-            fields,
-        },
-    })
+        ] = self.times_ms.map(time);
+        let fields = match self.fields {
+            None => Map::new(),
+            Some(json) => match serde_json::from_slice::<Value>(json).ok()? {
+                Value::Object(map) => map,
+                _ => return None,
+            },
+        };
+        Some(CachedSession {
+            issued_at: time(self.issued_at_ms)?,
+            expires_at: time(self.expires_at_ms)?,
+            issuer: self.issuer,
+            session: Session {
+                id: self.id.to_owned(),
+                user_id: self.user_id.to_owned(),
+                expires_at: expires_at?,
+                created_at: created_at?,
+                updated_at: updated_at?,
+                authenticated_at: authenticated_at?,
+                last_seen_at: last_seen_at?,
+                ip_address: self.ip.map(|ip| match ip {
+                    IpRead::V4(octets) => ip_text(IpAddr::from(octets)),
+                    IpRead::V6(octets) => ip_text(IpAddr::from(octets)),
+                    IpRead::Text(text) => text.to_owned(),
+                }),
+                user_agent: self.user_agent.map(str::to_owned),
+                remember: self.remember(),
+                generation: self.generation,
+                fields,
+            },
+        })
+    }
+}
+
+/// Parses what [`encode`] wrote; `None` for anything else, including trailing bytes and
+/// times outside the range every tier holds (so none reaches time arithmetic).
+pub(crate) fn decode(input: &[u8]) -> Option<CachedSession> {
+    View::parse(input)?.into_cached()
+}
+
+/// Payloads up to this size are kept inline by a [`SealedSession`]: a typical session
+/// (UUID user id, IPv6 address, a long user agent) is about 225 bytes.
+pub(crate) const SEALED_INLINE: usize = 320;
+
+/// An authenticated, checked payload without app fields, kept as it came (inline, no
+/// allocation) until the session is first read; most requests never read it.
+#[derive(Clone)]
+pub(crate) struct SealedSession {
+    len: u16,
+    bytes: [u8; SEALED_INLINE],
+}
+
+impl SealedSession {
+    /// Keeps `payload` when it fits inline.
+    pub(crate) fn keep(payload: &[u8]) -> Option<Self> {
+        let len = u16::try_from(payload.len()).ok()?;
+        let mut bytes = [0u8; SEALED_INLINE];
+        bytes.get_mut(..payload.len())?.copy_from_slice(payload);
+        Some(Self { len, bytes })
+    }
+
+    /// The session it holds (`None` only if the bytes no longer decode, which `keep`'s
+    /// caller checked they do).
+    pub(crate) fn unseal(&self) -> Option<Session> {
+        decode(&self.bytes[..usize::from(self.len)]).map(|cached| cached.session)
+    }
+}
+
+impl std::fmt::Debug for SealedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SealedSession({} bytes)", self.len)
+    }
 }
 
 /// The text of an address, as `std` writes it (RFC 5952 for IPv6, dotted quad for
@@ -343,10 +455,8 @@ fn get_bytes<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
     take(input, len)
 }
 
-fn get_str(input: &mut &[u8]) -> Option<String> {
-    std::str::from_utf8(get_bytes(input)?)
-        .ok()
-        .map(str::to_owned)
+fn get_str<'a>(input: &mut &'a [u8]) -> Option<&'a str> {
+    std::str::from_utf8(get_bytes(input)?).ok()
 }
 
 #[cfg(test)]

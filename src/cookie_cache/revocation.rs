@@ -21,8 +21,47 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 
+use crate::cookie_cache::payload::{CREATED_AT, View};
 use crate::cookie_cache::{CachedSession, INSTANCE_CLOCK_SKEW};
 use crate::session::Session;
+
+/// What a revocation can refuse a cache by: read from a [`CachedSession`], or straight
+/// from the payload on the hit path (no session built).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Judged<'a> {
+    pub(crate) issuer: u64,
+    pub(crate) issued_at_ms: i64,
+    pub(crate) session_id: &'a str,
+    pub(crate) user_id: &'a str,
+    pub(crate) generation: u64,
+    pub(crate) created_at_ms: i64,
+}
+
+impl<'a> From<&'a CachedSession> for Judged<'a> {
+    fn from(cached: &'a CachedSession) -> Self {
+        Self {
+            issuer: cached.issuer,
+            issued_at_ms: cached.issued_at.timestamp_millis(),
+            session_id: &cached.session.id,
+            user_id: &cached.session.user_id,
+            generation: cached.session.generation,
+            created_at_ms: cached.session.created_at.timestamp_millis(),
+        }
+    }
+}
+
+impl<'a> From<&View<'a>> for Judged<'a> {
+    fn from(view: &View<'a>) -> Self {
+        Self {
+            issuer: view.issuer,
+            issued_at_ms: view.issued_at_ms,
+            session_id: view.id,
+            user_id: view.user_id,
+            generation: view.generation,
+            created_at_ms: view.times_ms[CREATED_AT],
+        }
+    }
+}
 
 /// Entries held before the set overflows (about 100 bytes each).
 pub(crate) const DEFAULT_CAPACITY: usize = 100_000;
@@ -131,28 +170,29 @@ impl RevocationSet {
     }
 
     /// Whether nothing here refuses `cached`.
-    pub(crate) fn allows(&self, cached: &CachedSession) -> bool {
+    pub(crate) fn allows<'a>(&self, cached: impl Into<Judged<'a>>) -> bool {
+        let cached = cached.into();
         let watermark = if cached.issuer == self.issuer {
             &self.own_watermark_ms
         } else {
             &self.watermark_ms
         };
-        if cached.issued_at.timestamp_millis() <= watermark.load(Ordering::Acquire) {
+        if cached.issued_at_ms <= watermark.load(Ordering::Acquire) {
             return false;
         }
         if self.len.load(Ordering::Acquire) == 0 {
             return true;
         }
-        let session = &cached.session;
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         let session_refused = entries
             .sessions
-            .get(&session.id)
-            .is_some_and(|&(below, _)| session.generation < below);
+            .get(cached.session_id)
+            .is_some_and(|&(below, _)| cached.generation < below);
+        // Session times are whole milliseconds, so comparing with the floor is exact.
         let user_refused = entries
             .users
-            .get(&session.user_id)
-            .is_some_and(|&(up_to, _)| session.created_at <= up_to);
+            .get(cached.user_id)
+            .is_some_and(|&(up_to, _)| cached.created_at_ms <= up_to.timestamp_millis());
         !(session_refused || user_refused)
     }
 

@@ -46,7 +46,7 @@ pub use cleanup::CleanupTask;
 pub(crate) use fields::merge_fields;
 pub use pages::SessionPage;
 pub(crate) use pending::revoke_later;
-pub(crate) use resolve::Resolved;
+pub(crate) use resolve::{InProcess, LiveSession, Resolved};
 pub(crate) use revoke::RevokeTarget;
 use tiers::Lookup;
 pub(crate) use tiers::Mirrored;

@@ -26,7 +26,10 @@ use crate::token::TokenHash;
 #[derive(Debug, Clone)]
 pub(crate) enum Resolved {
     /// Live. `refreshed` when this request moved its expiry (the cookie must be re-set).
-    Valid { session: Session, refreshed: bool },
+    Valid {
+        session: LiveSession,
+        refreshed: bool,
+    },
     /// Definitively not valid: clear cookies.
     Gone(RejectionReason),
     /// A store needed to decide could not be reached; nothing is cleared.
@@ -34,10 +37,51 @@ pub(crate) enum Resolved {
 }
 
 impl ManagerInner {
+    /// What [`resolve`](Self::resolve) would answer, when that is known without I/O or a
+    /// write: the store holds its sessions in this process, there is no secondary tier
+    /// (whose copy would come first, and which a store read repairs), and the session is
+    /// missing, or live and not due for its refresh. `None`: resolve it the long way.
+    ///
+    /// The memory store's hit path: no boxed future, and the session shared, not copied.
+    pub(crate) fn resolve_in_process(&self, hash: &TokenHash) -> InProcess {
+        if self.secondary.is_some() {
+            return InProcess::Unknown;
+        }
+        let Some(found) = self.store.find_in_process(hash) else {
+            return InProcess::Unknown;
+        };
+        let Some(session) = found else {
+            return InProcess::Resolved(Resolved::Gone(RejectionReason::Unknown));
+        };
+        let now = self.clock.now();
+        if session.is_expired(now) || self.config.refresh_due(&session, now) {
+            return InProcess::Found(session);
+        }
+        InProcess::Resolved(Resolved::Valid {
+            session: LiveSession::Shared(session),
+            refreshed: false,
+        })
+    }
+
     /// Looks the session up by token hash, deletes it lazily if expired, and slides it if
     /// it is due for a refresh.
-    pub(crate) async fn resolve(&self, hash: TokenHash, client: &ClientFacts) -> Resolved {
-        let (session, cached) = match self.lookup(&hash).await {
+    ///
+    /// `found`: what [`resolve_in_process`](Self::resolve_in_process) already read (it is
+    /// not read again).
+    pub(crate) async fn resolve(
+        &self,
+        hash: TokenHash,
+        client: &ClientFacts,
+        found: Option<Arc<Session>>,
+    ) -> Resolved {
+        let lookup = match found {
+            Some(session) => Lookup::Found {
+                session: Arc::unwrap_or_clone(session),
+                cached: false,
+            },
+            None => self.lookup(&hash).await,
+        };
+        let (session, cached) = match lookup {
             Lookup::Found { session, cached } => (session, cached),
             Lookup::Missing => return Resolved::Gone(RejectionReason::Unknown),
             Lookup::Unavailable => return Resolved::Unavailable,
@@ -55,7 +99,7 @@ impl ManagerInner {
                 return Resolved::Gone(RejectionReason::Unknown);
             }
             return Resolved::Valid {
-                session,
+                session: LiveSession::Owned(session),
                 refreshed: false,
             };
         }
@@ -102,12 +146,12 @@ impl ManagerInner {
             .clone();
         match outcome {
             RefreshOutcome::Refreshed(session) => Resolved::Valid {
-                session,
+                session: LiveSession::Owned(session),
                 refreshed: true,
             },
             // A store hiccup is not a sign-out: the session we read is still live.
             RefreshOutcome::Failed => Resolved::Valid {
-                session,
+                session: LiveSession::Owned(session),
                 refreshed: false,
             },
             RefreshOutcome::Revoked => Resolved::Gone(RejectionReason::Unknown),
@@ -119,7 +163,7 @@ impl ManagerInner {
                         return Resolved::Gone(RejectionReason::Unknown);
                     }
                     Resolved::Valid {
-                        session: current,
+                        session: LiveSession::Owned(current),
                         refreshed: false,
                     }
                 }
@@ -132,6 +176,36 @@ impl ManagerInner {
             },
         }
     }
+}
+
+/// A live session as the tiers hand it over: shared with an in-process store, or owned
+/// (read through I/O, or refreshed), so neither path pays for a copy or an `Arc` it does
+/// not need.
+#[derive(Debug, Clone)]
+pub(crate) enum LiveSession {
+    Shared(Arc<Session>),
+    Owned(Session),
+}
+
+impl std::ops::Deref for LiveSession {
+    type Target = Session;
+
+    fn deref(&self) -> &Session {
+        match self {
+            Self::Shared(session) => session,
+            Self::Owned(session) => session,
+        }
+    }
+}
+
+/// What an in-process store tells without I/O.
+pub(crate) enum InProcess {
+    /// The request is resolved.
+    Resolved(Resolved),
+    /// Found, but expired or due for its refresh: `resolve` takes it from here.
+    Found(Arc<Session>),
+    /// Not an in-process store, or a secondary tier comes first: ask the tiers.
+    Unknown,
 }
 
 #[derive(Debug, Clone)]

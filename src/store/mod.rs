@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -133,6 +134,17 @@ pub trait SessionStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: u32,
     ) -> BoxFuture<'_, Result<u64, StoreError>>;
+
+    /// What [`find`](Self::find) would answer, when the store can tell at once without
+    /// I/O because it holds its sessions in this process: `Some(found)`, the session
+    /// shared rather than copied. `None` (the default) means "ask `find`".
+    ///
+    /// The layer uses it to resolve a request with no future of its own and no copy of
+    /// the session ([`MemoryStore`] answers it); a store that does I/O leaves the default.
+    fn find_in_process(&self, token_hash: &TokenHash) -> Option<Option<Arc<Session>>> {
+        let _ = token_hash;
+        None
+    }
 }
 
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
@@ -148,6 +160,9 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
         token_hash: &'a TokenHash,
     ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
         (**self).find(token_hash)
+    }
+    fn find_in_process(&self, token_hash: &TokenHash) -> Option<Option<Arc<Session>>> {
+        (**self).find_in_process(token_hash)
     }
     fn update<'a>(
         &'a self,

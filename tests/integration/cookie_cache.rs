@@ -620,6 +620,64 @@ async fn bad_tokens_clear_every_cache_cookie(kind: StoreKind) {
     }
 }
 
+/// A cache hit does not check the token's own MAC: the cache, bound to SHA-256 of the
+/// token bytes, vouches for them (ARCHITECTURE.md, "The token MAC on a cache hit"). So a
+/// token that was never issued must still be refused next to a perfectly valid cache,
+/// before any store is read, and its cookies cleared.
+#[tokio::test]
+async fn forged_tokens_next_to_a_valid_cache_are_still_refused() {
+    use tower_auth_session::{Key, KeyRing, Token};
+    let s = setup(StoreKind::Memory, |b| b).await;
+    let (alice, _) = sign_in_jar(&s.app, "user=alice").await;
+    let (bob, _) = sign_in_jar(&s.app, "user=bob").await;
+    let finds = s.counts.finds();
+    assert_eq!(me(&s.app, &alice.header()).await.status, StatusCode::OK);
+    assert_eq!(s.counts.finds(), finds, "the real pair is a cache hit");
+
+    let with_token = |value: String| {
+        let mut jar = alice.clone();
+        jar.0.insert(TOKEN.into(), value);
+        jar.header()
+    };
+    // Our key id, another secret: a well-formed token we never issued.
+    let forger = KeyRing::new(vec![Key::new("k0", [7u8; 32]).unwrap()]).unwrap();
+    let forged = forger.sign_token(TOKEN, &Token::generate());
+    // Bob's real token bytes under a garbage MAC, next to Alice's cache.
+    let bobs = bob.0[TOKEN].clone();
+    let (bobs_signed, _) = bobs.rsplit_once('.').unwrap();
+    let garbled_bob = format!("{bobs_signed}.{}", "A".repeat(43));
+    // Alice's token bytes under a key id the ring does not hold.
+    let alices = alice.0[TOKEN].clone();
+    let unknown_kid = format!("zz.{}", alices.split_once('.').unwrap().1);
+    for (what, value) in [
+        ("a token signed with another secret", forged),
+        ("another user's token bytes with a bad MAC", garbled_bob),
+        ("a key id the ring does not hold", unknown_kid),
+        ("a token that is not base64", "k0.!!!.!!!".to_owned()),
+    ] {
+        let reply = me(&s.app, &with_token(value)).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{what}");
+        assert!(reply.clears(TOKEN), "{what}: {:?}", reply.set_cookies());
+        assert!(reply.clears(CACHE), "{what}: {:?}", reply.set_cookies());
+        assert_eq!(s.counts.finds(), finds, "{what}: refused before any store");
+    }
+
+    // The one thing the skipped MAC check lets through: Alice's own token bytes with a
+    // damaged MAC next to the cache issued for them. Whoever has those bytes has the
+    // credential (the MAC is no secret beside them), so this is Alice's session either way.
+    let (alices_signed, _) = alices.rsplit_once('.').unwrap();
+    let damaged = with_token(format!("{alices_signed}.{}", "A".repeat(43)));
+    assert_eq!(me(&s.app, &damaged).await.status, StatusCode::OK);
+    // Without the cache to vouch, the MAC is checked as before.
+    let mut bare = alice.without_cache();
+    bare.0
+        .insert(TOKEN.into(), format!("{alices_signed}.{}", "A".repeat(43)));
+    assert_eq!(
+        me(&s.app, &bare.header()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
 #[tokio::test]
 async fn the_cache_is_off_by_default() {
     let manager = SessionManager::builder(MemoryStore::new())
