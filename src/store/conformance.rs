@@ -63,6 +63,8 @@
 //!   `expires_at <= now`, and keeps live ones.
 //! - 20 concurrent `update`s with the same expected generation: exactly one applies, and
 //!   the stored session is the winner's.
+//! - Where the store answers `find_in_process`, it agrees with `find` after every step
+//!   above (create, update, move, delete).
 
 use std::sync::{Arc, Mutex};
 
@@ -235,8 +237,18 @@ impl<S: SessionStore> Suite<S> {
         hash
     }
 
+    /// `find`, checked against `find_in_process` wherever the store answers that: the
+    /// layer takes the in-process answer instead of `find`, so the two must never differ.
     async fn find(&self, hash: &TokenHash) -> Option<Session> {
-        ok(self.store.find(hash).await, "find")
+        let found = ok(self.store.find(hash).await, "find");
+        if let Some(in_process) = self.store.find_in_process(hash) {
+            ensure_eq!(
+                in_process.map(|session| (*session).clone()),
+                found.clone(),
+                "find_in_process must agree with find"
+            );
+        }
+        found
     }
 
     async fn create_and_find_round_trip_every_field(&self) {
