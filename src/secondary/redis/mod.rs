@@ -345,9 +345,11 @@ impl Inner {
     async fn connect(&self) -> RedisResult<Conn> {
         match &self.backend {
             Backend::Single(client) => {
-                let config = AsyncConnectionConfig::new()
-                    .set_connection_timeout(self.timeout)
-                    .set_response_timeout(self.timeout);
+                // No response timeout here: every command already runs under the
+                // storage's own timeout (`with_connection`, `probe`), and a second timer
+                // per command costs a wake-up of the runtime's driver (an `eventfd`
+                // write) on the request path.
+                let config = AsyncConnectionConfig::new().set_connection_timeout(self.timeout);
                 let mut connection: MultiplexedConnection = client
                     .get_multiplexed_async_connection_with_config(&config)
                     .await?;
