@@ -20,6 +20,7 @@ use crate::request_token::{
     Deferred, PresentedToken, TokenSource, presented_token_deferred, presented_token_with,
 };
 use crate::session::Session;
+use crate::token::TokenHash;
 
 /// The middleware service built by [`SessionLayer`](crate::SessionLayer).
 #[derive(Debug, Clone)]
@@ -100,14 +101,19 @@ where
                 )
             }
             PresentedToken::Valid { token, source } => {
+                // A cache that was read and missed already hashed these token bytes.
+                let hash = match &read_cache {
+                    Some((_, hash)) => *hash,
+                    None => token.hash(),
+                };
                 let token = VerifiedToken {
-                    hash: token.hash(),
+                    hash,
                     token,
                     source,
                 };
                 // Bearer clients keep no cookies, so only a cookie request has a cache.
                 let cache = match (source, cached, read_cache) {
-                    (TokenSource::Cookie, _, Some(read)) => read,
+                    (TokenSource::Cookie, _, Some((read, _))) => read,
                     (TokenSource::Cookie, Some((tier, gathered)), None) => {
                         let now = manager.clock.now();
                         let keys = &manager.keys;
@@ -145,8 +151,9 @@ enum Presented {
     /// A cookie-cache hit, decided: the cache vouched for the token, whose own MAC was not
     /// needed (ARCHITECTURE.md, "The token MAC on a cache hit").
     CacheHit(HandleState),
-    /// The token, its MAC checked, and the cache state if the cache was already read.
-    Token(PresentedToken, Option<CacheState>),
+    /// The token, its MAC checked, and, if the cache was already read, its state and the
+    /// token hash it was read with.
+    Token(PresentedToken, Option<(CacheState, TokenHash)>),
 }
 
 /// The request's token. When cache cookies were sent, a cookie token's MAC waits until
@@ -182,7 +189,7 @@ fn present(manager: &ManagerInner, headers: &HeaderMap, cookies: &RequestCookies
                 };
                 return Presented::CacheHit(HandleState::cached(token, hit, cache));
             }
-            (cache, None) => read_cache = Some(cache),
+            (cache, None) => read_cache = Some((cache, hash)),
         }
     }
     let presented = match unchecked.verify(&names.session_token) {
