@@ -27,8 +27,9 @@ use serde_json::json;
 use tower_auth_session::secondary::RedisStorage;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
-    ConfigError, CookieCache, CrossSiteGuard, CurrentSession, MemoryStore, Session, SessionHandle,
-    SessionManager, SessionStore, SignInOptions, html_page_headers, trusted_cors,
+    ConfigError, CookieCache, CrossSiteGuard, CurrentSession, FieldAccess, FieldPolicy,
+    MemoryStore, Session, SessionHandle, SessionManager, SessionStore, SignInOptions,
+    html_page_headers, trusted_cors,
 };
 
 /// Everything read from the environment, checked before anything starts.
@@ -344,6 +345,15 @@ async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, Str
     if let Some(redis) = open_secondary(config).await? {
         builder = builder.secondary_storage(redis);
     }
+    // A client may write any app field but these: `impersonatedBy` is the server's mark on
+    // an impersonation session, and `role` decides what the session may do (no admin
+    // check exists to open it to admins, so no request writes it).
+    builder = builder.field_policy(
+        FieldPolicy::new()
+            .undeclared(FieldAccess::Client)
+            .server_only("role")
+            .server_only("impersonatedBy"),
+    );
     // The demo has no user table: the user `get-session` shows is made from the id.
     builder = builder.user_loader(|user_id: String| async move {
         Ok::<_, tower_auth_session::StoreError>(Some(json!({ "id": user_id, "name": user_id })))

@@ -114,6 +114,12 @@ pub enum SessionError {
     /// A page cursor that this crate did not hand out (see
     /// `SessionManager::list_user_sessions_page`).
     InvalidCursor,
+    /// A request tried to write an app field that the
+    /// [`FieldPolicy`](crate::FieldPolicy) keeps for server code (the field's name).
+    FieldNotWritable(String),
+    /// The session kept changing under a conditional write (concurrent updates of one
+    /// session); nothing was written by this call, and trying again may succeed.
+    Conflict,
 }
 
 impl fmt::Display for SessionError {
@@ -125,6 +131,10 @@ impl fmt::Display for SessionError {
             Self::Fields(_) => f.write_str("invalid session fields"),
             Self::InvalidUserId => f.write_str("user id must be 1-255 bytes without NUL"),
             Self::InvalidCursor => f.write_str("invalid page cursor"),
+            Self::FieldNotWritable(name) => {
+                write!(f, "the session field {name:?} cannot be set by the client")
+            }
+            Self::Conflict => f.write_str("the session changed at the same time; try again"),
         }
     }
 }
@@ -147,7 +157,8 @@ impl From<StoreError> for SessionError {
 
 impl SessionError {
     /// The HTTP status a handler should answer with: 401 without a session, 503 when a
-    /// store could not commit, 400 for bad input (user id, fields, page cursor).
+    /// store could not commit, 400 for bad input (user id, fields, page cursor), 403 for a
+    /// field the client may not write, 409 for a write that lost to concurrent ones.
     pub fn status(&self) -> http::StatusCode {
         match self {
             Self::Store(_) => http::StatusCode::SERVICE_UNAVAILABLE,
@@ -155,6 +166,8 @@ impl SessionError {
             Self::Fields(_) | Self::InvalidUserId | Self::InvalidCursor => {
                 http::StatusCode::BAD_REQUEST
             }
+            Self::FieldNotWritable(_) => http::StatusCode::FORBIDDEN,
+            Self::Conflict => http::StatusCode::CONFLICT,
         }
     }
 
@@ -166,6 +179,8 @@ impl SessionError {
             Self::Fields(_) => "invalid_session_fields",
             Self::InvalidUserId => "invalid_user_id",
             Self::InvalidCursor => "invalid_cursor",
+            Self::FieldNotWritable(_) => "field_not_writable",
+            Self::Conflict => "session_conflict",
         }
     }
 }
@@ -202,6 +217,8 @@ impl From<SessionError> for tonic::Status {
             SessionError::Fields(_) | SessionError::InvalidUserId | SessionError::InvalidCursor => {
                 Self::invalid_argument(message)
             }
+            SessionError::FieldNotWritable(_) => Self::permission_denied(message),
+            SessionError::Conflict => Self::aborted(message),
         }
     }
 }
@@ -263,5 +280,8 @@ mod tests {
             SessionError::InvalidUserId.status(),
             http::StatusCode::BAD_REQUEST
         );
+        let field = SessionError::FieldNotWritable("role".into());
+        assert_eq!(field.status(), http::StatusCode::FORBIDDEN);
+        assert_eq!(SessionError::Conflict.status(), http::StatusCode::CONFLICT);
     }
 }

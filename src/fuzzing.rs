@@ -489,6 +489,18 @@ fn reference_depth(value: &Value) -> usize {
     }
 }
 
+/// Whether a NUL character stands in any string or object key of `value`, by recursion.
+fn reference_has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(text) => text.contains('\0'),
+        Value::Array(items) => items.iter().any(reference_has_nul),
+        Value::Object(map) => map
+            .iter()
+            .any(|(key, item)| key.contains('\0') || reference_has_nul(item)),
+        _ => false,
+    }
+}
+
 /// The names app fields may not take (the session's own JSON fields, and the two that
 /// `list-sessions` adds), written out again here as the reference.
 const REFERENCE_RESERVED_NAMES: [&str; 11] = [
@@ -512,13 +524,31 @@ fn fields_accepted(fields: &Map<String, Value>) -> bool {
         .fields(&Value::Object(fields.clone()))
         .is_ok();
     let depth = reference_depth(&Value::Object(fields.clone()));
-    let reserved = fields
-        .keys()
-        .any(|name| REFERENCE_RESERVED_NAMES.contains(&name.as_str()));
+    // Names compare without case and without `_ - . :`; only those ASCII bytes, letters
+    // and digits make a name, 1 to 64 of them.
+    let fold = |name: &str| -> String {
+        name.chars()
+            .filter(|c| !"_-.:".contains(*c))
+            .flat_map(char::to_lowercase)
+            .collect()
+    };
+    let reserved = fields.keys().any(|name| {
+        REFERENCE_RESERVED_NAMES
+            .iter()
+            .any(|reserved| fold(reserved) == fold(name))
+    });
+    let bad_name = fields.keys().any(|name| {
+        name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+    });
+    let nul = reference_has_nul(&Value::Object(fields.clone()));
     assert_eq!(
         accepted,
-        depth <= 64 && !reserved,
-        "fields {depth} levels deep (reserved name: {reserved}) accepted: {accepted}"
+        depth <= 64 && !reserved && !bad_name && !nul,
+        "fields {depth} levels deep (reserved name: {reserved}, bad name: {bad_name}, NUL: {nul}) accepted: {accepted}"
     );
     accepted
 }

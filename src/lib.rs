@@ -80,6 +80,7 @@ mod config;
 mod cookies;
 mod error;
 mod events;
+mod field_policy;
 mod origin;
 mod page_headers;
 mod rejection;
@@ -123,6 +124,7 @@ pub use error::{ConfigError, SessionError, StoreError};
 pub use events::{RevokeReason, SessionEvent};
 #[cfg(feature = "axum")]
 pub use extract::{CrossSiteGuard, CurrentSession, FreshSession};
+pub use field_policy::{FieldAccess, FieldPolicy};
 pub use future::ResponseFuture;
 pub use handle::{RevokeStatus, SET_AUTH_TOKEN, SessionHandle, SignInOptions};
 pub use layer::SessionLayer;

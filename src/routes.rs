@@ -37,6 +37,7 @@ impl SessionManager {
     /// | `POST /revoke-other-sessions` | revokes the caller's other sessions; 200 `{"status": true}`; 401 without a session |
     /// | `POST /revoke-sessions` | revokes all the caller's sessions and clears its cookies; 200 `{"status": true}`; 401 without a session |
     /// | `POST /sign-out` | revokes the current session and clears its cookies; 200 `{"success": true}` |
+    /// | `POST /update-session` | body: a JSON object of app fields to set (`null` removes one), each one the [`field_policy`](crate::SessionManagerBuilder::field_policy) lets a client write; 200 `{"session": {…}}`; 403 `field_not_writable` for a field it keeps for the server; 400 for a built-in name or a body that is not an object; 409 when concurrent writes kept winning; 401 without a session |
     ///
     /// POSTs refused by the cross-site guard answer 403 `{"error":"cross_site_request"}`
     /// (configure [`trusted_origins`](crate::SessionManagerBuilder::trusted_origins)); a
@@ -167,19 +168,23 @@ async fn no_store(mut response: Response) -> Response {
 enum Failure {
     Rejected(SessionRejection),
     BadRequest(&'static str),
+    /// A session error with a status of its own (a field the client may not write, a
+    /// conflicting write).
+    Session(SessionError),
 }
 
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         match self {
             Self::Rejected(rejection) => rejection.into_response(),
+            Self::Session(error) => error.into_response(),
             Self::BadRequest(error) => {
                 let message = match error {
                     "invalid_body" => "the request body is not what this endpoint takes",
                     "invalid_query" => "the query string is not what this endpoint takes",
                     "invalid_cursor" => "the cursor is not one this server issued",
                     "invalid_session_fields" => {
-                        "session fields must be a JSON object without built-in field names"
+                        "session fields must be a JSON object of plain ASCII names, none of them a built-in field, with no NUL characters"
                     }
                     _ => "bad request",
                 };
@@ -195,6 +200,10 @@ impl From<SessionError> for Failure {
             SessionError::NoSession => Self::Rejected(SessionRejection::Unauthenticated),
             SessionError::InvalidCursor => Self::BadRequest("invalid_cursor"),
             SessionError::Fields(_) => Self::BadRequest("invalid_session_fields"),
+            // Their own status and body: 403 field_not_writable, 409 session_conflict.
+            error @ (SessionError::FieldNotWritable(_) | SessionError::Conflict) => {
+                Self::Session(error)
+            }
             error => {
                 tracing::error!(error = %crate::error::chain(&error), "session endpoint could not reach the store");
                 Self::Rejected(SessionRejection::Unavailable)
@@ -242,7 +251,8 @@ async fn update_session(
     let Ok(Value::Object(changes)) = serde_json::from_slice::<Value>(&body) else {
         return Err(Failure::BadRequest("invalid_session_fields"));
     };
-    let session = handle.update_fields(changes).await?;
+    // The body is the client's: only fields the policy opens to it.
+    let session = handle.update_fields_from_client(changes).await?;
     Ok(Json(json!({ "session": session })))
 }
 

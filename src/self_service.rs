@@ -245,8 +245,12 @@ impl SessionHandle {
     /// retried, a revoke wins), the response re-issues this request's cookie cache, and
     /// every instance refuses the older cached copies before this returns (through the
     /// channel that carries revocations), so no instance serves the old fields afterwards.
-    /// A built-in field name (`id`, `userId`, `expiresAt`, …) is refused with
-    /// [`SessionError::Fields`]; without a session, [`SessionError::NoSession`].
+    /// A built-in field name (`id`, `userId`, `expiresAt`, …, in any case or with
+    /// separators) is refused with [`SessionError::Fields`]; without a session,
+    /// [`SessionError::NoSession`]; a write that keeps losing to concurrent writes of the
+    /// same session, [`SessionError::Conflict`]. This is server code's call: it may write
+    /// any field. For changes a client sent, use
+    /// [`update_fields_from_client`](Self::update_fields_from_client).
     ///
     /// ```
     /// use serde_json::json;
@@ -277,6 +281,38 @@ impl SessionHandle {
         // Copies of the older generation, in any instance's cookie cache, are stale now.
         manager.superseded(&updated).await?;
         Ok(updated)
+    }
+
+    /// [`update_fields`](Self::update_fields) for changes that came from the client (a
+    /// request body): each field must be one the manager's
+    /// [`FieldPolicy`](crate::FieldPolicy) lets a request write, or nothing is written
+    /// and the answer is [`SessionError::FieldNotWritable`] (403). `POST
+    /// /update-session` calls this; so should an app's own route that takes fields from
+    /// a request.
+    ///
+    /// ```
+    /// use axum::Json;
+    /// use tower_auth_session::{SessionError, SessionHandle};
+    ///
+    /// async fn preferences(
+    ///     session: SessionHandle,
+    ///     Json(changes): Json<serde_json::Map<String, serde_json::Value>>,
+    /// ) -> Result<(), SessionError> {
+    ///     session.update_fields_from_client(changes).await?;
+    ///     Ok(())
+    /// }
+    /// # let _ = preferences;
+    /// ```
+    pub async fn update_fields_from_client(
+        &self,
+        changes: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Session, SessionError> {
+        check_app_fields(&changes)?;
+        self.manager()
+            .inner
+            .field_policy
+            .check_client_changes(&changes)?;
+        self.update_fields(changes).await
     }
 
     /// Gives the current session a new token, for privilege changes (after a role change
@@ -353,8 +389,6 @@ impl SessionHandle {
                 return Ok(updated);
             }
         }
-        Err(SessionError::Store(StoreError::new(
-            "the session kept changing under a conditional write; try again",
-        )))
+        Err(SessionError::Conflict)
     }
 }

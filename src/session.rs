@@ -75,16 +75,79 @@ pub(crate) const RESERVED_FIELD_NAMES: [&str; 11] = [
     "current",
 ];
 
-/// Checks app fields before they are stored: no reserved name (they would shadow the
-/// session's own fields in its JSON), no nesting past [`MAX_FIELDS_DEPTH`] (it would be
-/// written but never read back).
+/// Longest app field name, in bytes.
+pub(crate) const MAX_FIELD_NAME_LEN: usize = 64;
+
+/// Whether `name` may name an app field: 1 to [`MAX_FIELD_NAME_LEN`] ASCII letters,
+/// digits and `_ - . :`. Names are code identifiers (`activeOrganizationId`, `org:role`);
+/// keeping them ASCII means no Unicode lookalike (a Cyrillic `е`, a fullwidth `Ｉ`) can
+/// pass for a built-in or a server-only name in a client that compares names loosely.
+pub(crate) fn is_field_name(name: &str) -> bool {
+    (1..=MAX_FIELD_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// The form two field names are compared in: ASCII lower case without `_ - . :`, so
+/// `userId`, `userid`, `user_id` and `USER-ID` are one name. A name the policy or the
+/// built-ins hold may not be written in another form, since JavaScript clients and ORMs
+/// often match keys case- or separator-insensitively.
+pub(crate) fn folded_field_name(name: &str) -> String {
+    name.bytes()
+        .filter(|b| !matches!(b, b'_' | b'-' | b'.' | b':'))
+        .map(|b| char::from(b.to_ascii_lowercase()))
+        .collect()
+}
+
+/// Whether any string or object key inside `fields` (names included) holds a NUL
+/// character: PostgreSQL's `jsonb` and `text` cannot store one, so the same input would
+/// be stored by one store and refused by another.
+fn fields_hold_nul(fields: &Map<String, Value>) -> bool {
+    let mut stack: Vec<&Value> = Vec::new();
+    for (name, value) in fields {
+        if name.contains('\0') {
+            return true;
+        }
+        stack.push(value);
+    }
+    while let Some(value) = stack.pop() {
+        match value {
+            Value::String(text) if text.contains('\0') => return true,
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => {
+                if map.keys().any(|key| key.contains('\0')) {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Checks app fields before they are stored, whoever writes them: names as
+/// [`is_field_name`] says, none a built-in name in any form ([`folded_field_name`]: they
+/// would shadow the session's own fields in its JSON), no NUL anywhere, no nesting past
+/// [`MAX_FIELDS_DEPTH`] (it would be written but never read back).
 pub(crate) fn check_app_fields(fields: &Map<String, Value>) -> Result<(), SessionError> {
     let invalid = |reason: String| Err(SessionError::Fields(serde::ser::Error::custom(reason)));
-    if let Some(name) = fields
-        .keys()
-        .find(|name| RESERVED_FIELD_NAMES.contains(&name.as_str()))
-    {
+    if let Some(name) = fields.keys().find(|name| !is_field_name(name)) {
+        return invalid(format!(
+            "{name:?} is not a field name (1-{MAX_FIELD_NAME_LEN} ASCII letters, digits, `_ - . :`)"
+        ));
+    }
+    if let Some(name) = fields.keys().find(|name| {
+        let folded = folded_field_name(name);
+        RESERVED_FIELD_NAMES
+            .iter()
+            .any(|reserved| folded_field_name(reserved) == folded)
+    }) {
         return invalid(format!("{name:?} is a built-in session field"));
+    }
+    if fields_hold_nul(fields) {
+        return invalid("session fields may not hold a NUL character".to_owned());
     }
     if fields_nest_deeper_than(fields, MAX_FIELDS_DEPTH) {
         return invalid(format!(

@@ -96,11 +96,17 @@ for (const mode of ["cookies", "bearer"]) {
     assert.equal((await phone.client.getSession()).data, null);
 
     // updateSession: the new fields are what getSession shows.
-    const updated = await laptop.client.updateSession({ role: "admin", activeOrganizationId: "org_1" });
+    const updated = await laptop.client.updateSession({ theme: "dark", activeOrganizationId: "org_1" });
     assert.equal(updated.error, null, JSON.stringify(updated.error));
     const after = await laptop.client.getSession();
-    assert.equal(after.data.session.role, "admin");
+    assert.equal(after.data.session.theme, "dark");
     assert.equal(after.data.session.activeOrganizationId, "org_1");
+
+    // A field the server decides with is not the browser's to set: 403, nothing written.
+    const promoted = await laptop.client.updateSession({ role: "admin" });
+    assert.equal(promoted.error.status, 403);
+    assert.equal(typeof promoted.error.message, "string");
+    assert.notEqual((await laptop.client.getSession()).data.session.role, "admin");
 
     // Errors carry `message`, which the client surfaces.
     const refused = await laptop.client.updateSession({ userId: "mallory" });

@@ -14,6 +14,7 @@ use crate::cookie_cache::CookieCache;
 use crate::cookies::CookieNames;
 use crate::error::ConfigError;
 use crate::events::{DEFAULT_EVENT_CAPACITY, EventBus};
+use crate::field_policy::FieldPolicy;
 use crate::origin::TrustedOrigins;
 use crate::secondary::SecondaryStorage;
 use crate::store::SessionStore;
@@ -43,6 +44,7 @@ pub struct SessionManagerBuilder {
     shared_redis: Option<(redis::Client, String)>,
     event_capacity: usize,
     user_loader: Option<UserLoader>,
+    field_policy: FieldPolicy,
     errors: Vec<ConfigError>,
 }
 
@@ -89,6 +91,7 @@ impl SessionManagerBuilder {
             shared_redis,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             user_loader: None,
+            field_policy: FieldPolicy::new(),
             errors: Vec::new(),
         }
     }
@@ -470,6 +473,35 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Which app fields a request may write (`POST /update-session`,
+    /// [`SessionHandle::update_fields_from_client`](crate::SessionHandle::update_fields_from_client)).
+    /// The default, [`FieldPolicy::new()`], lets a request write no field until the app
+    /// declares it [`client_writable`](FieldPolicy::client_writable): a field the server
+    /// decides with must never be one a browser can set. Server code is not bound by it.
+    /// A declared name that is not a valid app field name (or is a built-in one) fails
+    /// [`build`](Self::build).
+    ///
+    /// ```
+    /// use tower_auth_session::{FieldAccess, FieldPolicy, MemoryStore, SessionManager};
+    ///
+    /// // Every field but `role` and `plan` is a preference the browser may set.
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .field_policy(
+    ///         FieldPolicy::new()
+    ///             .undeclared(FieldAccess::Client)
+    ///             .server_only("role")
+    ///             .server_only("plan"),
+    ///     )
+    ///     .build()?;
+    /// # let _ = manager;
+    /// # Ok::<(), tower_auth_session::ConfigError>(())
+    /// ```
+    pub fn field_policy(mut self, policy: FieldPolicy) -> Self {
+        self.field_policy = policy;
+        self
+    }
+
     /// Checks the configuration and builds the manager.
     pub fn build(mut self) -> Result<SessionManager, ConfigError> {
         if let Some(error) = self.errors.drain(..).next() {
@@ -511,6 +543,16 @@ impl SessionManagerBuilder {
         }
         if config.max_sessions_per_user == Some(0) {
             return invalid("max_sessions_per_user", "must be at least 1");
+        }
+        if let Some(name) = self.field_policy.declared_names().find(|name| {
+            let mut probe = serde_json::Map::new();
+            probe.insert((*name).to_owned(), serde_json::Value::Null);
+            crate::session::check_app_fields(&probe).is_err()
+        }) {
+            return Err(ConfigError::Invalid {
+                option: "field_policy",
+                reason: format!("{name:?} is not an app field name (or is a built-in one)"),
+            });
         }
         if self.event_capacity == 0 {
             return invalid("event_capacity", "must be at least 1");
@@ -554,6 +596,7 @@ impl SessionManagerBuilder {
                 events: EventBus::new(self.event_capacity),
                 pending: Default::default(),
                 user_loader: self.user_loader,
+                field_policy: self.field_policy,
             }),
         })
     }

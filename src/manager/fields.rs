@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use super::{Mirrored, SessionManager};
-use crate::error::{SessionError, StoreError};
+use crate::error::SessionError;
 use crate::session::{Session, check_app_fields};
 
 /// How often the conditional write is retried when a request wrote the session between
@@ -65,8 +65,6 @@ impl SessionManager {
             inner.superseded(&updated).await?;
             return Ok(Some(updated));
         }
-        Err(SessionError::Store(StoreError::new(
-            "the session kept changing under a conditional write; try again",
-        )))
+        Err(SessionError::Conflict)
     }
 }

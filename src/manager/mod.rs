@@ -87,6 +87,8 @@ pub(crate) struct ManagerInner {
     pub(crate) pending: pending::PendingRevocations,
     /// The app's function from user id to the user's JSON, for `get-session`.
     pub(crate) user_loader: Option<UserLoader>,
+    /// Which app fields a request may write.
+    pub(crate) field_policy: crate::field_policy::FieldPolicy,
 }
 
 /// The app's user loader, as the builder stored it.

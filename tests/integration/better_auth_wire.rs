@@ -11,7 +11,8 @@ use common::*;
 use http::{Request, StatusCode, header};
 use serde_json::{Value, json};
 use tower_auth_session::{
-    MemoryStore, SessionHandle, SessionManager, SessionManagerBuilder, SignInOptions, StoreError,
+    FieldAccess, FieldPolicy, MemoryStore, SessionHandle, SessionManager, SessionManagerBuilder,
+    SignInOptions, StoreError,
 };
 
 /// The session endpoints under `/api/auth`, plus a sign-in that takes `fields`.
@@ -42,7 +43,12 @@ fn manager(
     configure(
         SessionManager::builder(MemoryStore::new())
             .secret(SECRET)
-            .trusted_origins(["http://localhost:5173"]),
+            .trusted_origins(["http://localhost:5173"])
+            .field_policy(
+                FieldPolicy::new()
+                    .undeclared(FieldAccess::Client)
+                    .server_only("role"),
+            ),
     )
     .build()
     .unwrap()
@@ -157,7 +163,7 @@ async fn update_session_merges_fields_and_refuses_built_in_names() {
     let manager = manager(|b| b);
     let app = api(&manager);
     let (cookie, _) = signed_in(&app, "alice", json!({ "role": "member", "theme": "dark" })).await;
-    let body = json!({ "role": "admin", "activeOrganizationId": "org_1", "theme": null });
+    let body = json!({ "plan": "pro", "activeOrganizationId": "org_1", "theme": null });
     let reply = send(
         &app,
         json_post("/api/auth/update-session", Some(&cookie), body),
@@ -165,16 +171,50 @@ async fn update_session_merges_fields_and_refuses_built_in_names() {
     .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let session = &reply.json()["session"];
-    assert_eq!(session["role"], "admin");
+    assert_eq!(session["plan"], "pro");
     assert_eq!(session["activeOrganizationId"], "org_1");
     assert!(session.get("theme").is_none(), "null removes a field");
     let shown = send(&app, get("/api/auth/get-session", Some(&cookie)))
         .await
         .json();
-    assert_eq!(shown["session"]["role"], "admin");
+    assert_eq!(shown["session"]["plan"], "pro");
+
+    // A server-only field, in any spelling, is 403 and changes nothing.
+    for body in [
+        json!({ "role": "admin" }),
+        json!({ "Role": "admin" }),
+        json!({ "role": null }),
+        json!({ "theme": "light", "role": "admin" }),
+    ] {
+        let reply = send(
+            &app,
+            json_post("/api/auth/update-session", Some(&cookie), body.clone()),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::FORBIDDEN,
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(reply.json()["code"], "FIELD_NOT_WRITABLE");
+    }
+    let shown = send(&app, get("/api/auth/get-session", Some(&cookie)))
+        .await
+        .json();
+    assert_eq!(shown["session"]["role"], "member");
+    assert!(shown["session"].get("theme").is_none());
+    assert!(shown["session"].get("Role").is_none());
 
     for body in [
         json!({ "userId": "mallory" }),
+        json!({ "userid": "mallory" }),
+        json!({ "user_id": "mallory" }),
+        json!({ "USER-ID": "mallory" }),
+        json!({ "us\u{0435}rId": "mallory" }),
+        json!({ "\u{FF55}serId": "mallory" }),
+        json!({ "note": "a\u{0}b" }),
+        json!({ "nested": { "k\u{0}": 1 } }),
         json!({ "expiresAt": "2100-01-01T00:00:00Z" }),
         json!([1]),
     ] {
@@ -293,6 +333,7 @@ async fn update_fields_on_one_instance_is_what_every_instance_serves_next() {
             .secret(SECRET)
             .secondary_storage(redis)
             .cookie_cache(CookieCache::new())
+            .field_policy(FieldPolicy::new().client_writable("theme"))
             .build()
             .unwrap()
     };
@@ -301,7 +342,12 @@ async fn update_fields_on_one_instance_is_what_every_instance_serves_next() {
         assert!(manager.cookie_cache_ready(StdDuration::from_secs(5)).await);
     }
     let (app_a, app_b) = (api(&a), api(&b));
-    let (token_only, _) = signed_in(&app_a, "alice", json!({ "role": "member" })).await;
+    let (token_only, _) = signed_in(
+        &app_a,
+        "alice",
+        json!({ "role": "member", "theme": "light" }),
+    )
+    .await;
     let token_only = token_only
         .split("; ")
         .filter(|c| c.starts_with(TOKEN))
@@ -312,7 +358,7 @@ async fn update_fields_on_one_instance_is_what_every_instance_serves_next() {
     let b_cache = warm.cookie_value(CACHE).expect("B issues a cache");
     let on_b = format!("{token_only}; {CACHE}={b_cache}");
     let shown = send(&app_b, get("/api/auth/get-session", Some(&on_b))).await;
-    assert_eq!(shown.json()["session"]["role"], "member");
+    assert_eq!(shown.json()["session"]["theme"], "light");
     assert!(shown.set_cookies().is_empty(), "a cache hit");
 
     let started = Instant::now();
@@ -321,7 +367,7 @@ async fn update_fields_on_one_instance_is_what_every_instance_serves_next() {
         json_post(
             "/api/auth/update-session",
             Some(&token_only),
-            json!({ "role": "admin" }),
+            json!({ "theme": "dark" }),
         ),
     )
     .await;
@@ -332,7 +378,7 @@ async fn update_fields_on_one_instance_is_what_every_instance_serves_next() {
     );
     // B's very next request, with B's old cache replayed: the new fields.
     let shown = send(&app_b, get("/api/auth/get-session", Some(&on_b))).await;
-    assert_eq!(shown.json()["session"]["role"], "admin", "{}", shown.body);
+    assert_eq!(shown.json()["session"]["theme"], "dark", "{}", shown.body);
 
     // The admin API on A, by session id: B's next request again shows the new fields,
     // even with the cache B issued a moment ago.

@@ -424,3 +424,47 @@ async fn a_gateways_jwt_beside_the_cookie_is_ignored_and_exempts_nothing() {
     let still = http.get(format!("{base}/api/me")).send().await.unwrap();
     assert_eq!(still.status(), 200, "the session survived");
 }
+
+/// DEMO_SERVER.md's field policy: the browser writes preferences, never `role` (set at
+/// sign-in) nor `impersonatedBy`.
+#[tokio::test]
+async fn the_demo_lets_a_client_write_preferences_but_not_its_role() {
+    let server = start(&[]);
+    let base = &server.base;
+    let http = client();
+    let signed_in = http
+        .post(format!("{base}/api/auth/sign-in"))
+        .json(&json!({"userId": "alice", "fields": {"role": "member"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 200);
+    let update = |body: Value| {
+        http.post(format!("{base}/api/auth/update-session"))
+            .json(&body)
+            .send()
+    };
+    for body in [
+        json!({"role": "admin"}),
+        json!({"Role": "admin"}),
+        json!({"impersonatedBy": "root"}),
+    ] {
+        let refused = update(body.clone()).await.unwrap();
+        assert_eq!(refused.status(), 403, "{body}");
+    }
+    let allowed = update(json!({"activeOrganizationId": "org_1"}))
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    let shown: Value = http
+        .get(format!("{base}/api/auth/get-session"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["session"]["role"], "member", "{shown}");
+    assert_eq!(shown["session"]["activeOrganizationId"], "org_1");
+    assert!(shown["session"].get("impersonatedBy").is_none());
+}

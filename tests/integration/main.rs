@@ -20,6 +20,7 @@ mod example_device_page;
 mod example_hyper;
 mod example_server;
 mod example_tonic;
+mod field_policy;
 mod fuzz_regressions;
 mod management;
 mod outside_axum;

@@ -1417,7 +1417,10 @@ async fn admin_api_lists_and_revokes_outside_a_request(kind: StoreKind) {
 /// with `token`, update-session, revoke-session by `token`) go through the harness, which
 /// scans every body for every token issued.
 async fn better_auth_routes_never_put_a_token_in_a_body(kind: StoreKind) {
-    let h = Harness::new(kind).await;
+    let h = Harness::with(kind, |b| {
+        b.field_policy(tower_auth_session::FieldPolicy::new().client_writable("theme"))
+    })
+    .await;
     let mut laptop = Device::new(FIREFOX, "192.0.2.10");
     let mut phone = Device::new(IPHONE, "192.0.2.11");
     h.sign_in(&mut laptop, "alice").await;
@@ -1442,7 +1445,7 @@ async fn better_auth_routes_never_put_a_token_in_a_body(kind: StoreKind) {
             "POST",
             "/api/auth/update-session",
             &json,
-            r#"{"role":"admin"}"#,
+            r#"{"theme":"dark"}"#,
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
