@@ -7,7 +7,7 @@
 //! Configuration and routes follow `DEMO_SERVER.md` (see the README): `PORT`,
 //! `DATABASE_URL` (`sqlite:<path>` — the default, `memory`), `SESSION_SECRET`, the
 //! `SESSION_*` lifetimes, `SESSION_COOKIE_SECURE`, `SESSION_TRUSTED_ORIGINS`,
-//! `SESSION_TRUSTED_PROXIES`. Sign-in trusts the user id it is given: a real app checks a
+//! `SESSION_TRUSTED_PROXIES`, `SESSION_RATE_LIMIT`. Sign-in trusts the user id it is given: a real app checks a
 //! password or an OAuth callback first.
 
 use std::net::SocketAddr;
@@ -27,9 +27,9 @@ use serde_json::json;
 use tower_auth_session::secondary::RedisStorage;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
-    ConfigError, CookieCache, CrossSiteGuard, CurrentSession, FieldAccess, FieldPolicy,
-    MemoryStore, Session, SessionHandle, SessionManager, SessionStore, SignInOptions,
-    html_page_headers, trusted_cors,
+    Budget, ConfigError, CookieCache, CrossSiteGuard, CurrentSession, FieldAccess, FieldPolicy,
+    MemoryStore, RateLimit, RateLimitLayer, Session, SessionHandle, SessionManager, SessionStore,
+    SignInOptions, html_page_headers, trusted_cors,
 };
 
 /// Everything read from the environment, checked before anything starts.
@@ -52,6 +52,8 @@ struct Config {
     /// filled in once the port is bound (`PORT=0` picks one).
     trusted_origins: Option<Vec<String>>,
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// `SESSION_RATE_LIMIT`: sign-ins per client IP and window; `None` when `off`.
+    rate_limit: Option<Budget>,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -134,8 +136,22 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let rate_limit = match env("SESSION_RATE_LIMIT").as_deref().map(str::trim) {
+            None | Some("off") => None,
+            Some(text) => {
+                let parsed = text.split_once('/').and_then(|(max, window)| {
+                    let max = max.trim().parse::<u32>().ok().filter(|m| *m > 0)?;
+                    let window = window.trim().parse::<u64>().ok().filter(|w| *w > 0)?;
+                    Some(Budget::new(max, Duration::from_secs(window)))
+                });
+                Some(parsed.ok_or_else(|| {
+                    format!("SESSION_RATE_LIMIT must be `off` or `<max>/<seconds>` (e.g. `3/10`), got {text:?}")
+                })?)
+            }
+        };
         Ok(Self {
             port,
+            rate_limit,
             redis_url,
             secondary_only,
             cookie_cache_max_age,
@@ -572,7 +588,34 @@ async fn no_store(request: axum::extract::Request, next: Next) -> Response {
     response
 }
 
-fn app(manager: &SessionManager) -> Router {
+/// `SESSION_RATE_LIMIT`: the budget for sign-in per client IP, ten times it for the other
+/// `/api/auth/*` routes; counted in Redis when `REDIS_URL` is set (every instance shares
+/// it), in this process otherwise.
+fn rate_limits(
+    config: &Config,
+    manager: &SessionManager,
+) -> Result<Option<RateLimitLayer>, String> {
+    let Some(budget) = config.rate_limit else {
+        return Ok(None);
+    };
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut limits = RateLimit::new()
+        .path("/api/auth/sign-in", budget)
+        .prefix("/api/auth/", budget.times(10));
+    #[cfg(feature = "redis")]
+    if let Some(url) = config.redis_url.as_deref() {
+        let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+        let redis = if nodes.len() > 1 {
+            RedisStorage::cluster(nodes)
+        } else {
+            RedisStorage::builder(url)
+        };
+        limits = limits.shared(redis.build().map_err(|e| format!("REDIS_URL: {e}"))?);
+    }
+    Ok(Some(manager.rate_limit_layer(limits)))
+}
+
+fn app(manager: &SessionManager, rate_limits: Option<RateLimitLayer>) -> Router {
     // The crate's endpoints (get-session, list-sessions, revoke-*, sign-out) plus the
     // app's own sign-in; every POST goes through the cross-site guard.
     let auth = manager
@@ -588,6 +631,11 @@ fn app(manager: &SessionManager) -> Router {
             trusted_cors,
         ));
     let with_session = api.route("/", get(device_page)).layer(manager.layer());
+    // Outside the session layer: a limited request reads and writes no session.
+    let with_session = match rate_limits {
+        Some(limits) => with_session.layer(limits),
+        None => with_session,
+    };
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .merge(with_session)
@@ -629,7 +677,7 @@ async fn run() -> Result<(), String> {
             "warning: cookie cache not trusted yet (no Redis lease); serving from the stores"
         );
     }
-    let app = app(&manager);
+    let app = app(&manager, rate_limits(&config, &manager)?);
     println!("listening on http://{local}");
     axum::serve(
         listener,

@@ -36,11 +36,7 @@ impl ClientFacts {
         if tracking.disabled {
             return Self::default();
         }
-        let peer = tracking
-            .address_hook
-            .as_ref()
-            .and_then(|hook| (hook.0)(request.extensions()))
-            .or_else(|| peer_addr(request.extensions()));
+        let peer = tracking.peer_of(request);
         if peer.is_none() && !tracking.warned_no_peer.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 "no client address in the request extensions: sessions record no IP. Insert the \
@@ -140,6 +136,32 @@ impl ClientTracking {
                 truncate_chars(&text, MAX_USER_AGENT_LEN).to_owned()
             }),
         }
+    }
+
+    /// The socket peer, as the app's hook or the server put it in the extensions.
+    fn peer_of<B>(&self, request: &http::Request<B>) -> Option<IpAddr> {
+        self.address_hook
+            .as_ref()
+            .and_then(|hook| (hook.0)(request.extensions()))
+            .or_else(|| peer_addr(request.extensions()))
+    }
+
+    /// The client's address as [`client_ip`](Self::client_ip) decides it, straight from a
+    /// request and whether or not sessions record it: what a per-client rate limit keys
+    /// on, so a forged `X-Forwarded-For` moves a client to a fresh budget no more than it
+    /// changes the IP its sessions show.
+    #[cfg_attr(not(feature = "rate-limit"), allow(dead_code))]
+    pub(crate) fn request_ip<B>(&self, request: &http::Request<B>) -> Option<IpAddr> {
+        let facts = ClientFacts {
+            peer: self.peer_of(request),
+            user_agent: None,
+            forwarded_for: if self.trusted_proxies.is_empty() {
+                None
+            } else {
+                forwarded_for(request.headers())
+            },
+        };
+        self.client_ip(&facts)
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {

@@ -135,6 +135,15 @@ where
                 }
                 StateProj::Inner { future } => {
                     let mut response = ready!(future.poll(cx))?;
+                    // A request a rate limit inside this layer refused earned no cookie.
+                    #[cfg(feature = "rate-limit")]
+                    if response
+                        .extensions()
+                        .get::<crate::rate_limit::RateLimited>()
+                        .is_some()
+                    {
+                        this.handle.take();
+                    }
                     if let Some(handle) = this.handle.take() {
                         if let Some(rejection) = handle.finish(response.headers_mut()) {
                             response.extensions_mut().insert(rejection);

@@ -62,6 +62,7 @@
 //! | `postgres` | no | `PostgresStore` (sqlx) |
 //! | `redis` | no | [`RedisStorage`](secondary::RedisStorage): Redis as secondary storage, or as the only store |
 //! | `conformance` | no | the public test suites for third-party stores (`secondary::conformance`) |
+//! | `rate-limit` | yes | per-client-IP limits ([`rate_limit`]: `RateLimit`, `SessionManager::rate_limit_layer`), in memory (governor) or shared over Redis with `redis` |
 //! | `tonic` | no | `From<SessionRejection> for tonic::Status`, [`tonic::require_session`], tonic's `TcpConnectInfo` as the client address |
 //! | `fuzzing` | no | **unstable**, for the crate's own fuzz crate (`fuzz/`) and its regression test only: a hidden `fuzzing` module of property checks; not covered by semver |
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -104,6 +105,9 @@ mod self_service;
 mod extract;
 mod future;
 mod layer;
+#[cfg(feature = "rate-limit")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+pub mod rate_limit;
 #[cfg(feature = "axum")]
 mod routes;
 mod service;
@@ -130,6 +134,8 @@ pub use handle::{RevokeStatus, SET_AUTH_TOKEN, SessionHandle, SignInOptions};
 pub use layer::SessionLayer;
 pub use manager::{CleanupTask, SessionManager, SessionManagerBuilder, SessionPage};
 pub use page_headers::html_page_headers;
+#[cfg(feature = "rate-limit")]
+pub use rate_limit::{Budget, RateLimit, RateLimitLayer, RateLimited};
 pub use rejection::{RejectionReason, SessionRejection};
 pub use request_token::TokenSource;
 #[cfg(feature = "axum")]

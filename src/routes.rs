@@ -78,6 +78,41 @@ impl SessionManager {
     }
 }
 
+impl SessionManager {
+    /// [`router`](Self::router) with every endpoint counted against `budget` per client IP
+    /// (feature `rate-limit`): past it, 429 with `Retry-After`, no cookie set and no
+    /// endpoint run. The session was read before the count (the routes sit inside the
+    /// layer); for a limit that keeps a request from reaching the session layer at all,
+    /// put [`rate_limit_layer`](Self::rate_limit_layer) outside `layer()` instead.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::Router;
+    /// use tower_auth_session::{Budget, MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .build()
+    ///     .unwrap();
+    /// let app: Router = Router::new()
+    ///     .nest(
+    ///         "/api/auth",
+    ///         manager.rate_limited_router(Budget::new(30, Duration::from_secs(10))),
+    ///     )
+    ///     .layer(manager.layer());
+    /// # let _ = app;
+    /// ```
+    #[cfg(feature = "rate-limit")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rate-limit")))]
+    pub fn rate_limited_router<S>(&self, budget: crate::rate_limit::Budget) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let limits = crate::rate_limit::RateLimit::new().every_request(budget);
+        self.router().layer(self.rate_limit_layer(limits))
+    }
+}
+
 /// CORS for the trusted origins (feature `axum`), so a single-page app on another origin
 /// (a dev server on `localhost:5173`, an app domain) can call the session endpoints with
 /// credentials and read `set-auth-token`: a preflight from a trusted origin is answered

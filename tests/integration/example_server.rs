@@ -174,6 +174,9 @@ fn bad_configuration_stops_with_one_clear_line() {
             &[("SESSION_TRUSTED_PROXIES", "not-a-cidr")],
             "SESSION_TRUSTED_PROXIES",
         ),
+        (&[("SESSION_RATE_LIMIT", "3")], "SESSION_RATE_LIMIT"),
+        (&[("SESSION_RATE_LIMIT", "0/10")], "SESSION_RATE_LIMIT"),
+        (&[("SESSION_RATE_LIMIT", "3/soon")], "SESSION_RATE_LIMIT"),
     ];
     for (env, expected) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -467,4 +470,57 @@ async fn the_demo_lets_a_client_write_preferences_but_not_its_role() {
     assert_eq!(shown["session"]["role"], "member", "{shown}");
     assert_eq!(shown["session"]["activeOrganizationId"], "org_1");
     assert!(shown["session"].get("impersonatedBy").is_none());
+}
+
+/// DEMO_SERVER.md's `SESSION_RATE_LIMIT=3/10`: the 4th sign-in is 429 with both retry
+/// headers and no cookie, the session of the 3rd still works, and the other
+/// `/api/auth/*` routes have ten times the budget.
+#[tokio::test]
+async fn session_rate_limit_refuses_the_fourth_sign_in_with_retry_after() {
+    let server = start(&[("SESSION_RATE_LIMIT", "3/10")]);
+    let base = &server.base;
+    let http = client();
+    for n in 0..3 {
+        let reply = http
+            .post(format!("{base}/api/auth/sign-in"))
+            .json(&json!({"userId": format!("user{n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+    }
+    let limited = http
+        .post(format!("{base}/api/auth/sign-in"))
+        .json(&json!({"userId": "user3"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), 429);
+    let retry: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=10).contains(&retry), "{retry}");
+    assert_eq!(
+        limited.headers()["x-retry-after"],
+        retry.to_string().as_str()
+    );
+    assert!(limited.headers().get("set-cookie").is_none());
+    assert_eq!(
+        limited.json::<Value>().await.unwrap()["code"],
+        "TOO_MANY_REQUESTS"
+    );
+    // The cookie jar still holds user2's session, and get-session is under its own budget.
+    for _ in 0..5 {
+        let shown: Value = http
+            .get(format!("{base}/api/auth/get-session"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(shown["session"]["userId"], "user2");
+    }
 }

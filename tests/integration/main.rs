@@ -25,6 +25,8 @@ mod fuzz_regressions;
 mod management;
 mod outside_axum;
 mod postgres_faults;
+#[cfg(feature = "rate-limit")]
+mod rate_limit;
 mod readme_quick_start;
 mod redis_cluster;
 mod redis_cluster_bus;
