@@ -6,8 +6,8 @@ use tower_layer::Layer;
 
 use super::RateLimit;
 use super::limiter::Limiter;
-use super::service::RateLimitService;
 use crate::manager::SessionManager;
+use crate::rate_limit::service::RateLimitService;
 
 /// Counts each client's requests against the [`RateLimit`] rules and answers 429 past
 /// the budget. Built by [`SessionManager::rate_limit_layer`]; clones share the counts.

@@ -6,8 +6,8 @@ use std::task::{Context, Poll};
 use http::{Request, Response};
 use tower_service::Service;
 
-use super::future::ResponseFuture;
 use super::limiter::Limiter;
+use crate::rate_limit::future::ResponseFuture;
 
 /// The service [`RateLimitLayer`](super::RateLimitLayer) wraps around another.
 #[derive(Debug, Clone)]
