@@ -28,8 +28,8 @@ use tower_auth_session::secondary::RedisStorage;
 use tower_auth_session::store::SqliteStore;
 use tower_auth_session::{
     Budget, ConfigError, CookieCache, CrossSiteGuard, CurrentSession, FieldAccess, FieldPolicy,
-    MemoryStore, RateLimit, RateLimitLayer, Session, SessionHandle, SessionManager, SessionStore,
-    SignInOptions, html_page_headers, trusted_cors,
+    Impersonation, MemoryStore, RateLimit, RateLimitLayer, Session, SessionHandle, SessionManager,
+    SessionStore, SignInOptions, html_page_headers, trusted_cors,
 };
 
 /// Everything read from the environment, checked before anything starts.
@@ -54,6 +54,10 @@ struct Config {
     trusted_proxies: Vec<ipnet::IpNet>,
     /// `SESSION_RATE_LIMIT`: sign-ins per client IP and window; `None` when `off`.
     rate_limit: Option<Budget>,
+    /// `SESSION_MULTI`: accounts per browser (0: one, as usual).
+    multi: usize,
+    /// `SESSION_IMPERSONATION_EXPIRES_IN`, seconds.
+    impersonation_expires_in: u64,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -149,9 +153,22 @@ impl Config {
                 })?)
             }
         };
+        let multi = match env("SESSION_MULTI") {
+            None => 0,
+            Some(v) => v.trim().parse::<usize>().map_err(|_| {
+                format!("SESSION_MULTI must be a whole number of accounts, got {v:?}")
+            })?,
+        };
+        let impersonation_expires_in =
+            seconds("SESSION_IMPERSONATION_EXPIRES_IN", Some(3600))?.unwrap_or(3600);
+        if impersonation_expires_in == 0 {
+            return Err("SESSION_IMPERSONATION_EXPIRES_IN must be at least 1 second".into());
+        }
         Ok(Self {
             port,
             rate_limit,
+            multi,
+            impersonation_expires_in,
             redis_url,
             secondary_only,
             cookie_cache_max_age,
@@ -370,17 +387,44 @@ async fn build_manager(config: &Config, port: u16) -> Result<SessionManager, Str
             .server_only("role")
             .server_only("impersonatedBy"),
     );
+    // Admins are sessions with `role: admin` (the demo trusts sign-in fields); they may
+    // impersonate anyone who is not an admin too (a user with a live admin session).
+    let this_manager: Arc<std::sync::OnceLock<SessionManager>> = Arc::default();
+    let manager_for_check = this_manager.clone();
+    let impersonation = Impersonation::new(move |caller: Session, target: String| {
+        let manager = manager_for_check.clone();
+        async move {
+            let is_admin =
+                |s: &Session| s.fields.get("role").and_then(|r| r.as_str()) == Some("admin");
+            if !is_admin(&caller) {
+                return false;
+            }
+            let Some(manager) = manager.get() else {
+                return false;
+            };
+            match manager.list_user_sessions(&target).await {
+                Ok(sessions) => !sessions.iter().any(is_admin),
+                Err(_) => false,
+            }
+        }
+    })
+    .expires_in(Duration::from_secs(config.impersonation_expires_in));
+    builder = builder
+        .impersonation(impersonation)
+        .multi_session(config.multi);
     // The demo has no user table: the user `get-session` shows is made from the id.
     builder = builder.user_loader(|user_id: String| async move {
         Ok::<_, tower_auth_session::StoreError>(Some(json!({ "id": user_id, "name": user_id })))
     });
-    builder.build().map_err(|e| match e {
+    let manager = builder.build().map_err(|e| match e {
         ConfigError::Invalid {
             option: "trusted_origins",
             ..
         } => format!("SESSION_TRUSTED_ORIGINS: {e}"),
         e => e.to_string(),
-    })
+    })?;
+    let _ = this_manager.set(manager.clone());
+    Ok(manager)
 }
 
 #[derive(Deserialize)]

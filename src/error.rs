@@ -120,6 +120,10 @@ pub enum SessionError {
     /// The session kept changing under a conditional write (concurrent updates of one
     /// session); nothing was written by this call, and trying again may succeed.
     Conflict,
+    /// The app's check refused the operation (an impersonation the caller may not make).
+    Forbidden,
+    /// `stop_impersonating` on a session that is not an impersonation.
+    NotImpersonating,
 }
 
 impl fmt::Display for SessionError {
@@ -135,6 +139,8 @@ impl fmt::Display for SessionError {
                 write!(f, "the session field {name:?} cannot be set by the client")
             }
             Self::Conflict => f.write_str("the session changed at the same time; try again"),
+            Self::Forbidden => f.write_str("this session may not do that"),
+            Self::NotImpersonating => f.write_str("the current session is not an impersonation"),
         }
     }
 }
@@ -166,8 +172,9 @@ impl SessionError {
             Self::Fields(_) | Self::InvalidUserId | Self::InvalidCursor => {
                 http::StatusCode::BAD_REQUEST
             }
-            Self::FieldNotWritable(_) => http::StatusCode::FORBIDDEN,
+            Self::FieldNotWritable(_) | Self::Forbidden => http::StatusCode::FORBIDDEN,
             Self::Conflict => http::StatusCode::CONFLICT,
+            Self::NotImpersonating => http::StatusCode::BAD_REQUEST,
         }
     }
 
@@ -181,6 +188,8 @@ impl SessionError {
             Self::InvalidCursor => "invalid_cursor",
             Self::FieldNotWritable(_) => "field_not_writable",
             Self::Conflict => "session_conflict",
+            Self::Forbidden => "forbidden",
+            Self::NotImpersonating => "not_impersonating",
         }
     }
 }
@@ -217,8 +226,11 @@ impl From<SessionError> for tonic::Status {
             SessionError::Fields(_) | SessionError::InvalidUserId | SessionError::InvalidCursor => {
                 Self::invalid_argument(message)
             }
-            SessionError::FieldNotWritable(_) => Self::permission_denied(message),
+            SessionError::FieldNotWritable(_) | SessionError::Forbidden => {
+                Self::permission_denied(message)
+            }
             SessionError::Conflict => Self::aborted(message),
+            SessionError::NotImpersonating => Self::failed_precondition(message),
         }
     }
 }

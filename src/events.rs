@@ -22,6 +22,14 @@ pub enum SessionEvent {
         /// The new session.
         session: Session,
     },
+    /// Someone began impersonating a user: `session` is the new session of the user
+    /// impersonated (its `impersonatedBy` field names the impersonator too).
+    Impersonated {
+        /// The impersonation session.
+        session: Session,
+        /// The user id of whoever impersonates.
+        impersonator: String,
+    },
     /// A session's expiry slid forward (and its last-seen time, IP and user agent were
     /// recorded).
     Refreshed {

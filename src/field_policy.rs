@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::error::SessionError;
-use crate::session::folded_field_name;
+use crate::session::{IMPERSONATED_BY, folded_field_name};
 
 /// Who may write one app field (Better Auth's `additionalFields` `input` option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,9 +109,14 @@ impl FieldPolicy {
 
     /// Who may write `name`: a declared name's access; another spelling of a declared
     /// name is server-only (it would pass for the declared one); anything else the
-    /// undeclared rule.
+    /// undeclared rule. `impersonatedBy`, the mark of an impersonation session, is
+    /// server-only in every policy and spelling.
     pub fn access(&self, name: &str) -> FieldAccess {
-        match self.declared.get(&folded_field_name(name)) {
+        let folded = folded_field_name(name);
+        if folded == folded_field_name(IMPERSONATED_BY) {
+            return FieldAccess::ServerOnly;
+        }
+        match self.declared.get(&folded) {
             Some((declared, access)) if declared == name => *access,
             Some(_) => FieldAccess::ServerOnly,
             None => self.undeclared,

@@ -26,7 +26,7 @@ use crate::manager::{
 };
 use crate::rejection::{RejectionReason, SessionRejection};
 use crate::request_token::TokenSource;
-use crate::session::{Session, check_app_fields};
+use crate::session::{IMPERSONATED_BY, Session, check_app_fields};
 use crate::token::{Token, TokenHash};
 
 /// Response header that carries the signed token to clients without cookies.
@@ -59,6 +59,10 @@ pub enum RevokeStatus {
 pub struct SignInOptions {
     remember_me: bool,
     fields: Map<String, Value>,
+    lifetime: Option<std::time::Duration>,
+    /// Keep the session the request came with instead of revoking it (another account
+    /// beside it, an impersonation that returns to it).
+    pub(crate) keep_current: bool,
 }
 
 impl Default for SignInOptions {
@@ -66,6 +70,8 @@ impl Default for SignInOptions {
         Self {
             remember_me: true,
             fields: Map::new(),
+            lifetime: None,
+            keep_current: false,
         }
     }
 }
@@ -80,6 +86,14 @@ impl SignInOptions {
     /// does not slide, and cookies without `Max-Age` that the browser drops when it closes.
     pub fn remember_me(mut self, remember_me: bool) -> Self {
         self.remember_me = remember_me;
+        self
+    }
+
+    /// This session's lifetime instead of `expires_in` (or `dont_remember_expires_in`),
+    /// still capped by `max_lifetime`. With `remember_me(false)` it never slides, so it
+    /// ends exactly then (impersonation sessions are made this way).
+    pub fn lifetime(mut self, lifetime: std::time::Duration) -> Self {
+        self.lifetime = Some(lifetime);
         self
     }
 
@@ -323,6 +337,9 @@ pub(crate) struct RequestFacts {
     /// Whether the request carried `x-want-auth-token` (read only under
     /// [`AuthTokenHeader::OnRequest`]).
     pub(crate) asked_for_auth_token: bool,
+    /// The `Cookie` headers, kept only when several accounts or impersonation are on
+    /// (their cookies are read by the routes, never on the hot path).
+    pub(crate) cookie_headers: Vec<HeaderValue>,
 }
 
 struct Shared {
@@ -330,6 +347,8 @@ struct Shared {
     facts: RequestFacts,
     source: Option<TokenSource>,
     state: Mutex<HandleState>,
+    /// `Set-Cookie`s of cookies other than the session's own, written by `finish`.
+    extra_cookies: Mutex<Vec<HeaderValue>>,
 }
 
 /// The per-request session handle, found in the request extensions.
@@ -359,6 +378,7 @@ impl SessionHandle {
                 facts,
                 source,
                 state: Mutex::new(state),
+                extra_cookies: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -475,7 +495,10 @@ impl SessionHandle {
             let id = state.session().map(|session| session.id.clone());
             state.token.as_ref().map(|(_, hash)| (*hash, id))
         };
-        if let Some((hash, session_id)) = previous {
+        // With several accounts per browser, the one signed in stays signed in beside
+        // the new one; so does an admin's session under an impersonation.
+        let keep_current = options.keep_current || manager.multi_session > 0;
+        if let Some((hash, session_id)) = previous.filter(|_| !keep_current) {
             // Never fails the sign-in: the new token already defeats fixation, and an owed
             // revoke is finished by the server.
             if let Err(error) = self
@@ -490,10 +513,13 @@ impl SessionHandle {
         }
 
         let now = manager.clock.now();
-        let lifetime = if options.remember_me {
-            manager.config.expires_in
-        } else {
-            manager.config.dont_remember_expires_in
+        let lifetime = match options.lifetime {
+            // Capped like every duration option, so `now + lifetime` cannot overflow.
+            Some(lifetime) => chrono::Duration::from_std(lifetime)
+                .unwrap_or(chrono::Duration::MAX)
+                .min(chrono::Duration::days(365 * 1000)),
+            None if options.remember_me => manager.config.expires_in,
+            None => manager.config.dont_remember_expires_in,
         };
         let mut expires_at = now + lifetime;
         if let Some(max) = manager.config.max_lifetime {
@@ -517,23 +543,56 @@ impl SessionHandle {
             session: session.clone(),
         });
 
+        // An impersonation is no account of this browser's.
+        if manager.multi_session > 0 && !session.fields.contains_key(IMPERSONATED_BY) {
+            self.add_account(&token, &session).await;
+        }
+        self.adopt(token, hash, session.clone());
+        Ok(session)
+    }
+
+    /// The request's session is now `session` under `token` (a sign-in, a switch to
+    /// another account, the way back from an impersonation): the response sets its
+    /// cookie, a cookie cache for it and (as the policy allows) `set-auth-token`.
+    pub(crate) fn adopt(&self, token: Token, hash: TokenHash, session: Session) {
+        let manager = &self.shared.manager.inner;
         let signed = manager
             .keys
             .sign_token(&manager.names.session_token, &token);
+        let now = manager.clock.now();
         let mut state = self.state();
         state.token = Some((token, hash));
-        state.set_session(Some(session.clone()));
-        state.status = Status::Decided;
-        state.rejection = None;
-        state.issued = Some(signed.clone());
         state.cookie_action = CookieAction::Set {
-            signed,
+            signed: signed.clone(),
             remember: session.remember,
             expires_at: session.expires_at,
         };
+        state.set_session(Some(session));
+        state.status = Status::Decided;
+        state.rejection = None;
+        state.issued = Some(signed);
         state.cache.hit = false;
         state.cache.issue_from = Some(now);
-        Ok(session)
+    }
+
+    /// Adds a `Set-Cookie` of another cookie than the session's own (an account's
+    /// multi-session cookie, the admin's kept-aside session) to the response.
+    pub(crate) fn push_cookie(&self, value: HeaderValue) {
+        self.shared
+            .extra_cookies
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(value);
+    }
+
+    /// The request's `Cookie` headers, as the layer kept them (only when several
+    /// accounts or impersonation are on; empty otherwise).
+    pub(crate) fn request_cookies(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in &self.shared.facts.cookie_headers {
+            headers.append(header::COOKIE, value.clone());
+        }
+        headers
     }
 
     /// Signs the current session out: the response clears the cookies, always, and the
@@ -558,18 +617,28 @@ impl SessionHandle {
             }
             None => RevokeStatus::Complete,
         };
+        // Better Auth's rule: signing out signs out every account of this browser.
+        if self.shared.manager.inner.multi_session > 0 {
+            self.sign_out_other_accounts().await;
+        }
+        self.signed_out_here();
+        Ok(status)
+    }
+
+    /// This request is signed out: no session, and the response clears every session
+    /// cookie.
+    pub(crate) fn signed_out_here(&self) {
         let mut state = self.state();
         state.token = None;
         state.session = None;
         state.issued = None;
         state.cookie_action = CookieAction::Clear;
         state.cache.issue_from = None;
-        Ok(status)
     }
 
     /// Revokes the session under `hash` now or, when a tier cannot be reached, owes it:
     /// retried in the background, and refused by this instance's cookie cache at once.
-    async fn revoke_or_owe(
+    pub(crate) async fn revoke_or_owe(
         &self,
         hash: TokenHash,
         session_id: Option<String>,
@@ -708,6 +777,19 @@ impl SessionHandle {
         }
         if let Some(cache_cookies) = cache_cookies {
             wrote |= cache_cookies.apply(headers);
+        }
+        let extra = std::mem::take(
+            &mut *self
+                .shared
+                .extra_cookies
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if config.token_transport.uses_cookies() && !extra.is_empty() {
+            wrote = true;
+            for value in extra {
+                headers.append(header::SET_COOKIE, value);
+            }
         }
         if let Some(signed) = issued.filter(|_| self.hands_out_token()) {
             if let Ok(value) = HeaderValue::try_from(signed) {

@@ -97,7 +97,9 @@ pub mod store;
 
 // Upper: the manager and the per-request handle.
 mod handle;
+mod impersonation;
 mod manager;
+mod multi_session;
 mod self_service;
 
 // Top: the tower middleware and the axum surface.
@@ -132,7 +134,7 @@ pub use field_policy::{FieldAccess, FieldPolicy};
 pub use future::ResponseFuture;
 pub use handle::{RevokeStatus, SET_AUTH_TOKEN, SessionHandle, SignInOptions};
 pub use layer::SessionLayer;
-pub use manager::{CleanupTask, SessionManager, SessionManagerBuilder, SessionPage};
+pub use manager::{CleanupTask, Impersonation, SessionManager, SessionManagerBuilder, SessionPage};
 pub use page_headers::html_page_headers;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Budget, RateLimit, RateLimitLayer, RateLimited};

@@ -70,6 +70,7 @@ impl SessionManager {
             .route("/revoke-sessions", post(revoke_sessions))
             .route("/sign-out", post(sign_out))
             .route("/update-session", post(update_session))
+            .merge(self.identity_routes())
             .layer(axum::middleware::map_response(no_store))
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
@@ -236,9 +237,10 @@ impl From<SessionError> for Failure {
             SessionError::InvalidCursor => Self::BadRequest("invalid_cursor"),
             SessionError::Fields(_) => Self::BadRequest("invalid_session_fields"),
             // Their own status and body: 403 field_not_writable, 409 session_conflict.
-            error @ (SessionError::FieldNotWritable(_) | SessionError::Conflict) => {
-                Self::Session(error)
-            }
+            error @ (SessionError::FieldNotWritable(_)
+            | SessionError::Conflict
+            | SessionError::Forbidden
+            | SessionError::NotImpersonating) => Self::Session(error),
             error => {
                 tracing::error!(error = %crate::error::chain(&error), "session endpoint could not reach the store");
                 Self::Rejected(SessionRejection::Unavailable)
@@ -395,6 +397,111 @@ async fn sign_out(_: CrossSiteGuard, handle: SessionHandle) -> Result<Json<Value
         RevokeStatus::Pending => Ok(Json(json!({ "success": true, "pending": true }))),
         _ => Ok(Json(json!({ "success": true }))),
     }
+}
+
+impl SessionManager {
+    /// The routes of Better Auth's `multiSession` and (impersonation half of) `admin`
+    /// plugins, for what the builder turned on.
+    fn identity_routes<S>(&self) -> Router<S>
+    where
+        S: Clone + Send + Sync + 'static,
+    {
+        let mut routes = Router::new();
+        if self.inner.multi_session > 0 {
+            routes = routes
+                .route(
+                    "/multi-session/list-device-sessions",
+                    get(list_device_sessions),
+                )
+                .route("/multi-session/set-active", post(set_active_session))
+                .route("/multi-session/revoke", post(revoke_device_session));
+        }
+        if self.inner.impersonation.is_some() {
+            routes = routes
+                .route("/admin/impersonate-user", post(impersonate_user))
+                .route("/admin/stop-impersonating", post(stop_impersonating));
+        }
+        routes
+    }
+}
+
+/// A session as the client plugins read it: `token` is its public id, never a credential.
+fn with_public_token(session: &Session) -> Value {
+    let mut value = serde_json::to_value(session).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut value {
+        map.insert("token".to_owned(), Value::String(session.id.clone()));
+    }
+    value
+}
+
+/// `{"session", "user"}` for `session`, the user from the app's loader.
+async fn session_and_user(handle: &SessionHandle, session: &Session) -> Result<Value, Failure> {
+    let user = handle
+        .manager()
+        .load_user(&session.user_id)
+        .await
+        .map_err(SessionError::Store)?;
+    Ok(json!({ "session": with_public_token(session), "user": user }))
+}
+
+/// The string `key` of a JSON body, 1 to 255 bytes.
+fn body_string(body: &[u8], key: &str) -> Result<String, Failure> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|_| Failure::BadRequest("invalid_body"))?;
+    match value.get(key).and_then(Value::as_str) {
+        Some(text) if !text.is_empty() && text.len() <= 255 => Ok(text.to_owned()),
+        _ => Err(Failure::BadRequest("invalid_body")),
+    }
+}
+
+async fn list_device_sessions(handle: SessionHandle) -> Result<Json<Value>, Failure> {
+    require_session(&handle)?;
+    let mut listed = Vec::new();
+    for session in handle.device_sessions().await? {
+        listed.push(session_and_user(&handle, &session).await?);
+    }
+    Ok(Json(Value::Array(listed)))
+}
+
+async fn set_active_session(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+    body: Bytes,
+) -> Result<Json<Value>, Failure> {
+    let id = body_string(&body, "sessionToken")?;
+    let session = handle.set_active_session(&id).await?;
+    Ok(Json(session_and_user(&handle, &session).await?))
+}
+
+async fn revoke_device_session(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+    body: Bytes,
+) -> Result<Json<Value>, Failure> {
+    require_session(&handle)?;
+    let id = body_string(&body, "sessionToken")?;
+    handle.revoke_device_session(&id).await?;
+    Ok(status_true())
+}
+
+async fn impersonate_user(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+    body: Bytes,
+) -> Result<Json<Value>, Failure> {
+    require_session(&handle)?;
+    let user_id = body_string(&body, "userId")?;
+    let session = handle.impersonate(user_id).await?;
+    Ok(Json(session_and_user(&handle, &session).await?))
+}
+
+async fn stop_impersonating(
+    _: CrossSiteGuard,
+    handle: SessionHandle,
+) -> Result<Json<Value>, Failure> {
+    require_session(&handle)?;
+    let session = handle.stop_impersonating().await?;
+    Ok(Json(session_and_user(&handle, &session).await?))
 }
 
 #[cfg(test)]

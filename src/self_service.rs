@@ -13,12 +13,18 @@ use crate::handle::{CookieAction, SessionHandle, Status};
 use crate::manager::{Mirrored, RevokeTarget, SessionPage, merge_fields};
 use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
-use crate::session::{Session, check_app_fields};
+use crate::session::{IMPERSONATED_BY, Session, check_app_fields};
 use crate::token::{Token, TokenHash};
 
 /// How often a conditional write is retried when a concurrent request (a refresh) wrote
 /// the session between our read and our write.
 const WRITE_ATTEMPTS: usize = 3;
+
+/// Whether `listed` belongs in `current`'s own device list: everything but impersonations
+/// of the user, except the one this request is.
+fn is_users_own(listed: &Session, current: &Session) -> bool {
+    listed.id == current.id || !listed.fields.contains_key(IMPERSONATED_BY)
+}
 
 impl SessionHandle {
     /// The signed-in session and its token hash; `NoSession` without one, a store error
@@ -107,7 +113,10 @@ impl SessionHandle {
     }
 
     /// The signed-in user's live sessions, oldest first (the current one included; compare
-    /// ids with [`current`](Self::current) to mark it).
+    /// ids with [`current`](Self::current) to mark it). Impersonations of the user are
+    /// not the user's own and are left out (unless this request is one); the admin API
+    /// ([`SessionManager::list_user_sessions`](crate::SessionManager::list_user_sessions))
+    /// lists them.
     ///
     /// ```
     /// use tower_auth_session::{SessionError, SessionHandle};
@@ -130,7 +139,9 @@ impl SessionHandle {
     pub async fn list(&self) -> Result<Vec<Session>, SessionError> {
         let (session, _) = self.signed_in()?;
         let manager = self.manager();
-        manager.list_user_sessions(&session.user_id).await
+        let mut sessions = manager.list_user_sessions(&session.user_id).await?;
+        sessions.retain(|listed| is_users_own(listed, &session));
+        Ok(sessions)
     }
 
     /// One page of the signed-in user's live sessions, oldest first (see
@@ -141,9 +152,14 @@ impl SessionHandle {
         cursor: Option<&str>,
     ) -> Result<SessionPage, SessionError> {
         let (session, _) = self.signed_in()?;
-        self.manager()
+        let mut page = self
+            .manager()
             .list_user_sessions_page(&session.user_id, limit, cursor)
-            .await
+            .await?;
+        // Cut after the page: a page may hold fewer than `limit`; the cursor still follows.
+        page.sessions
+            .retain(|listed| is_users_own(listed, &session));
+        Ok(page)
     }
 
     /// Revokes one of the signed-in user's sessions by id; another user's id (or an

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request, Response, header};
 use tower_service::Service;
 
 use crate::client::ClientFacts;
@@ -78,6 +78,16 @@ where
             had_dont_remember: cookies.dont_remember,
             asked_for_auth_token: manager.config.auth_token_header == AuthTokenHeader::OnRequest
                 && request.headers().contains_key(WANT_AUTH_TOKEN),
+            cookie_headers: if manager.keeps_cookie_headers() {
+                request
+                    .headers()
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            },
         };
         let cached = cache_tier.zip(cookies.cache.as_ref());
         let (presented, read_cache) = match present(manager, request.headers(), &cookies) {

@@ -75,6 +75,10 @@ pub(crate) const RESERVED_FIELD_NAMES: [&str; 11] = [
     "current",
 ];
 
+/// The app field that marks an impersonation session: the impersonator's user id
+/// (Better Auth's `impersonatedBy`). Only the server writes it.
+pub(crate) const IMPERSONATED_BY: &str = "impersonatedBy";
+
 /// Longest app field name, in bytes.
 pub(crate) const MAX_FIELD_NAME_LEN: usize = 64;
 

@@ -6,7 +6,7 @@ use chrono::Duration;
 use ipnet::IpNet;
 
 use super::resolve::RefreshGate;
-use super::{ManagerInner, SessionManager, UserLoader};
+use super::{Impersonation, ManagerInner, SessionManager, UserLoader};
 use crate::client::{AddressHook, ClientTracking};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AuthTokenHeader, SameSite, SessionConfig, TokenTransport};
@@ -45,6 +45,8 @@ pub struct SessionManagerBuilder {
     event_capacity: usize,
     user_loader: Option<UserLoader>,
     field_policy: FieldPolicy,
+    impersonation: Option<Impersonation>,
+    multi_session: usize,
     errors: Vec<ConfigError>,
 }
 
@@ -92,6 +94,8 @@ impl SessionManagerBuilder {
             event_capacity: DEFAULT_EVENT_CAPACITY,
             user_loader: None,
             field_policy: FieldPolicy::new(),
+            impersonation: None,
+            multi_session: 0,
             errors: Vec::new(),
         }
     }
@@ -502,6 +506,37 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// Turns on impersonation ([`SessionHandle::impersonate`](crate::SessionHandle::impersonate),
+    /// and `POST /admin/impersonate-user` / `/admin/stop-impersonating` on
+    /// [`router`](SessionManager::router)): see [`Impersonation`].
+    pub fn impersonation(mut self, impersonation: Impersonation) -> Self {
+        self.impersonation = Some(impersonation);
+        self
+    }
+
+    /// Lets one browser hold up to `max` signed-in accounts (Better Auth's
+    /// `multiSession` plugin; 0, the default, is one account as usual). A sign-in keeps
+    /// the accounts already signed in, each in a signed cookie of its own, and the new one
+    /// becomes the active one — the session the layer resolves, so handlers and
+    /// extractors see only it. Past `max`, the oldest is signed out. Sign-out signs out
+    /// every account. [`router`](SessionManager::router) adds the
+    /// `/multi-session/*` routes.
+    ///
+    /// ```
+    /// use tower_auth_session::{MemoryStore, SessionManager};
+    ///
+    /// let manager = SessionManager::builder(MemoryStore::new())
+    ///     .secret(b"an example secret of at least 32 bytes!")
+    ///     .multi_session(2)
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = manager;
+    /// ```
+    pub fn multi_session(mut self, max: usize) -> Self {
+        self.multi_session = max;
+        self
+    }
+
     /// Checks the configuration and builds the manager.
     pub fn build(mut self) -> Result<SessionManager, ConfigError> {
         if let Some(error) = self.errors.drain(..).next() {
@@ -554,6 +589,16 @@ impl SessionManagerBuilder {
                 reason: format!("{name:?} is not an app field name (or is a built-in one)"),
             });
         }
+        if self
+            .impersonation
+            .as_ref()
+            .is_some_and(|i| i.expires_in.is_zero() || i.expires_in > MAX_OPTION_DURATION)
+        {
+            return invalid(
+                "impersonation",
+                "expires_in must be positive and under 1000 years",
+            );
+        }
         if self.event_capacity == 0 {
             return invalid("event_capacity", "must be at least 1");
         }
@@ -597,6 +642,8 @@ impl SessionManagerBuilder {
                 pending: Default::default(),
                 user_loader: self.user_loader,
                 field_policy: self.field_policy,
+                impersonation: self.impersonation,
+                multi_session: self.multi_session,
             }),
         })
     }

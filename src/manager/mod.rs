@@ -34,6 +34,7 @@ use crate::token::KeyRing;
 mod builder;
 mod cleanup;
 mod fields;
+mod identities;
 mod limits;
 mod pages;
 mod pending;
@@ -44,6 +45,7 @@ mod tiers;
 pub use builder::SessionManagerBuilder;
 pub use cleanup::CleanupTask;
 pub(crate) use fields::merge_fields;
+pub use identities::Impersonation;
 pub use pages::SessionPage;
 pub(crate) use pending::revoke_later;
 pub(crate) use resolve::{InProcess, LiveSession, Resolved};
@@ -89,6 +91,18 @@ pub(crate) struct ManagerInner {
     pub(crate) user_loader: Option<UserLoader>,
     /// Which app fields a request may write.
     pub(crate) field_policy: crate::field_policy::FieldPolicy,
+    /// Who may impersonate whom, when turned on.
+    pub(crate) impersonation: Option<Impersonation>,
+    /// How many accounts one browser may hold (0: one, as without the feature).
+    pub(crate) multi_session: usize,
+}
+
+impl ManagerInner {
+    /// Whether the layer keeps the request's `Cookie` headers for the routes that read
+    /// cookies beyond the session's own (other accounts, the admin's kept-aside session).
+    pub(crate) fn keeps_cookie_headers(&self) -> bool {
+        self.multi_session > 0 || self.impersonation.is_some()
+    }
 }
 
 /// The app's user loader, as the builder stored it.

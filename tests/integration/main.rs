@@ -22,6 +22,7 @@ mod example_server;
 mod example_tonic;
 mod field_policy;
 mod fuzz_regressions;
+mod identities;
 mod management;
 mod outside_axum;
 mod postgres_faults;
