@@ -6,30 +6,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createAuthClient } from "better-auth/client";
+import { cookieFetch } from "./cookie-jar.mjs";
 
 const baseURL = process.env.TAS_DEMO_URL ?? "http://127.0.0.1:3917";
-
-/** A fetch with a cookie jar, as the browser would have. */
-function cookieFetch() {
-  const jar = new Map();
-  const fetchWithJar = async (input, init = {}) => {
-    const headers = new Headers(init.headers);
-    if (jar.size > 0) {
-      headers.set("cookie", [...jar].map(([name, value]) => `${name}=${value}`).join("; "));
-    }
-    const response = await fetch(input, { ...init, headers });
-    for (const line of response.headers.getSetCookie()) {
-      const [pair, ...attributes] = line.split(";");
-      const at = pair.indexOf("=");
-      const name = pair.slice(0, at).trim();
-      const expired = attributes.some((a) => a.trim().toLowerCase() === "max-age=0");
-      if (expired) jar.delete(name);
-      else jar.set(name, pair.slice(at + 1));
-    }
-    return response;
-  };
-  return { fetchWithJar, jar };
-}
 
 /** A client with cookies, and one that signs in the same user on a second device. */
 function cookieClient() {

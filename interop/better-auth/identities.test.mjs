@@ -7,27 +7,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { createAuthClient } from "better-auth/client";
 import { adminClient, multiSessionClient } from "better-auth/client/plugins";
+import { cookieFetch } from "./cookie-jar.mjs";
 
 const baseURL = process.env.TAS_DEMO_MULTI_URL ?? "http://127.0.0.1:3918";
 
 function browser() {
-  const jar = new Map();
-  const customFetchImpl = async (input, init = {}) => {
-    const headers = new Headers(init.headers);
-    if (jar.size > 0) {
-      headers.set("cookie", [...jar].map(([name, value]) => `${name}=${value}`).join("; "));
-    }
-    const response = await fetch(input, { ...init, headers });
-    for (const line of response.headers.getSetCookie()) {
-      const [pair, ...attributes] = line.split(";");
-      const at = pair.indexOf("=");
-      const name = pair.slice(0, at).trim();
-      const expired = attributes.some((a) => a.trim().toLowerCase() === "max-age=0");
-      if (expired) jar.delete(name);
-      else jar.set(name, pair.slice(at + 1));
-    }
-    return response;
-  };
+  const { fetchWithJar: customFetchImpl, jar } = cookieFetch();
   const client = createAuthClient({
     baseURL,
     fetchOptions: { customFetchImpl },
