@@ -37,3 +37,4 @@ mod restart;
 mod review_regressions;
 mod sqlite_store;
 mod store_conformance;
+mod store_scale;
