@@ -29,6 +29,7 @@ mod redis_cluster;
 mod redis_cluster_bus;
 mod redis_compat;
 mod redis_faults;
+mod redis_memory;
 mod redis_races;
 mod redis_secondary_only;
 mod redis_tier;
