@@ -275,18 +275,29 @@ async fn postgres_store_at_scale() {
            now() - interval '1 day', '203.0.113.7', 'curl/8.5.0', true, 0, '{{}}' \
          FROM generate_series(0, $2 - 1) AS i"
     );
-    sqlx::query(&fill)
-        .bind(i64::try_from(n).unwrap())
-        .bind(i64::try_from(total(n)).unwrap())
-        .execute(store.pool())
-        .await
-        .unwrap();
-    measure("postgres", store.clone(), n, true).await;
+    // The schema is dropped whatever happens (at 1M it holds hundreds of megabytes of a
+    // disk other tests share), then a failure is passed on.
+    let run = tokio::spawn({
+        let store = store.clone();
+        async move {
+            sqlx::query(&fill)
+                .bind(i64::try_from(n).unwrap())
+                .bind(i64::try_from(total(n)).unwrap())
+                .execute(store.pool())
+                .await
+                .unwrap();
+            measure("postgres", store, n, true).await;
+        }
+    })
+    .await;
     let drop_schema = format!("DROP SCHEMA \"{schema}\" CASCADE");
     sqlx::query(&drop_schema)
         .execute(store.pool())
         .await
         .unwrap();
+    if let Err(failure) = run {
+        std::panic::resume_unwind(failure.into_panic());
+    }
 }
 
 #[cfg(feature = "redis")]
