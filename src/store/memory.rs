@@ -1,7 +1,7 @@
 //! An in-process store: for tests, demos and single-instance apps that accept losing
 //! sessions on restart.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, RwLock};
 
@@ -31,7 +31,7 @@ pub struct MemoryStore {
     inner: Arc<RwLock<Tables>>,
 }
 
-/// The sessions and two indexes; every method keeps all three in step.
+/// The sessions and three indexes; every method keeps all four in step.
 #[derive(Debug, Default)]
 struct Tables {
     by_hash: HashMap<TokenHash, Arc<Session>, TokenHashes>,
@@ -39,7 +39,16 @@ struct Tables {
     /// Each user's token hashes, so per-user calls cost that user's sessions, not every
     /// session of every user.
     by_user: HashMap<String, HashSet<TokenHash>>,
+    /// (expiry, token hash), soonest first: a cleanup batch reads the expired
+    /// sessions off the front instead of scanning every session under the write lock
+    /// (at 1M sessions that scan blocked lookups for hundreds of milliseconds).
+    by_expiry: BTreeSet<(DateTime<Utc>, TokenHash)>,
 }
+
+/// How many expired sessions one hold of the write lock removes: each removal is a few
+/// map operations (well under a microsecond), so a lookup waits for tens of
+/// microseconds at most, however many sessions expired.
+const EXPIRED_PER_LOCK: usize = 64;
 
 /// Token hashes are SHA-256 outputs of tokens the server drew at random, so they are
 /// uniform already: the map folds their bytes instead of running SipHash over 32 bytes
@@ -100,6 +109,7 @@ impl MemoryStore {
 
 impl Tables {
     fn insert(&mut self, hash: TokenHash, session: Session) {
+        self.by_expiry.insert((session.expires_at, hash));
         self.hash_by_id.insert(session.id.clone(), hash);
         self.by_user
             .entry(session.user_id.clone())
@@ -110,6 +120,7 @@ impl Tables {
 
     fn remove(&mut self, hash: &TokenHash) -> Option<Session> {
         let session = self.by_hash.remove(hash)?;
+        self.by_expiry.remove(&(session.expires_at, *hash));
         self.hash_by_id.remove(&session.id);
         if let Some(hashes) = self.by_user.get_mut(&session.user_id) {
             hashes.remove(hash);
@@ -292,20 +303,29 @@ impl SessionStore for MemoryStore {
         now: DateTime<Utc>,
         limit: u32,
     ) -> BoxFuture<'_, Result<u64, StoreError>> {
-        let deleted = {
+        // In short holds of the lock, each taking the soonest-expiring sessions off the
+        // front of the expiry index: O(limit · log N), never a scan of every session.
+        let limit = limit as usize;
+        let mut deleted = 0;
+        while deleted < limit {
             let mut tables = self.write();
-            let expired: Vec<TokenHash> = tables
-                .by_hash
+            let batch: Vec<TokenHash> = tables
+                .by_expiry
                 .iter()
-                .filter(|(_, s)| s.is_expired(now))
-                .map(|(hash, _)| *hash)
-                .take(limit as usize)
+                .take_while(|(expires_at, _)| *expires_at <= now)
+                .take(EXPIRED_PER_LOCK.min(limit - deleted))
+                .map(|(_, hash)| *hash)
                 .collect();
-            for hash in &expired {
+            for hash in &batch {
                 tables.remove(hash);
             }
-            expired.len() as u64
-        };
+            drop(tables);
+            deleted += batch.len();
+            if batch.len() < EXPIRED_PER_LOCK {
+                break;
+            }
+        }
+        let deleted = deleted as u64;
         Box::pin(async move { Ok(deleted) })
     }
 }
@@ -386,5 +406,44 @@ mod tests {
         );
         assert_eq!(store.delete_by_user("b", None).await.unwrap().len(), 1);
         assert!(store.read().by_user.is_empty());
+    }
+    /// Issue 18: cleanup reads expired sessions off the expiry index, in step with the
+    /// map through every write, so a batch costs the sessions it deletes, not a scan of
+    /// every session under the write lock.
+    #[tokio::test]
+    async fn cleanup_takes_expired_sessions_off_the_expiry_index() {
+        let store = MemoryStore::new();
+        let now = Utc::now();
+        let mut live = Vec::new();
+        for i in 0..300i64 {
+            let mut s = Session::new("u", now, now + chrono::Duration::seconds(i - 200));
+            s.id = format!("s{i}");
+            let hash = crate::token::Token::generate().hash();
+            store.create(&hash, &s).await.unwrap();
+            if i >= 200 {
+                live.push(hash);
+            }
+        }
+        // A refresh moves a session's place in the index (expired → live).
+        let (hash, mut refreshed) = {
+            let tables = store.read();
+            let (hash, s) = tables.of_user("u").find(|(_, s)| s.id == "s0").unwrap();
+            (*hash, s.clone())
+        };
+        refreshed.expires_at = now + chrono::Duration::hours(1);
+        assert!(store.update(&hash, 0, &refreshed, None).await.unwrap());
+        live.push(hash);
+        assert_eq!(store.read().by_expiry.len(), 300);
+
+        // 200 expired: s0 to s200 (expiring exactly now counts), less the refreshed s0.
+        assert_eq!(store.delete_expired(now, 150).await.unwrap(), 150);
+        assert_eq!(store.delete_expired(now, 1000).await.unwrap(), 50);
+        assert_eq!(store.delete_expired(now, 1000).await.unwrap(), 0);
+        let tables = store.read();
+        assert_eq!(tables.by_expiry.len(), tables.by_hash.len());
+        assert_eq!(tables.by_hash.len(), 100);
+        live.retain(|hash| tables.by_hash.get(hash).is_some_and(|s| !s.is_expired(now)));
+        assert_eq!(live.len(), 100, "only expired sessions were deleted");
+        assert!(tables.by_expiry.iter().all(|(at, _)| *at > now));
     }
 }

@@ -30,10 +30,11 @@ use held::Held;
 /// One statement per string, each run with `sqlx::query`: a multi-statement
 /// `sqlx::raw_sql` would make `connect`'s future fail to be provably `Send` (so it could
 /// not be `tokio::spawn`ed).
-const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE {schema}tas_sessions (
+const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE {schema}tas_sessions (
             id TEXT PRIMARY KEY,
             token_hash BYTEA NOT NULL UNIQUE CHECK (octet_length(token_hash) = 32),
             user_id TEXT NOT NULL,
@@ -48,10 +49,23 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             generation BIGINT NOT NULL,
             fields JSONB NOT NULL
         )",
-        "CREATE INDEX tas_sessions_user_id ON {schema}tas_sessions (user_id)",
-        "CREATE INDEX tas_sessions_expires_at ON {schema}tas_sessions (expires_at)",
-    ],
-)];
+            "CREATE INDEX tas_sessions_user_id ON {schema}tas_sessions (user_id)",
+            "CREATE INDEX tas_sessions_expires_at ON {schema}tas_sessions (expires_at)",
+        ],
+    ),
+    (
+        // Per-user calls by (user, expiry): with `user_id` alone, a table whose statistics
+        // are stale (just after a bulk load, say) was planned as a bitmap AND with the
+        // `expires_at` index, reading every live session to list one user's (17.8 ms at 1M
+        // sessions; 0.04 ms with this index). The composite index also serves `user_id = $1`
+        // alone, so the old one goes.
+        2,
+        &[
+            "CREATE INDEX tas_sessions_user_expires ON {schema}tas_sessions (user_id, expires_at)",
+            "DROP INDEX {schema}tas_sessions_user_id",
+        ],
+    ),
+];
 
 /// First half of the advisory lock key that serialises migrations ("tas" in ASCII); the
 /// second half is a hash of the schema name, so stores in different schemas do not wait

@@ -56,3 +56,50 @@ pub(super) fn migrate(connection: &mut Connection) -> rusqlite::Result<()> {
     }
     tx.commit()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::rows;
+    use super::*;
+
+    /// What SQLite plans for `sql` on the migrated schema: one line per step.
+    fn plan(connection: &Connection, sql: &str) -> String {
+        let mut statement = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap();
+        // Every parameter NULL: the plan does not depend on the values.
+        let nulls = vec![rusqlite::types::Null; statement.parameter_count()];
+        let steps = statement
+            .query_map(rusqlite::params_from_iter(nulls), |row| {
+                row.get::<_, String>(3)
+            })
+            .unwrap();
+        steps.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    /// Issue 18: no statement reads every row. Each one a request or the sweeper runs
+    /// is planned on an index (a per-user one on the user's index, so its cost is that
+    /// user's sessions whatever the table holds), never a `SCAN` of the table.
+    #[test]
+    fn every_statement_is_planned_on_an_index() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate(&mut connection).unwrap();
+        for (sql, index) in [
+            (rows::FIND, "tas_sessions_token_hash"),
+            (rows::FIND_BY_ID, "sqlite_autoindex_tas_sessions_1"),
+            (rows::UPDATE, "tas_sessions_token_hash"),
+            (rows::DELETE, "tas_sessions_token_hash"),
+            (rows::DELETE_BY_ID, "sqlite_autoindex_tas_sessions_1"),
+            (rows::DELETE_BY_USER, "tas_sessions_user_id"),
+            (rows::LIST_BY_USER, "tas_sessions_user_id"),
+            (rows::DELETE_EXPIRED, "tas_sessions_expires_at"),
+        ] {
+            let plan = plan(&connection, sql);
+            assert!(plan.contains(index), "{sql}:\n{plan}");
+            assert!(
+                !plan.lines().any(|step| step.trim() == "SCAN tas_sessions"),
+                "{sql}:\n{plan}"
+            );
+        }
+    }
+}
