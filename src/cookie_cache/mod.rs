@@ -92,7 +92,7 @@ pub struct CookieCache {
     /// Where revocations are shared with other instances: a Redis client and key prefix
     /// (or the mistake in them, reported by `build`).
     #[cfg(feature = "redis")]
-    redis: Option<Result<(redis::Client, String), ConfigError>>,
+    redis: Option<Result<crate::cache_bus::BusLink, ConfigError>>,
 }
 
 impl Default for CookieCache {
@@ -155,9 +155,11 @@ impl CookieCache {
     /// (keys and channels under `key_prefix`, e.g. `tas:v1:`), so that a revoke on one
     /// instance stops all of them from believing that session's caches before it returns.
     /// Needed whenever more than one instance runs with the cookie cache on and Redis is
-    /// not already their secondary tier or store (a
-    /// [`RedisStorage`](crate::secondary::RedisStorage) given to the builder is used for
-    /// this automatically; this overrides it).
+    /// not already their secondary tier or store (a secondary tier or store that offers
+    /// a bus — [`RedisStorage`](crate::secondary::RedisStorage) does, through
+    /// `cache_revocation_bus`, and a wrapper must forward it — is used for this; this
+    /// overrides it). This bus keeps its own connection (500 ms timeout, no breaker); one
+    /// a storage offers uses the storage's.
     ///
     /// Each instance then trusts caches only under a 2-second lease it renews in Redis:
     /// while Redis is unreachable, requests fall back to the stores instead of believing
@@ -186,22 +188,30 @@ impl CookieCache {
             Err(invalid("the key prefix must not be empty".into()))
         } else {
             redis::Client::open(url)
-                .map(|client| (client, key_prefix))
+                .map(|client| crate::cache_bus::BusLink {
+                    nodes: vec![client.get_connection_info().clone()],
+                    client,
+                    prefix: key_prefix,
+                    // Its own connection: this Redis is not one a storage manages.
+                    commands: None,
+                })
                 .map_err(|e| invalid(e.to_string()))
         });
         self
     }
 
-    /// Checks the settings and starts the cache tier. `shared_redis` is the Redis the
-    /// manager already talks to (its secondary tier or store), used for revocations
-    /// unless [`redis`](Self::redis) chose another.
+    /// Checks the settings and starts the cache tier. `offered` is the bus the manager's
+    /// secondary tier or store offers, used for revocations unless
+    /// [`redis`](Self::redis) chose another.
     pub(crate) fn build(
         self,
         config: &SessionConfig,
         names: &CookieNames,
         clock: &Arc<dyn Clock>,
-        #[cfg(feature = "redis")] shared_redis: Option<(redis::Client, String)>,
+        offered: Option<crate::CacheRevocationBus>,
     ) -> Result<Option<CacheTier>, ConfigError> {
+        #[cfg(not(feature = "redis"))]
+        let _ = offered;
         if self.max_age.is_zero() {
             return Ok(None);
         }
@@ -241,9 +251,9 @@ impl CookieCache {
         let chunk_names = ChunkNames::new(&names.session_data);
         #[cfg(feature = "redis")]
         let bus = {
-            let redis = self.redis.transpose()?.or(shared_redis);
-            redis.map(|(client, prefix)| {
-                let bus = RevocationBus::new(client, &prefix, revocations.clone(), clock.clone());
+            let link = self.redis.transpose()?.or(offered.map(|bus| bus.link));
+            link.map(|link| {
+                let bus = RevocationBus::new(link, revocations.clone(), clock.clone());
                 bus.start();
                 bus
             })
@@ -443,6 +453,14 @@ impl CacheTier {
             && !at.refresh_due(view.remember(), view.times_ms[payload::UPDATED_AT])
             && self.leased()
             && self.revocations.allows(view)
+    }
+
+    /// Whether revocations reach other instances' caches (a bus is wired).
+    pub(crate) fn shares_revocations(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.bus.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
     }
 
     /// Whether this instance's trust in caches is live: always without Redis (one

@@ -14,8 +14,12 @@ use axum::Router;
 use chrono::Duration;
 use common::*;
 use http::StatusCode;
-use tower_auth_session::secondary::RedisStorage;
-use tower_auth_session::{CookieCache, ManualClock, MemoryStore, SessionManager};
+use tower_auth_session::secondary::{PutOutcome, RedisStorage, Revocation, SecondaryStorage};
+use tower_auth_session::store::BoxFuture;
+use tower_auth_session::{
+    CacheRevocationBus, CookieCache, ManualClock, MemoryStore, Session, SessionManager, StoreError,
+    TokenHash,
+};
 
 /// What a browser holds after signing in: the token cookie only (each instance issues its
 /// own cache).
@@ -47,6 +51,9 @@ struct Instance {
 enum Mode {
     /// Redis is the secondary tier (and so also carries cache revocations).
     Tier,
+    /// As `Tier`, the storage wrapped (for metrics, say) by a type that forwards every
+    /// trait method.
+    WrappedTier,
     /// The store alone holds sessions; Redis only carries cache revocations.
     RevocationsOnly,
 }
@@ -62,15 +69,27 @@ fn instance(
     let builder = SessionManager::builder(counting)
         .secret(SECRET)
         .clock(clock.clone());
+    let tier = || {
+        RedisStorage::builder(redis_url)
+            .key_prefix(prefix)
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
     let (builder, tier) = match mode {
         Mode::Tier => {
-            let tier = RedisStorage::builder(redis_url)
-                .key_prefix(prefix)
-                .clock(clock.clone())
-                .build()
-                .unwrap();
+            let tier = tier();
             let builder = builder.cookie_cache(CookieCache::new());
             (builder.secondary_storage(tier.clone()), Some(tier))
+        }
+        Mode::WrappedTier => {
+            let tier = tier();
+            let wrapped = Metered {
+                inner: tier.clone(),
+                gets: Default::default(),
+            };
+            let builder = builder.cookie_cache(CookieCache::new());
+            (builder.secondary_storage(wrapped), Some(tier))
         }
         Mode::RevocationsOnly => {
             let cache = CookieCache::new().redis(redis_url, prefix);
@@ -83,6 +102,54 @@ fn instance(
         manager,
         counts,
         tier,
+    }
+}
+
+/// A secondary storage that wraps another, as an app would for metrics: every method
+/// forwarded, the bus included (the builder asks the trait, it does not look for a
+/// `RedisStorage` by type any more).
+struct Metered {
+    inner: RedisStorage,
+    gets: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SecondaryStorage for Metered {
+    fn get<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+    ) -> BoxFuture<'a, Result<Option<Session>, StoreError>> {
+        self.gets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.get(token_hash)
+    }
+    fn put<'a>(
+        &'a self,
+        token_hash: &'a TokenHash,
+        session: &'a Session,
+        replaces: Option<&'a TokenHash>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, Result<PutOutcome, StoreError>> {
+        self.inner.put(token_hash, session, replaces, now)
+    }
+    fn forget<'a>(&'a self, token_hash: &'a TokenHash) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.forget(token_hash)
+    }
+    fn revoke<'a>(
+        &'a self,
+        revocations: &'a [Revocation<'a>],
+        until: chrono::DateTime<chrono::Utc>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, Result<Vec<String>, StoreError>> {
+        self.inner.revoke(revocations, until, now)
+    }
+    fn list_by_user<'a>(
+        &'a self,
+        user_id: &'a str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
+        self.inner.list_by_user(user_id, now)
+    }
+    fn cache_revocation_bus(&self) -> Option<CacheRevocationBus> {
+        self.inner.cache_revocation_bus()
     }
 }
 
@@ -168,6 +235,24 @@ async fn revoked_session_is_rejected_on_other_instance_with_cookie_cache() {
         latencies[latencies.len() / 2],
         latencies[latencies.len() - 1]
     );
+}
+
+/// Issue 18, item 7: a secondary storage wrapped by the app still carries cross-instance
+/// cache revocations, because the wrapper forwards `cache_revocation_bus` (before, the
+/// builder looked for a `RedisStorage` by type, and a wrapped one silently left every
+/// other instance believing a revoked session's cache for up to `max_age`).
+#[tokio::test]
+async fn a_wrapped_secondary_storage_still_carries_cache_revocations() {
+    let Some(url) = service_url("REDIS_URL", "redis://127.0.0.1:6379") else {
+        return;
+    };
+    let (a, b, _clock) = pair(&url, Mode::WrappedTier).await;
+    for trial in 0..5 {
+        let mut browser = warmed_on_b(&a, &b, &format!("wrapped{trial}")).await;
+        assert!(a.manager.revoke(&browser.session_id).await.unwrap());
+        let (status, _) = visit(&b, &mut browser).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "trial {trial}");
+    }
 }
 
 #[tokio::test]
