@@ -156,7 +156,7 @@ pub trait SecondaryStorage: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>>;
 
     /// The Redis through which instances share cookie-cache revocations, if this tier
-    /// has one (a [`RedisStorage`](crate::secondary::RedisStorage) does). A storage that
+    /// has one (a [`RedisStorage`] does). A storage that
     /// wraps another must forward this, or the cookie caches of several instances will
     /// not hear of each other's revocations (the builder then warns).
     fn cache_revocation_bus(&self) -> Option<crate::CacheRevocationBus> {
