@@ -302,13 +302,43 @@ async fn open_primary(config: &Config) -> Result<Arc<dyn SessionStore>, String> 
     if config.secondary_only {
         let url = config.redis_url.as_deref().unwrap_or_default();
         // Redis is the only store here: unreachable at start is a start-up error.
-        let redis = RedisStorage::builder(url)
-            .connect()
-            .await
-            .map_err(|e| format!("REDIS_URL {:?}: {}", redact(url), with_causes(&e)))?;
+        let redis = redis_builder(url).connect().await.map_err(|e| {
+            cluster_node_refused(url, &e)
+                .unwrap_or_else(|| format!("REDIS_URL {:?}: {}", redact(url), with_causes(&e)))
+        })?;
         return Ok(Arc::new(redis));
     }
     open_store(&config.database_url).await
+}
+
+/// `REDIS_URL` as DEMO_SERVER.md reads it: one URL is one Redis server; a comma-separated
+/// list of URLs is a Redis Cluster, given by its seed nodes (`redis+cluster://h1:p1,h2:p2`
+/// works too).
+#[cfg(feature = "redis")]
+fn redis_builder(url: &str) -> tower_auth_session::secondary::RedisStorageBuilder {
+    let nodes: Vec<&str> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .collect();
+    if nodes.len() > 1 {
+        RedisStorage::cluster(nodes)
+    } else {
+        RedisStorage::builder(url.trim())
+    }
+}
+
+/// The start-up line when one URL points at a node of a Redis Cluster (the library
+/// refuses to use a cluster node as one server).
+#[cfg(feature = "redis")]
+fn cluster_node_refused(url: &str, error: &tower_auth_session::StoreError) -> Option<String> {
+    with_causes(error).contains("cluster_enabled:1").then(|| {
+        format!(
+            "REDIS_URL {:?} is a node of a Redis Cluster: list the cluster's nodes, comma-separated \
+             (REDIS_URL=redis://host1:port1,redis://host2:port2,...)",
+            redact(url)
+        )
+    })
 }
 
 /// Redis in front of the database (`REDIS_URL` with `SESSION_STORAGE=database`).
@@ -321,8 +351,12 @@ async fn open_secondary(config: &Config) -> Result<Option<RedisStorage>, String>
     else {
         return Ok(None);
     };
-    match RedisStorage::builder(url).connect().await {
+    match redis_builder(url).connect().await {
         Ok(redis) => Ok(Some(redis)),
+        // A misconfiguration, not an outage: waiting would serve from the database for ever.
+        Err(e) if cluster_node_refused(url, &e).is_some() => {
+            Err(cluster_node_refused(url, &e).unwrap_or_default())
+        }
         // The database is the source of truth: start anyway and let the breaker find Redis.
         Err(e) => {
             eprintln!(
@@ -333,7 +367,7 @@ async fn open_secondary(config: &Config) -> Result<Option<RedisStorage>, String>
                     with_causes(&e)
                 ))
             );
-            RedisStorage::builder(url)
+            redis_builder(url)
                 .build()
                 .map(Some)
                 .map_err(|e| format!("REDIS_URL: {e}"))

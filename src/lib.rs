@@ -75,6 +75,7 @@
 )]
 
 // Leaf: plain types and functions that import nothing above them.
+mod cache_bus;
 mod client;
 mod clock;
 mod config;
@@ -123,6 +124,7 @@ pub mod tonic;
 #[doc(hidden)]
 pub mod fuzzing;
 
+pub use cache_bus::CacheRevocationBus;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{AuthTokenHeader, SameSite, TokenTransport, WANT_AUTH_TOKEN};
 pub use cookie_cache::CookieCache;

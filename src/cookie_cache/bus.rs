@@ -43,12 +43,12 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use redis::Script;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tokio::sync::Notify;
 
+use crate::cache_bus::{BusCommands, BusLink};
 use crate::clock::Clock;
 use crate::cookie_cache::INSTANCE_CLOCK_SKEW;
 use crate::cookie_cache::revocation::{CacheRevocation, RevocationSet};
@@ -106,8 +106,12 @@ pub(crate) struct RevocationBus {
 
 struct BusCore {
     instance_id: String,
-    /// The Redis the bus was given: the server, or on a cluster the node it starts from.
+    /// The Redis the bus was given: the server, or on a cluster the first node.
     client: redis::Client,
+    /// The owner's connection policy (a `RedisStorage`'s connection, timeout and breaker),
+    /// which every command but the subscription and the cluster's topology questions
+    /// goes through; `None` when the bus keeps its own (`CookieCache::redis`).
+    shared: Option<Arc<dyn BusCommands>>,
     /// Key and channel names on one Redis and on a cluster; which applies is known once
     /// `commands` is made.
     single: Names,
@@ -120,7 +124,6 @@ struct BusCore {
     commands: Mutex<Option<Commands>>,
     connecting: tokio::sync::Mutex<()>,
     nodes: Mutex<Vec<redis::ConnectionInfo>>,
-    scripts: Scripts,
     revocations: Arc<RevocationSet>,
     clock: Arc<dyn Clock>,
     /// Monotonic origin for the atomics below.
@@ -132,6 +135,10 @@ struct BusCore {
     next_heartbeat: AtomicU64,
     /// Revokes of this instance waiting for acks, by nonce.
     waiters: Mutex<HashMap<u64, Arc<Waiter>>>,
+    /// Revokes waiting for the message in flight to finish (see `broadcast`).
+    queue: Mutex<VecDeque<Queued>>,
+    /// Whether a `flush` task is sending.
+    flushing: AtomicBool,
     warned_down: AtomicBool,
 }
 
@@ -194,12 +201,6 @@ impl ConnectionLike for Commands {
     }
 }
 
-struct Scripts {
-    renew: Script,
-    publish: Script,
-    deregister: Script,
-}
-
 struct Waiter {
     acked: Mutex<HashSet<String>>,
     notify: Notify,
@@ -215,31 +216,33 @@ impl std::fmt::Debug for BusCore {
 }
 
 impl RevocationBus {
-    /// A bus over the Redis at `client`, with keys under `prefix`. Nothing connects until
-    /// [`start`](Self::start).
+    /// A bus over the Redis `link` names, with keys under its prefix. Nothing connects
+    /// until [`start`](Self::start).
     pub(crate) fn new(
-        client: redis::Client,
-        prefix: &str,
+        link: BusLink,
         revocations: Arc<RevocationSet>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let instance_id = random_id();
-        let seed = client.get_connection_info().clone();
+        let prefix = &link.prefix;
+        // A storage knows whether it is on a cluster; a bare URL is asked (`INFO`).
+        let mode = match &link.commands {
+            Some(shared) if shared.is_cluster() => CLUSTER,
+            Some(_) => SINGLE,
+            None => 0,
+        };
         Self {
             core: Arc::new(BusCore {
                 single: Names::new(prefix, &instance_id),
                 cluster: Names::new(&format!("{prefix}{{{prefix}cc}}"), &instance_id),
                 instance_id,
-                client,
-                mode: std::sync::atomic::AtomicU8::new(0),
+                client: link.client,
+                shared: link.commands,
+                mode: std::sync::atomic::AtomicU8::new(mode),
                 commands: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
-                nodes: Mutex::new(vec![seed]),
-                scripts: Scripts {
-                    renew: Script::new(RENEW),
-                    publish: Script::new(PUBLISH),
-                    deregister: Script::new(DEREGISTER),
-                },
+                // Every node given, so the bus does not hang on the first one answering.
+                nodes: Mutex::new(link.nodes),
                 revocations,
                 clock,
                 origin: Instant::now(),
@@ -247,6 +250,8 @@ impl RevocationBus {
                 heartbeats: Mutex::new(VecDeque::new()),
                 next_heartbeat: AtomicU64::new(1),
                 waiters: Mutex::new(HashMap::new()),
+                queue: Mutex::new(VecDeque::new()),
+                flushing: AtomicBool::new(false),
                 warned_down: AtomicBool::new(false),
             }),
             tasks: Mutex::new(Vec::new()),
@@ -289,27 +294,82 @@ impl RevocationBus {
 
     /// Sends `revocations` (already applied here) to every other instance and waits until
     /// each leased one applied them or lost its lease.
+    ///
+    /// Batched: while one message is in flight (published, acks awaited), the revocations
+    /// of every revoke that arrives meanwhile wait and then go out together in the next
+    /// one (at most [`MAX_BATCH`] revocations), sharing its acks. A lone revoke goes out at
+    /// once; at a high rate each instance sends about one message per round trip instead
+    /// of one per revoke, and every other instance acks once per message.
     pub(crate) async fn broadcast(
         &self,
         revocations: Vec<CacheRevocation>,
     ) -> Result<(), StoreError> {
         self.start();
-        let nonce = next_nonce();
-        let message = encode_message(&self.core.instance_id, nonce, &revocations);
-        let waiter = Arc::new(Waiter {
-            acked: Mutex::new(HashSet::new()),
-            notify: Notify::new(),
-        });
-        self.core.waiters().insert(nonce, waiter.clone());
-        let outcome = self.core.publish_and_wait(&message, &waiter).await;
-        self.core.waiters().remove(&nonce);
-        if let Err(error) = &outcome {
-            tracing::error!(%error, "could not confirm a revocation to other instances' cookie caches; retrying in the background");
-            let core = Arc::downgrade(&self.core);
-            let retention = self.core.revocations.retention();
-            tokio::spawn(republish(core, message, retention));
+        let (done, outcome) = tokio::sync::oneshot::channel();
+        self.core
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back((revocations, done));
+        if !self.core.flushing.swap(true, Ordering::AcqRel) {
+            // Its own task, so a cancelled request cannot strand the revokes queued
+            // behind it.
+            tokio::spawn(flush(self.core.clone()));
         }
-        outcome
+        match outcome.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(StoreError::new(message)),
+            Err(_) => Err(StoreError::new(
+                "cookie cache revocation bus stopped before confirming",
+            )),
+        }
+    }
+}
+
+/// Revokes waiting for the next message: their revocations and who to tell the outcome.
+type Queued = (
+    Vec<CacheRevocation>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
+
+/// Most revocations in one message (about 90 bytes each as JSON): bounds a message and
+/// the time one takes to decode, under any backlog.
+const MAX_BATCH: usize = 1_000;
+
+/// Sends what is queued, message after message, until the queue is empty.
+async fn flush(core: Arc<BusCore>) {
+    loop {
+        let batch: Vec<Queued> = {
+            let mut queue = core.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut taken = 0;
+            let mut batch = Vec::new();
+            while let Some((revocations, _)) = queue.front() {
+                if !batch.is_empty() && taken + revocations.len() > MAX_BATCH {
+                    break;
+                }
+                taken += revocations.len();
+                batch.extend(queue.pop_front());
+            }
+            if batch.is_empty() {
+                core.flushing.store(false, Ordering::Release);
+            }
+            batch
+        };
+        if batch.is_empty() {
+            // A revoke queued between the check and the store above finds `flushing`
+            // false and starts its own flush; nothing is left behind.
+            return;
+        }
+        let mut revocations = Vec::new();
+        let mut waiting = Vec::with_capacity(batch.len());
+        for (mut some, done) in batch {
+            revocations.append(&mut some);
+            waiting.push(done);
+        }
+        let outcome = core.send(&revocations).await.map_err(|e| e.to_string());
+        for done in waiting {
+            let _ = done.send(outcome.clone());
+        }
     }
 }
 
@@ -327,16 +387,9 @@ impl Drop for RevocationBus {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let core = self.core.clone();
             runtime.spawn(async move {
-                let _ = core
-                    .command(|mut conn, core| async move {
-                        core.scripts
-                            .deregister
-                            .key(&core.names().registry_key)
-                            .arg(&core.instance_id)
-                            .invoke_async::<i64>(&mut conn)
-                            .await
-                    })
-                    .await;
+                let names = core.names();
+                let cmd = eval(DEREGISTER, &[&names.registry_key], &[&core.instance_id]);
+                let _ = core.command(cmd).await;
             });
         }
     }
@@ -431,6 +484,9 @@ impl BusCore {
     /// The client to subscribe with: the given Redis, or on a cluster the primary that
     /// holds the bus' slot now (where its scripts publish).
     async fn subscription_client(self: &Arc<Self>) -> redis::RedisResult<redis::Client> {
+        if self.mode.load(Ordering::Acquire) == SINGLE {
+            return Ok(self.client.clone());
+        }
         let Commands::Cluster(mut cluster) = self.connection().await? else {
             return Ok(self.client.clone());
         };
@@ -487,6 +543,17 @@ impl BusCore {
             return; // too late to extend anything
         }
         if !self.trusts() {
+            let lapsed_at = self.trusted_until.load(Ordering::Acquire);
+            if lapsed_at != 0 && !self.warned_down.load(Ordering::Relaxed) {
+                // Held, not dropped (a dropped subscription or a failed renewal warned
+                // already): the heartbeats came back too late, from a stalled event loop,
+                // a saturated worker or a slow Redis.
+                tracing::warn!(
+                    lapsed_ms_ago = now.saturating_sub(lapsed_at) / 1_000_000,
+                    "cookie cache lease lapsed: heartbeats came back late; caches issued \
+                     until now fall back to the store"
+                );
+            }
             // Trust was lost (or never held): revocations may have been missed meanwhile.
             // Caches issued up to now are refused from here on: this process's own by its
             // own clock, which the caches it issues from now on are stamped with (taken
@@ -503,12 +570,37 @@ impl BusCore {
         self.trusted_until.fetch_max(until, Ordering::AcqRel);
     }
 
-    async fn command<T, F, Fut>(self: &Arc<Self>, call: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(Commands, Arc<Self>) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        let attempt = async { call(self.connection().await?, self.clone()).await };
+    /// Publishes one message of `revocations` and waits for every leased instance's ack
+    /// or lapse; on failure keeps republishing it in the background.
+    async fn send(self: &Arc<Self>, revocations: &[CacheRevocation]) -> Result<(), StoreError> {
+        let nonce = next_nonce();
+        let message = encode_message(&self.instance_id, nonce, revocations);
+        let waiter = Arc::new(Waiter {
+            acked: Mutex::new(HashSet::new()),
+            notify: Notify::new(),
+        });
+        self.waiters().insert(nonce, waiter.clone());
+        let outcome = self.publish_and_wait(&message, &waiter).await;
+        self.waiters().remove(&nonce);
+        if let Err(error) = &outcome {
+            tracing::error!(%error, "could not confirm a revocation to other instances' cookie caches; retrying in the background");
+            let core = Arc::downgrade(self);
+            let retention = self.revocations.retention();
+            tokio::spawn(republish(core, message, retention));
+        }
+        outcome
+    }
+
+    /// Runs one command: through the owner's connection policy when the bus has one,
+    /// else on its own connection with its own timeout.
+    async fn command(self: &Arc<Self>, cmd: redis::Cmd) -> Result<redis::Value, StoreError> {
+        if let Some(shared) = &self.shared {
+            return shared.query(cmd).await;
+        }
+        let attempt = async {
+            let mut conn = self.connection().await?;
+            cmd.query_async::<redis::Value>(&mut conn).await
+        };
         let outcome = tokio::time::timeout(COMMAND_TIMEOUT, attempt).await;
         if !matches!(outcome, Ok(Ok(_))) {
             self.forget_cluster_connection();
@@ -528,19 +620,12 @@ impl BusCore {
         message: &str,
         waiter: &Waiter,
     ) -> Result<(), StoreError> {
-        let message = message.to_owned();
-        let reply: Vec<String> = self
-            .command(|mut conn, core| async move {
-                let names = core.names();
-                core.scripts
-                    .publish
-                    .key(&names.registry_key)
-                    .key(&names.channel)
-                    .arg(message)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let names = self.names();
+        let cmd = eval(PUBLISH, &[&names.registry_key, &names.channel], &[message]);
+        let reply: Vec<String> =
+            redis::from_redis_value(&self.command(cmd).await?).map_err(|e| {
+                StoreError::with_source("malformed reply from the revocation script", e)
+            })?;
         let received = Instant::now();
         let mut reply = reply.into_iter();
         let redis_now: i64 = parse(reply.next())?;
@@ -589,15 +674,9 @@ impl BusCore {
         let ack = format!("a:{nonce}:{}", self.instance_id);
         let core = self.clone();
         tokio::spawn(async move {
-            let sent = core
-                .command(|mut conn, _| async move {
-                    redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(ack)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                })
-                .await;
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(channel).arg(ack);
+            let sent = core.command(cmd).await;
             if let Err(error) = sent {
                 // The revoker then waits for our lease to lapse instead.
                 tracing::debug!(%error, "could not ack a cookie cache revocation");
@@ -711,21 +790,14 @@ async fn renew_forever(core: Weak<BusCore>) {
                 beats.pop_front();
             }
         }
-        let ttl = LEASE_TTL.as_millis() as u64;
-        let renewed = core
-            .command(|mut conn, core| async move {
-                let names = core.names();
-                core.scripts
-                    .renew
-                    .key(&names.registry_key)
-                    .key(&names.ack_channel)
-                    .arg(&core.instance_id)
-                    .arg(ttl)
-                    .arg(format!("h:{seq}"))
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-            })
-            .await;
+        let ttl = LEASE_TTL.as_millis().to_string();
+        let names = core.names();
+        let cmd = eval(
+            RENEW,
+            &[&names.registry_key, &names.ack_channel],
+            &[&core.instance_id, &ttl, &format!("h:{seq}")],
+        );
+        let renewed = core.command(cmd).await;
         if let Err(error) = renewed {
             core.warn_down("lease renewal", &error);
         }
@@ -739,16 +811,9 @@ async fn republish(core: Weak<BusCore>, message: String, retention: chrono::Dura
     while Instant::now() < give_up {
         tokio::time::sleep(RENEW_EVERY).await;
         let Some(core) = core.upgrade() else { return };
-        let message = message.clone();
-        let published = core
-            .command(|mut conn, core| async move {
-                redis::cmd("PUBLISH")
-                    .arg(&core.names().channel)
-                    .arg(message)
-                    .query_async::<i64>(&mut conn)
-                    .await
-            })
-            .await;
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(&core.names().channel).arg(&message);
+        let published = core.command(cmd).await;
         if published.is_ok() {
             return;
         }
@@ -814,6 +879,15 @@ fn primary_of(ranges: &redis::Value, slot: i64) -> Option<(String, u16)> {
     })
 }
 
+/// `EVAL script keys… args…`. Sent whole each time rather than by SHA: the scripts are a
+/// few hundred bytes, Redis keeps them compiled by their hash, and it spares the
+/// `NOSCRIPT` retry through a connection policy that does not know about scripts.
+fn eval(script: &str, keys: &[&str], args: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(keys.len()).arg(keys).arg(args);
+    cmd
+}
+
 fn parse(value: Option<String>) -> Result<i64, StoreError> {
     value
         .and_then(|v| v.parse().ok())
@@ -864,6 +938,59 @@ mod tests {
         for gone in [f64::NEG_INFINITY, f64::NAN, -1e300, now as f64 - 1.0] {
             assert_eq!(lease_remaining(gone, now), Duration::ZERO, "{gone}");
         }
+    }
+
+    /// Issue 22's spirit: trust lapsing because heartbeats came back late (nothing failed,
+    /// so nothing else logs it) is a warning when the next one returns.
+    #[test]
+    fn a_lease_lapse_from_late_heartbeats_is_a_warning() {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let client = redis::Client::open("redis://127.0.0.1:1").unwrap();
+        let link = BusLink {
+            nodes: vec![client.get_connection_info().clone()],
+            client,
+            prefix: "tas:test:".into(),
+            commands: None,
+        };
+        let set = Arc::new(RevocationSet::new(chrono::Duration::seconds(310), 10));
+        let bus = RevocationBus::new(link, set, Arc::new(crate::clock::SystemClock));
+        let core = &bus.core;
+        core.heartbeat_returned(Instant::now());
+        assert!(core.trusts());
+        let logged = || String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(!logged().contains("lapsed"), "the first lease is no lapse");
+        // The lease ran out 1 ms ago and nothing failed: the heartbeat was late. (The
+        // pause only makes "1 ms ago" later than the bus' own time origin.)
+        std::thread::sleep(Duration::from_millis(5));
+        core.trusted_until.store(
+            core.now_nanos().saturating_sub(1_000_000),
+            Ordering::Release,
+        );
+        assert!(!core.trusts());
+        core.heartbeat_returned(Instant::now());
+        assert!(core.trusts());
+        let text = logged();
+        assert!(
+            text.contains("WARN") && text.contains("cookie cache lease lapsed"),
+            "{text}"
+        );
     }
 
     #[test]

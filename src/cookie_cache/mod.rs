@@ -37,6 +37,7 @@ pub(crate) mod chunks;
 pub(crate) mod payload;
 pub(crate) mod revocation;
 pub(crate) mod seal;
+mod slots;
 
 #[cfg(feature = "redis")]
 use bus::RevocationBus;
@@ -44,7 +45,7 @@ use chunks::{ChunkNames, Presence};
 use payload::View;
 pub(crate) use payload::{CachedSession, SealedSession};
 pub(crate) use revocation::CacheRevocation;
-use revocation::{DEFAULT_CAPACITY, RevocationSet};
+use revocation::{DEFAULT_RATE, RevocationSet, capacity_for};
 use seal::{Binding, Protection};
 
 /// The cache lifetime when none is configured: five minutes, as in Better Auth.
@@ -86,10 +87,12 @@ pub struct CookieCache {
     max_age: std::time::Duration,
     version: String,
     encrypted: bool,
+    /// Revocations per second, across the deployment, the revocation set is sized for.
+    revocation_rate: u32,
     /// Where revocations are shared with other instances: a Redis client and key prefix
     /// (or the mistake in them, reported by `build`).
     #[cfg(feature = "redis")]
-    redis: Option<Result<(redis::Client, String), ConfigError>>,
+    redis: Option<Result<crate::cache_bus::BusLink, ConfigError>>,
 }
 
 impl Default for CookieCache {
@@ -105,6 +108,7 @@ impl CookieCache {
             max_age: DEFAULT_MAX_AGE,
             version: String::new(),
             encrypted: false,
+            revocation_rate: DEFAULT_RATE,
             #[cfg(feature = "redis")]
             redis: None,
         }
@@ -132,13 +136,30 @@ impl CookieCache {
         self
     }
 
+    /// The revocations per second, summed over every instance of the deployment, that
+    /// the in-process revocation set is sized for (default 1,000; at least 1). Count
+    /// sign-outs, revokes, sign-ins over an old cookie, rotations and field updates.
+    ///
+    /// Every instance keeps every revocation for the cache's `max_age` + 10 s, so it
+    /// holds up to `rate × (max_age + 10 s)` entries of at most 90 bytes each — with the
+    /// default `max_age` (5 minutes): 1,000/s → 310,000 entries, ≤ 28 MB; 10,000/s →
+    /// 3.1 M entries, ≤ 279 MB. Past that the oldest entries give way to per-shard
+    /// cut-offs: the caches of the sessions they covered that are older than the set's
+    /// span are read from the store once more, never every cache at once.
+    pub fn revocation_rate(mut self, per_second: u32) -> Self {
+        self.revocation_rate = per_second.max(1);
+        self
+    }
+
     /// Shares cache revocations with every other instance through the Redis at `url`
     /// (keys and channels under `key_prefix`, e.g. `tas:v1:`), so that a revoke on one
     /// instance stops all of them from believing that session's caches before it returns.
     /// Needed whenever more than one instance runs with the cookie cache on and Redis is
-    /// not already their secondary tier or store (a
-    /// [`RedisStorage`](crate::secondary::RedisStorage) given to the builder is used for
-    /// this automatically; this overrides it).
+    /// not already their secondary tier or store (a secondary tier or store that offers
+    /// a bus — [`RedisStorage`](crate::secondary::RedisStorage) does, through
+    /// `cache_revocation_bus`, and a wrapper must forward it — is used for this; this
+    /// overrides it). This bus keeps its own connection (500 ms timeout, no breaker); one
+    /// a storage offers uses the storage's.
     ///
     /// Each instance then trusts caches only under a 2-second lease it renews in Redis:
     /// while Redis is unreachable, requests fall back to the stores instead of believing
@@ -167,22 +188,30 @@ impl CookieCache {
             Err(invalid("the key prefix must not be empty".into()))
         } else {
             redis::Client::open(url)
-                .map(|client| (client, key_prefix))
+                .map(|client| crate::cache_bus::BusLink {
+                    nodes: vec![client.get_connection_info().clone()],
+                    client,
+                    prefix: key_prefix,
+                    // Its own connection: this Redis is not one a storage manages.
+                    commands: None,
+                })
                 .map_err(|e| invalid(e.to_string()))
         });
         self
     }
 
-    /// Checks the settings and starts the cache tier. `shared_redis` is the Redis the
-    /// manager already talks to (its secondary tier or store), used for revocations
-    /// unless [`redis`](Self::redis) chose another.
+    /// Checks the settings and starts the cache tier. `offered` is the bus the manager's
+    /// secondary tier or store offers, used for revocations unless
+    /// [`redis`](Self::redis) chose another.
     pub(crate) fn build(
         self,
         config: &SessionConfig,
         names: &CookieNames,
         clock: &Arc<dyn Clock>,
-        #[cfg(feature = "redis")] shared_redis: Option<(redis::Client, String)>,
+        offered: Option<crate::CacheRevocationBus>,
     ) -> Result<Option<CacheTier>, ConfigError> {
+        #[cfg(not(feature = "redis"))]
+        let _ = offered;
         if self.max_age.is_zero() {
             return Ok(None);
         }
@@ -210,9 +239,10 @@ impl CookieCache {
             .saturating_sub(attributes)
             .min(NAME_VALUE_LIMIT);
         // A revocation must outlive every cache issued before it, on any instance.
+        let retention = max_age + INSTANCE_CLOCK_SKEW * 2;
         let revocations = Arc::new(RevocationSet::new(
-            max_age + INSTANCE_CLOCK_SKEW * 2,
-            DEFAULT_CAPACITY,
+            retention,
+            capacity_for(self.revocation_rate, retention),
         ));
         // This process saw no revocation made before it started (a restart, a deploy):
         // caches issued before then are checked against the stores once and re-issued.
@@ -221,9 +251,9 @@ impl CookieCache {
         let chunk_names = ChunkNames::new(&names.session_data);
         #[cfg(feature = "redis")]
         let bus = {
-            let redis = self.redis.transpose()?.or(shared_redis);
-            redis.map(|(client, prefix)| {
-                let bus = RevocationBus::new(client, &prefix, revocations.clone(), clock.clone());
+            let link = self.redis.transpose()?.or(offered.map(|bus| bus.link));
+            link.map(|link| {
+                let bus = RevocationBus::new(link, revocations.clone(), clock.clone());
                 bus.start();
                 bus
             })
@@ -423,6 +453,14 @@ impl CacheTier {
             && !at.refresh_due(view.remember(), view.times_ms[payload::UPDATED_AT])
             && self.leased()
             && self.revocations.allows(view)
+    }
+
+    /// Whether revocations reach other instances' caches (a bus is wired).
+    pub(crate) fn shares_revocations(&self) -> bool {
+        #[cfg(feature = "redis")]
+        return self.bus.is_some();
+        #[cfg(not(feature = "redis"))]
+        false
     }
 
     /// Whether this instance's trust in caches is live: always without Redis (one

@@ -18,16 +18,7 @@ use crate::field_policy::FieldPolicy;
 use crate::origin::TrustedOrigins;
 use crate::secondary::SecondaryStorage;
 use crate::store::SessionStore;
-use crate::token::KeyRing;
-
-/// The Redis client and key prefix of `tier` when it is a
-/// [`RedisStorage`](crate::secondary::RedisStorage): with the cookie cache on, instances
-/// that share it also share revocations (and lease their trust in caches) through it.
-#[cfg(feature = "redis")]
-fn redis_for_cache_revocations<T: 'static>(tier: &T) -> Option<(redis::Client, String)> {
-    let redis = (tier as &dyn std::any::Any).downcast_ref::<crate::secondary::RedisStorage>()?;
-    Some((redis.client().clone(), redis.key_prefix().to_owned()))
-}
+use crate::token::{KeyRing, TokenHash};
 
 /// Configures a [`SessionManager`]. Mistakes are reported by [`build`](Self::build).
 #[must_use]
@@ -39,9 +30,9 @@ pub struct SessionManagerBuilder {
     clock: Arc<dyn Clock>,
     tracking: ClientTracking,
     cookie_cache: Option<CookieCache>,
-    /// The Redis the manager talks to (secondary tier or store), for cache revocations.
-    #[cfg(feature = "redis")]
-    shared_redis: Option<(redis::Client, String)>,
+    /// The revocation bus the secondary tier or the store offers (their
+    /// `cache_revocation_bus`), for the cookie cache.
+    offered_bus: Option<crate::CacheRevocationBus>,
     event_capacity: usize,
     user_loader: Option<UserLoader>,
     field_policy: FieldPolicy,
@@ -79,8 +70,7 @@ fn to_chrono(option: &'static str, d: std::time::Duration) -> Result<Duration, C
 impl SessionManagerBuilder {
     pub(super) fn new(store: impl SessionStore) -> Self {
         // Secondary-only mode: the same Redis carries cookie cache revocations.
-        #[cfg(feature = "redis")]
-        let shared_redis = redis_for_cache_revocations(&store);
+        let offered_bus = store.cache_revocation_bus();
         Self {
             store: Arc::new(store),
             secondary: None,
@@ -89,8 +79,7 @@ impl SessionManagerBuilder {
             clock: Arc::new(SystemClock),
             tracking: ClientTracking::default(),
             cookie_cache: None,
-            #[cfg(feature = "redis")]
-            shared_redis,
+            offered_bus,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             user_loader: None,
             field_policy: FieldPolicy::new(),
@@ -229,10 +218,9 @@ impl SessionManagerBuilder {
     /// ```
     pub fn secondary_storage(mut self, secondary: impl SecondaryStorage) -> Self {
         // The cookie cache shares its revocations through the same Redis (unless
-        // `CookieCache::redis` chose another).
-        #[cfg(feature = "redis")]
-        if let Some(redis) = redis_for_cache_revocations(&secondary) {
-            self.shared_redis = Some(redis);
+        // `CookieCache::redis` chose another). Asked of the tier, so a wrapper forwards it.
+        if let Some(bus) = secondary.cache_revocation_bus() {
+            self.offered_bus = Some(bus);
         }
         self.secondary = Some(Arc::new(secondary));
         self
@@ -618,15 +606,24 @@ impl SessionManagerBuilder {
         }
         let names = CookieNames::new(&config);
         let cookie_cache = match self.cookie_cache {
-            Some(cache) => cache.build(
-                &config,
-                &names,
-                &self.clock,
-                #[cfg(feature = "redis")]
-                self.shared_redis,
-            )?,
+            Some(cache) => cache.build(&config, &names, &self.clock, self.offered_bus)?,
             None => None,
         };
+        // A store in this process serves one instance; any other may be shared by several,
+        // whose caches would then not hear of each other's revocations.
+        let in_process = self.store.find_in_process(&TokenHash([0; 32])).is_some();
+        if cookie_cache
+            .as_ref()
+            .is_some_and(|cache| !cache.shares_revocations())
+            && !in_process
+        {
+            tracing::warn!(
+                "cookie cache on without a cross-instance revocation bus: if several instances \
+                 share this store, a revoke on one leaves the others believing their caches for \
+                 up to max_age; give the builder a RedisStorage (a wrapper must forward \
+                 cache_revocation_bus) or use CookieCache::redis"
+            );
+        }
         Ok(SessionManager {
             inner: Arc::new(ManagerInner {
                 config,

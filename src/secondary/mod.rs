@@ -154,6 +154,14 @@ pub trait SecondaryStorage: Send + Sync + 'static {
         user_id: &'a str,
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>>;
+
+    /// The Redis through which instances share cookie-cache revocations, if this tier
+    /// has one (a [`RedisStorage`] does). A storage that
+    /// wraps another must forward this, or the cookie caches of several instances will
+    /// not hear of each other's revocations (the builder then warns).
+    fn cache_revocation_bus(&self) -> Option<crate::CacheRevocationBus> {
+        None
+    }
 }
 
 impl<S: SecondaryStorage + ?Sized> SecondaryStorage for std::sync::Arc<S> {
@@ -189,5 +197,9 @@ impl<S: SecondaryStorage + ?Sized> SecondaryStorage for std::sync::Arc<S> {
         now: DateTime<Utc>,
     ) -> BoxFuture<'a, Result<Vec<Session>, StoreError>> {
         (**self).list_by_user(user_id, now)
+    }
+
+    fn cache_revocation_bus(&self) -> Option<crate::CacheRevocationBus> {
+        (**self).cache_revocation_bus()
     }
 }

@@ -145,6 +145,13 @@ pub trait SessionStore: Send + Sync + 'static {
         let _ = token_hash;
         None
     }
+
+    /// The Redis through which instances share cookie-cache revocations, when this store
+    /// is Redis itself (a [`RedisStorage`](crate::secondary::RedisStorage) as the only
+    /// store). A store that wraps another must forward this.
+    fn cache_revocation_bus(&self) -> Option<crate::CacheRevocationBus> {
+        None
+    }
 }
 
 impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
@@ -163,6 +170,9 @@ impl<S: SessionStore + ?Sized> SessionStore for std::sync::Arc<S> {
     }
     fn find_in_process(&self, token_hash: &TokenHash) -> Option<Option<Arc<Session>>> {
         (**self).find_in_process(token_hash)
+    }
+    fn cache_revocation_bus(&self) -> Option<crate::CacheRevocationBus> {
+        (**self).cache_revocation_bus()
     }
     fn update<'a>(
         &'a self,

@@ -522,5 +522,46 @@ async fn session_rate_limit_refuses_the_fourth_sign_in_with_retry_after() {
             .await
             .unwrap();
         assert_eq!(shown["session"]["userId"], "user2");
+/// Issue 18, item 5 (DEMO_SERVER.md, the `REDIS_URL` row): a comma-separated list of URLs
+/// is a Redis Cluster — here 3 primaries on free ports, in both storage modes, sessions
+/// landing in the cluster — and one URL that points at a node of it stops the server at
+/// start with one line saying to list the nodes, a non-zero exit and no panic (before,
+/// the database mode started anyway and "served from the database until it does", for
+/// ever).
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn a_comma_separated_redis_url_is_a_cluster_and_one_cluster_node_stops_the_start() {
+    let Some(cluster) = crate::redis_support::RedisCluster::start(3, 0) else {
+        return;
+    };
+    let urls = cluster.urls();
+    assert_eq!(urls.len(), 3, "{urls:?}");
+    let list = urls.join(",");
+    for storage in ["database", "secondary-only"] {
+        let server = start(&[("REDIS_URL", list.as_str()), ("SESSION_STORAGE", storage)]);
+        sign_in_me_sign_out(&server, &common::unique_name("cluster_user")).await;
+    }
+    assert!(
+        !cluster.keys("tas:v1:").is_empty(),
+        "the sessions (and their tombstones) are in the cluster"
+    );
+    for storage in ["database", "secondary-only"] {
+        let output = Command::new(example_binary())
+            .env_clear()
+            .env("PORT", "0")
+            .env("DATABASE_URL", "memory")
+            .env("SESSION_STORAGE", storage)
+            .env("REDIS_URL", &urls[1])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{storage}: {stderr}");
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with("error:") && l.contains("list the cluster's nodes")),
+            "{storage}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{storage}: {stderr}");
     }
 }

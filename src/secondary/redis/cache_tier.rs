@@ -227,6 +227,10 @@ impl RedisStorage {
 }
 
 impl SecondaryStorage for RedisStorage {
+    fn cache_revocation_bus(&self) -> Option<crate::CacheRevocationBus> {
+        Some(self.revocation_bus())
+    }
+
     fn get<'a>(
         &'a self,
         token_hash: &'a TokenHash,

@@ -83,6 +83,8 @@ struct Inner {
     backend: Backend,
     /// A client for the first (or only) node, for the pub/sub the bus keeps.
     client: redis::Client,
+    /// Every node given (the cluster's seeds, or the one server), for the bus.
+    nodes: Vec<redis::ConnectionInfo>,
     prefix: String,
     timeout: Duration,
     /// Replicas that must hold a revocation before it counts (`WAIT`); 0: none.
@@ -121,7 +123,8 @@ impl std::fmt::Debug for RedisStorage {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisMetrics {
-    /// Calls sent to Redis (each one round trip).
+    /// Calls sent to Redis for sessions (each one round trip); the cookie cache's
+    /// revocation bus shares the connection and breaker but is not counted here.
     pub round_trips: u64,
     /// Calls that timed out or lost their connection.
     pub failures: u64,
@@ -232,9 +235,17 @@ impl RedisStorage {
         &self.inner.prefix
     }
 
-    /// The underlying client, for connections this type does not manage (pub/sub).
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.inner.client
+    /// Where the cookie caches of every instance over this Redis share revocations: its
+    /// nodes, its key prefix, and this storage's connection policy for the bus' commands.
+    fn revocation_bus(&self) -> crate::CacheRevocationBus {
+        crate::CacheRevocationBus {
+            link: crate::cache_bus::BusLink {
+                client: self.inner.client.clone(),
+                nodes: self.inner.nodes.clone(),
+                prefix: self.inner.prefix.clone(),
+                commands: Some(Arc::new(self.clone())),
+            },
+        }
     }
 
     /// A snapshot of the counters.
@@ -272,12 +283,22 @@ impl RedisStorage {
         F: FnOnce(RedisConnection) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
+        self.inner.round_trips.fetch_add(1, Ordering::Relaxed);
+        self.under_policy(call).await
+    }
+
+    /// [`with_connection`](Self::with_connection) without counting a round trip: the
+    /// cookie cache's revocation bus shares the policy but not the session counters.
+    async fn under_policy<T, F, Fut>(&self, call: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(RedisConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
         let inner = &self.inner;
         if inner.breaker.admit() == Admission::Reject {
             self.ensure_prober();
             return Err(StoreError::new("redis unavailable (circuit open)"));
         }
-        inner.round_trips.fetch_add(1, Ordering::Relaxed);
         let attempt = async { call(RedisConnection(inner.connection().await?)).await };
         let error = match tokio::time::timeout(inner.timeout, attempt).await {
             Ok(Ok(value)) => {
@@ -324,6 +345,20 @@ impl RedisStorage {
 
     fn now_ms(&self) -> i64 {
         self.inner.clock.now().timestamp_millis()
+    }
+}
+
+/// The bus' commands share this storage's connection, timeout and circuit breaker.
+impl crate::cache_bus::BusCommands for RedisStorage {
+    fn is_cluster(&self) -> bool {
+        RedisStorage::is_cluster(self)
+    }
+
+    fn query(
+        &self,
+        cmd: redis::Cmd,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<redis::Value, StoreError>> + Send + '_>> {
+        Box::pin(self.under_policy(|mut conn| async move { cmd.query_async(&mut conn).await }))
     }
 }
 
@@ -506,6 +541,12 @@ impl RedisStorageBuilder {
             .ok_or_else(|| invalid("redis_url", "no node given"))?;
         let client = redis::Client::open(first.as_str())
             .map_err(|e| invalid("redis_url", &e.to_string()))?;
+        let nodes = self
+            .urls
+            .iter()
+            .map(|url| redis::IntoConnectionInfo::into_connection_info(url.as_str()))
+            .collect::<RedisResult<Vec<_>>>()
+            .map_err(|e| invalid("redis_url", &e.to_string()))?;
         let backend = if self.cluster {
             let nodes: Vec<&str> = self.urls.iter().map(String::as_str).collect();
             let cluster = redis::cluster::ClusterClientBuilder::new(nodes)
@@ -535,6 +576,7 @@ impl RedisStorageBuilder {
             inner: Arc::new(Inner {
                 backend,
                 client,
+                nodes,
                 prefix: self.prefix,
                 timeout: self.timeout,
                 wait_for_replicas: self.wait_for_replicas,

@@ -42,6 +42,10 @@ impl RedisStorage {
 }
 
 impl SessionStore for RedisStorage {
+    fn cache_revocation_bus(&self) -> Option<crate::CacheRevocationBus> {
+        Some(self.revocation_bus())
+    }
+
     fn create<'a>(
         &'a self,
         token_hash: &'a TokenHash,
