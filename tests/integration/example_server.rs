@@ -522,6 +522,9 @@ async fn session_rate_limit_refuses_the_fourth_sign_in_with_retry_after() {
             .await
             .unwrap();
         assert_eq!(shown["session"]["userId"], "user2");
+    }
+}
+
 /// Issue 18, item 5 (DEMO_SERVER.md, the `REDIS_URL` row): a comma-separated list of URLs
 /// is a Redis Cluster — here 3 primaries on free ports, in both storage modes, sessions
 /// landing in the cluster — and one URL that points at a node of it stops the server at
