@@ -541,6 +541,7 @@ async fn device_page(handle: SessionHandle) -> Response {
     let page = format!(
         "<!doctype html><html lang=en><meta charset=utf-8>\
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
+         <link rel=icon href=\"data:,\">\
          <title>tower-auth-session demo</title><style>{PAGE_STYLE}</style>\
          <h1>tower-auth-session demo</h1>{body}<script>{PAGE_SCRIPT}</script></html>"
     );
@@ -558,42 +559,60 @@ async fn device_page(handle: SessionHandle) -> Response {
 const PAGE_STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;max-width:56rem;margin:2rem auto;padding:0 1rem}\
 table{border-collapse:collapse;width:100%;margin:1rem 0}th,td{text-align:left;padding:.4rem .6rem;border-bottom:1px solid #ddd}\
 tr.current{background:#eef6ee}.tag{font-size:.8em;background:#2d7d2d;color:#fff;border-radius:.3em;padding:.05em .4em}\
-.muted{color:#666}button{cursor:pointer}#error{color:#b00}";
+.muted{color:#666}button{cursor:pointer}#error{color:#b00}td{overflow-wrap:anywhere}\
+@media(max-width:40rem){thead{position:absolute;left:-9999px}tr{display:block;border-bottom:1px solid #ddd;padding:.3rem 0}\
+td{display:block;border:0;padding:.1rem .6rem}td[data-label]::before{content:attr(data-label) \": \";color:#666}}";
 
-// One helper: POST to an auth endpoint, then show the error or reload.
-const PAGE_SCRIPT: &str = "async function call(path,body){\
-const r=await fetch('/api/auth/'+path,{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify(body||{})});\
-if(r.ok){location.reload()}else{document.getElementById('error').textContent=path+': '+r.status+' '+await r.text()}}";
+// One helper: POST to an auth endpoint, then reload or say in plain words what went wrong.
+// A 401 means this tab is stale (signed out elsewhere, or this session revoked): reload
+// into the signed-out view and say why there. Error bodies are never shown raw.
+const PAGE_SCRIPT: &str = "function say(text){document.getElementById('error').textContent=text}\
+async function call(path,body){let r;\
+try{r=await fetch('/api/auth/'+path,{method:'POST',headers:{'content-type':'application/json'},body:JSON.stringify(body||{})})}\
+catch(e){say('Could not reach the server. Check your connection and try again.');return}\
+if(r.ok){location.reload();return}\
+if(r.status===401){sessionStorage.setItem('notice','You were signed out (in another tab or from another device). Sign in again to continue.');location.reload();return}\
+let message='';try{message=(await r.json()).message||''}catch(e){}\
+const plain={403:'This page is not allowed to make that change. Reload it and try again.',429:'Too many attempts. Wait a moment and try again.',503:'The session store is unavailable; you are not signed out. Try again shortly.'};\
+say(plain[r.status]||(message&&!/^[{\\[]/.test(message)&&message)||'Something went wrong (error '+r.status+'). Try again.')}\
+const notice=sessionStorage.getItem('notice');if(notice){sessionStorage.removeItem('notice');say(notice)}";
 
 const SIGN_IN_SECTION: &str = "<p>Not signed in.</p>\
 <form onsubmit=\"event.preventDefault();call('sign-in',{userId:this.user.value,rememberMe:this.remember.checked})\">\
-<input name=user placeholder=\"user id\" required autofocus> \
+<label for=user>User id</label> <input id=user name=user autocomplete=username required autofocus> \
 <label><input type=checkbox name=remember checked> remember me</label> \
-<button>Sign in</button></form><p id=error></p>";
+<button>Sign in</button></form><p id=error role=alert></p>";
 
-const UNAVAILABLE_SECTION: &str =
-    "<p id=error>The session store is unavailable; you are not signed out. Try again shortly.</p>";
+const UNAVAILABLE_SECTION: &str = "<p id=error role=alert>The session store is unavailable; you are not signed out. Try again shortly.</p>";
 
 fn signed_in_page(current: &Session, sessions: &[Session]) -> String {
     let rows: String = sessions
         .iter()
         .map(|session| {
             let is_current = session.id == current.id;
+            let device = describe_device(session.user_agent.as_deref());
+            let ip = session.ip_address.as_deref().unwrap_or("unknown");
             let action = if is_current {
                 "<span class=tag>this device</span>".to_owned()
             } else {
-                // The id goes through a data attribute, never into script text.
+                // The id goes through a data attribute, never into script text. The label
+                // names the device, so a screen reader does not hear "Revoke" n times.
                 format!(
-                    "<button data-id=\"{}\" onclick=\"call('revoke-session',{{id:this.dataset.id}})\">Revoke</button>",
-                    html_escape(&session.id)
+                    "<button data-id=\"{}\" aria-label=\"{}\" onclick=\"call('revoke-session',{{id:this.dataset.id}})\">Revoke</button>",
+                    html_escape(&session.id),
+                    html_escape(&format!(
+                        "Revoke {device} at {ip}, last seen {}",
+                        when(session.last_seen_at)
+                    )),
                 )
             };
             format!(
-                "<tr{}><td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{action}</td></tr>",
+                "<tr{}><td data-label=Device title=\"{}\">{}</td><td data-label=\"IP address\">{}</td>\
+                 <td data-label=\"Last seen\">{}</td><td data-label=\"Signed in\">{}</td><td>{action}</td></tr>",
                 if is_current { " class=current" } else { "" },
                 html_escape(session.user_agent.as_deref().unwrap_or("")),
-                html_escape(&describe_device(session.user_agent.as_deref())),
-                html_escape(session.ip_address.as_deref().unwrap_or("unknown")),
+                html_escape(&device),
+                html_escape(ip),
                 when(session.last_seen_at),
                 when(session.created_at),
             )
@@ -603,12 +622,12 @@ fn signed_in_page(current: &Session, sessions: &[Session]) -> String {
         "<p>Signed in as <strong>{user}</strong>. \
          <button onclick=\"call('sign-out')\">Sign out</button></p>\
          <h2>Your sessions</h2>\
-         <table><thead><tr><th>Device</th><th>IP address</th><th>Last seen</th><th>Signed in</th><th></th></tr></thead>\
+         <table><thead><tr><th>Device</th><th>IP address</th><th>Last seen</th><th>Signed in</th><th>Action</th></tr></thead>\
          <tbody>{rows}</tbody></table>\
          <p><button onclick=\"call('revoke-other-sessions')\">Sign out all other devices</button> \
          <button onclick=\"call('revoke-sessions')\">Sign out everywhere</button></p>\
          <p class=muted>Last seen is updated at most once per update age (a day by default).</p>\
-         <p id=error></p>",
+         <p id=error role=alert></p>",
         user = html_escape(&current.user_id),
     )
 }

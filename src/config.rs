@@ -16,16 +16,6 @@ pub enum SameSite {
     None,
 }
 
-impl SameSite {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Lax => "Lax",
-            Self::Strict => "Strict",
-            Self::None => "None",
-        }
-    }
-}
-
 /// Which ways a client may carry its session token; see
 /// [`SessionManagerBuilder::token_transport`](crate::SessionManagerBuilder::token_transport).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -7,7 +7,7 @@
 use chrono::Duration;
 use http::{HeaderMap, HeaderValue, header};
 
-use crate::config::{MAX_COOKIE_AGE, SessionConfig};
+use crate::config::{MAX_COOKIE_AGE, SameSite, SessionConfig};
 
 /// Longest cookie value we look at; anything longer is treated as tampering.
 pub(crate) const MAX_COOKIE_VALUE_LEN: usize = 4096;
@@ -209,18 +209,35 @@ pub(crate) enum Lifetime {
     Expire,
 }
 
-/// Builds a `Set-Cookie` value with our fixed attributes.
+/// Builds a `Set-Cookie` value with our fixed attributes, through the `cookie` crate's
+/// builder: it formats `Expires` (RFC 1123, GMT) and writes `Secure` whenever
+/// `SameSite=None` needs it. Not on the hot path: a value is built per sign-in or refresh,
+/// and the expiring ones once per manager.
 pub(crate) fn set_cookie(
     config: &SessionConfig,
     name: &str,
     value: &str,
     lifetime: Lifetime,
 ) -> HeaderValue {
-    let mut out = String::with_capacity(name.len() + value.len() + 80);
-    out.push_str(name);
-    out.push('=');
-    out.push_str(value);
-    out.push_str("; Path=/");
+    use cookie::time::{Duration as CookieDuration, OffsetDateTime};
+
+    let same_site = match config.same_site {
+        SameSite::Lax => cookie::SameSite::Lax,
+        SameSite::Strict => cookie::SameSite::Strict,
+        SameSite::None => cookie::SameSite::None,
+    };
+    let mut cookie = cookie::Cookie::build((name, value))
+        .path("/")
+        .http_only(true)
+        .same_site(same_site);
+    // Left unset rather than `false` when off, so the builder still says `Secure` for
+    // `SameSite=None` (browsers refuse such a cookie without it).
+    if config.cookie_secure {
+        cookie = cookie.secure(true);
+    }
+    if let Some(domain) = &config.cookie_domain {
+        cookie = cookie.domain(domain.as_str());
+    }
     match lifetime {
         Lifetime::MaxAge(age) => {
             // Round up: the few milliseconds between computing the expiry and writing the
@@ -228,24 +245,21 @@ pub(crate) fn set_cookie(
             let millis = age
                 .clamp(Duration::zero(), MAX_COOKIE_AGE)
                 .num_milliseconds();
-            let secs = (millis + 999) / 1000;
-            out.push_str("; Max-Age=");
-            out.push_str(&secs.to_string());
+            let secs = CookieDuration::seconds((millis + 999) / 1000);
+            // `Expires` for the rare client that ignores `Max-Age` (which wins elsewhere).
+            cookie = cookie
+                .max_age(secs)
+                .expires(OffsetDateTime::now_utc() + secs);
         }
         Lifetime::BrowserSession => {}
-        Lifetime::Expire => out.push_str("; Max-Age=0"),
+        Lifetime::Expire => {
+            cookie = cookie
+                .max_age(CookieDuration::ZERO)
+                .expires(OffsetDateTime::UNIX_EPOCH);
+        }
     }
-    if let Some(domain) = &config.cookie_domain {
-        out.push_str("; Domain=");
-        out.push_str(domain);
-    }
-    out.push_str("; HttpOnly");
-    if config.cookie_secure {
-        out.push_str("; Secure");
-    }
-    out.push_str("; SameSite=");
-    out.push_str(config.same_site.as_str());
-    HeaderValue::try_from(out).expect("cookie names, values and attributes are visible ASCII")
+    HeaderValue::try_from(cookie.build().to_string())
+        .expect("cookie names, values and attributes are visible ASCII")
 }
 
 /// The `Set-Cookie` value that expires `name`. Built once per name, not per response:
@@ -353,6 +367,50 @@ mod tests {
         let config = SessionConfig::default();
         let v = set_cookie(&config, "n", "v", Lifetime::MaxAge(Duration::days(1000)));
         assert!(v.to_str().unwrap().contains("Max-Age=34560000;"));
+    }
+
+    #[test]
+    fn set_cookie_formats_expires_next_to_max_age() {
+        let config = SessionConfig::default();
+        let live = set_cookie(&config, "n", "v", Lifetime::MaxAge(Duration::hours(1)));
+        let live = live.to_str().unwrap();
+        assert!(
+            live.starts_with("n=v; HttpOnly; SameSite=Lax; Secure; Path=/"),
+            "{live}"
+        );
+        let expires = live
+            .split("; Expires=")
+            .nth(1)
+            .expect("an Expires attribute");
+        // RFC 1123 in GMT, as `Set-Cookie` wants it: "Mon, 07 Dec 2026 14:00:00 GMT".
+        assert_eq!(expires.len(), 29, "{expires}");
+        assert!(expires.ends_with(" GMT"), "{expires}");
+        let gone = expired_cookie(&config, "n");
+        assert!(
+            gone.to_str()
+                .unwrap()
+                .ends_with("; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"),
+            "{gone:?}"
+        );
+        let session = set_cookie(&config, "n", "v", Lifetime::BrowserSession);
+        assert!(
+            !session.to_str().unwrap().contains("Expires"),
+            "{session:?}"
+        );
+    }
+
+    #[test]
+    fn same_site_none_always_says_secure() {
+        let config = SessionConfig {
+            same_site: SameSite::None,
+            cookie_secure: false,
+            ..SessionConfig::default()
+        };
+        let v = set_cookie(&config, "n", "v", Lifetime::BrowserSession);
+        assert!(
+            v.to_str().unwrap().contains("; SameSite=None; Secure"),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -166,3 +166,31 @@ pub use {chrono, http, ipnet, serde_json, tokio};
 #[cfg(all(doctest, feature = "axum", feature = "sqlite", feature = "conformance"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// Compiles the code blocks of every page in `docs/` as doctests, so none can drift.
+#[cfg(all(doctest, feature = "axum", feature = "sqlite", feature = "conformance"))]
+mod docs_doctests {
+    #[doc = include_str!("../docs/hyper.md")]
+    pub struct Hyper;
+    #[cfg(feature = "tonic")]
+    #[doc = include_str!("../docs/tonic.md")]
+    pub struct Tonic;
+    #[doc = include_str!("../docs/bearer.md")]
+    pub struct Bearer;
+    #[doc = include_str!("../docs/redis-and-cookie-cache.md")]
+    pub struct RedisAndCookieCache;
+    #[doc = include_str!("../docs/key-rotation.md")]
+    pub struct KeyRotation;
+    #[doc = include_str!("../docs/managing-sessions.md")]
+    pub struct ManagingSessions;
+    #[doc = include_str!("../docs/example-server.md")]
+    pub struct ExampleServer;
+    #[doc = include_str!("../docs/DEPLOYING.md")]
+    pub struct Deploying;
+    #[doc = include_str!("../docs/SECURITY.md")]
+    pub struct Security;
+    #[doc = include_str!("../docs/performance.md")]
+    pub struct Performance;
+    #[doc = include_str!("../docs/ARCHITECTURE.md")]
+    pub struct Architecture;
+}

@@ -2,6 +2,7 @@
 //! mounted from `SessionManager::router`, the cross-site guard with the default trusted
 //! origins, and the `/` device page.
 
+use crate::common::demo::{SendOk, status_of};
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -39,7 +40,7 @@ async fn device_page_and_management_endpoints_over_real_http() {
     let phone = browser(IPHONE);
     let hostile = browser("<script>alert(1)</script>");
 
-    let page = laptop.get(format!("{base}/")).send().await.unwrap();
+    let page = laptop.get(format!("{base}/")).send_ok().await;
     assert_eq!(page.headers()["cache-control"], "no-store");
     assert_page_cannot_be_framed(page.headers());
     let page = page.text().await.unwrap();
@@ -52,9 +53,8 @@ async fn device_page_and_management_endpoints_over_real_http() {
             .post(format!("{base}/api/auth/sign-in"))
             .header("origin", own_origin)
             .json(&json!({ "userId": "alice" }))
-            .send()
-            .await
-            .unwrap();
+            .send_ok()
+            .await;
         assert_eq!(reply.status(), 200);
         let signed = reply.headers()["set-auth-token"].to_str().unwrap();
         tokens.push(signed.split('.').nth(1).unwrap().to_owned());
@@ -69,9 +69,8 @@ async fn device_page_and_management_endpoints_over_real_http() {
 
     let list = laptop
         .get(format!("{base}/api/auth/list-sessions"))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(list.headers()["cache-control"], "no-store");
     let list = list.text().await.unwrap();
     no_token(&list);
@@ -90,9 +89,8 @@ async fn device_page_and_management_endpoints_over_real_http() {
     // The device page: user, devices, IP, marker, one revoke button per other device.
     let page = laptop
         .get(format!("{base}/"))
-        .send()
+        .send_ok()
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -118,75 +116,39 @@ async fn device_page_and_management_endpoints_over_real_http() {
     let evil = laptop
         .post(format!("{base}/api/auth/revoke-other-sessions"))
         .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(evil.status(), 403);
-    assert_eq!(
-        phone
-            .get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_of(&phone, format!("{base}/api/me")).await, 200);
 
     // What the page's buttons do: revoke one device, then all the others.
     let revoke = laptop
         .post(format!("{base}/api/auth/revoke-session"))
         .header("origin", own_origin)
         .json(&json!({ "id": ids[2] }))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(revoke.status(), 200);
     assert_eq!(
         revoke.json::<Value>().await.unwrap(),
         json!({ "status": true })
     );
-    assert_eq!(
-        hostile
-            .get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status_of(&hostile, format!("{base}/api/me")).await, 401);
     let others = laptop
         .post(format!("{base}/api/auth/revoke-other-sessions"))
         .header("origin", own_origin)
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(others.status(), 200);
-    assert_eq!(
-        phone
-            .get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        laptop
-            .get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_of(&phone, format!("{base}/api/me")).await, 401);
+    assert_eq!(status_of(&laptop, format!("{base}/api/me")).await, 200);
 
     // Sign out everywhere: the caller too, its cookies cleared.
     let all = laptop
         .post(format!("{base}/api/auth/revoke-sessions"))
         .header("origin", own_origin)
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(all.status(), 200);
     assert!(
         all.headers()
@@ -196,20 +158,11 @@ async fn device_page_and_management_endpoints_over_real_http() {
             .any(|c| c.starts_with("tas.session_token=") && c.contains("Max-Age=0")),
         "the caller's session cookie is cleared"
     );
-    assert_eq!(
-        laptop
-            .get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status_of(&laptop, format!("{base}/api/me")).await, 401);
     let page = laptop
         .get(format!("{base}/"))
-        .send()
+        .send_ok()
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -252,18 +205,17 @@ async fn device_page_refuses_framing_signed_in_or_not() {
     let server = start(&[]);
     let base = &server.base;
     let laptop = browser(FIREFOX);
-    let page = laptop.get(format!("{base}/")).send().await.unwrap();
+    let page = laptop.get(format!("{base}/")).send_ok().await;
     assert_eq!(page.status(), 200);
     assert_page_cannot_be_framed(page.headers());
     let reply = laptop
         .post(format!("{base}/api/auth/sign-in"))
         .header("origin", base.as_str())
         .json(&json!({ "userId": "alice" }))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(reply.status(), 200);
-    let page = laptop.get(format!("{base}/")).send().await.unwrap();
+    let page = laptop.get(format!("{base}/")).send_ok().await;
     assert_eq!(page.status(), 200);
     assert_page_cannot_be_framed(page.headers());
     assert!(page.text().await.unwrap().contains("alice"));

@@ -1,6 +1,7 @@
 //! Drives `examples/server.rs` as a black box over real HTTP, the way DEMO_SERVER.md
 //! describes it. `cargo test` builds the example next to the test binaries.
 
+use crate::common::demo::{SendOk, status_of};
 use std::process::Command;
 
 use serde_json::{Value, json};
@@ -22,11 +23,11 @@ async fn sign_in_me_sign_out_over_real_http() {
     let base = &server.base;
     let http = client();
 
-    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    let health = http.get(format!("{base}/healthz")).send_ok().await;
     assert_eq!(health.status(), 200);
     assert_eq!(health.text().await.unwrap(), "ok");
 
-    let me = http.get(format!("{base}/api/me")).send().await.unwrap();
+    let me = http.get(format!("{base}/api/me")).send_ok().await;
     assert_eq!(me.status(), 401);
     // DEMO_SERVER.md: `error`, plus `code` and `message` for Better Auth's client.
     let body = me.json::<Value>().await.unwrap();
@@ -39,9 +40,8 @@ async fn sign_in_me_sign_out_over_real_http() {
 
     let anonymous = http
         .get(format!("{base}/api/auth/get-session"))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(anonymous.status(), 200);
     assert_eq!(anonymous.headers()["cache-control"], "no-store");
     assert_eq!(anonymous.json::<Value>().await.unwrap(), Value::Null);
@@ -49,17 +49,15 @@ async fn sign_in_me_sign_out_over_real_http() {
     let missing = http
         .post(format!("{base}/api/auth/sign-in"))
         .json(&json!({"userId": ""}))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(missing.status(), 400);
 
     let signed_in = http
         .post(format!("{base}/api/auth/sign-in"))
         .json(&json!({"userId": "alice"}))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(signed_in.status(), 200);
     let set_cookie: Vec<String> = signed_in
         .headers()
@@ -100,7 +98,7 @@ async fn sign_in_me_sign_out_over_real_http() {
         "a JSON body carries the token"
     );
 
-    let me = http.get(format!("{base}/api/me")).send().await.unwrap();
+    let me = http.get(format!("{base}/api/me")).send_ok().await;
     assert_eq!(me.status(), 200);
     let me: Value = me.json().await.unwrap();
     assert_eq!(me["userId"], "alice");
@@ -110,53 +108,35 @@ async fn sign_in_me_sign_out_over_real_http() {
     let bearer_me = reqwest::Client::new()
         .get(format!("{base}/api/me"))
         .bearer_auth(&bearer)
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(bearer_me.status(), 200);
 
     // A cross-site POST is refused and signs nobody out.
     let evil = http
         .post(format!("{base}/api/auth/sign-out"))
         .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(evil.status(), 403);
-    assert_eq!(
-        http.get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status_of(&http, format!("{base}/api/me")).await, 200);
 
     let out = http
         .post(format!("{base}/api/auth/sign-out"))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(out.status(), 200);
     assert_eq!(out.json::<Value>().await.unwrap(), json!({"success": true}));
-    assert_eq!(
-        http.get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status_of(&http, format!("{base}/api/me")).await, 401);
     // The bearer token was the same session: it is revoked too.
     let bearer_me = reqwest::Client::new()
         .get(format!("{base}/api/me"))
         .bearer_auth(&bearer)
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(bearer_me.status(), 401);
 
-    let page = http.get(format!("{base}/")).send().await.unwrap();
+    let page = http.get(format!("{base}/")).send_ok().await;
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("<form"));
 }
@@ -216,42 +196,31 @@ async fn sign_in_me_sign_out(server: &Server, user: &str) {
     let signed_in = http
         .post(format!("{base}/api/auth/sign-in"))
         .json(&json!({"userId": user}))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(signed_in.status(), 200);
     let me: Value = http
         .get(format!("{base}/api/me"))
-        .send()
+        .send_ok()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(me["userId"], user);
     let listed: Value = http
         .get(format!("{base}/api/auth/list-sessions"))
-        .send()
+        .send_ok()
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     let out = http
         .post(format!("{base}/api/auth/sign-out"))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(out.status(), 200);
-    assert_eq!(
-        http.get(format!("{base}/api/me"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        401
-    );
+    assert_eq!(status_of(&http, format!("{base}/api/me")).await, 401);
 }
 
 #[tokio::test]
@@ -304,9 +273,8 @@ async fn cache_cookies_after_sign_in(max_age: &str) -> Vec<String> {
     let signed_in = client()
         .post(format!("{}/api/auth/sign-in", server.base))
         .json(&json!({"userId": "carol"}))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(signed_in.status(), 200);
     signed_in
         .headers()
@@ -381,9 +349,8 @@ async fn sigterm_stops_the_server_gracefully_like_ctrl_c() {
     // Serving first, so the signal arrives at a running server.
     let health = client()
         .get(format!("{}/healthz", server.base))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(health.status(), 200);
     let status = server.terminate();
     // Killed by the signal, the process would have no exit code at all.
@@ -402,17 +369,15 @@ async fn a_gateways_jwt_beside_the_cookie_is_ignored_and_exempts_nothing() {
     let signed_in = http
         .post(format!("{base}/api/auth/sign-in"))
         .json(&json!({"userId": "alice"}))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(signed_in.status(), 200);
 
     let me = http
         .get(format!("{base}/api/me"))
         .header("authorization", jwt)
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(me.status(), 200);
     assert_eq!(me.json::<Value>().await.unwrap()["userId"], "alice");
 
@@ -420,11 +385,10 @@ async fn a_gateways_jwt_beside_the_cookie_is_ignored_and_exempts_nothing() {
         .post(format!("{base}/api/auth/sign-out"))
         .header("authorization", jwt)
         .header("origin", "https://evil.example")
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(cross_site.status(), 403);
-    let still = http.get(format!("{base}/api/me")).send().await.unwrap();
+    let still = http.get(format!("{base}/api/me")).send_ok().await;
     assert_eq!(still.status(), 200, "the session survived");
 }
 

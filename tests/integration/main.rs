@@ -16,6 +16,7 @@ mod cookie_cache;
 mod cookie_cache_budget;
 mod cookie_cache_redis;
 mod core;
+mod docs_references;
 mod example_device_page;
 mod example_hyper;
 mod example_server;
@@ -28,6 +29,7 @@ mod outside_axum;
 mod postgres_faults;
 #[cfg(feature = "rate-limit")]
 mod rate_limit;
+mod public_api;
 mod readme_quick_start;
 mod redis_cluster;
 mod redis_cluster_bus;

@@ -7,6 +7,7 @@
 //! body, before or after, contains one.
 
 use crate::common;
+use crate::common::demo::SendOk;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -926,16 +927,14 @@ async fn connect_info_peer_and_two_cookie_jars_over_real_http(kind: StoreKind) {
     for device in [&laptop, &phone] {
         let reply = device
             .post(format!("{base}/sign-in?user=alice"))
-            .send()
-            .await
-            .unwrap();
+            .send_ok()
+            .await;
         assert_eq!(reply.status(), StatusCode::OK);
     }
     let reply = laptop
         .get(format!("{base}/api/auth/list-sessions"))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(reply.headers()[header::CACHE_CONTROL], "no-store");
     let list: Value = reply.json().await.unwrap();
     let list = list.as_array().unwrap();
@@ -948,13 +947,12 @@ async fn connect_info_peer_and_two_cookie_jars_over_real_http(kind: StoreKind) {
     }
     let reply = laptop
         .post(format!("{base}/api/auth/revoke-other-sessions"))
-        .send()
-        .await
-        .unwrap();
+        .send_ok()
+        .await;
     assert_eq!(reply.status(), StatusCode::OK);
-    let me = phone.get(format!("{base}/me")).send().await.unwrap();
+    let me = phone.get(format!("{base}/me")).send_ok().await;
     assert_eq!(me.status(), StatusCode::UNAUTHORIZED);
-    let me = laptop.get(format!("{base}/me")).send().await.unwrap();
+    let me = laptop.get(format!("{base}/me")).send_ok().await;
     assert_eq!(me.status(), StatusCode::OK);
     server.abort();
 }

@@ -3,6 +3,7 @@
 #![cfg(all(feature = "redis", feature = "postgres"))]
 
 use crate::common;
+use crate::common::demo::SendOk;
 use crate::redis_support;
 
 use std::collections::HashSet;
@@ -74,7 +75,7 @@ impl Http {
         if let Some(cookie) = cookie {
             request = request.header("cookie", cookie);
         }
-        let response = request.send().await.unwrap();
+        let response = request.send_ok().await;
         let status = StatusCode::from_u16(response.status().as_u16()).unwrap();
         let token = response
             .headers()
@@ -104,9 +105,8 @@ impl Jar {
             .request(method.parse().unwrap(), url)
             .header("origin", "http://127.0.0.1")
             .header("cookie", self.header())
-            .send()
-            .await
-            .unwrap();
+            .send_ok()
+            .await;
         for line in response.headers().get_all("set-cookie") {
             let line = line.to_str().unwrap();
             let (name, value) = line.split(';').next().unwrap().split_once('=').unwrap();

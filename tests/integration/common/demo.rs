@@ -163,3 +163,20 @@ pub fn output(env: &[(&str, &str)], linger: std::time::Duration) -> (String, Str
         std::fs::read_to_string(&err_path).unwrap(),
     )
 }
+
+/// `send().await.unwrap()` for a request to a server the test started: not reaching it is
+/// the test's failure, so the tests' request chains say only what they send.
+pub trait SendOk {
+    fn send_ok(self) -> impl std::future::Future<Output = reqwest::Response>;
+}
+
+impl SendOk for reqwest::RequestBuilder {
+    async fn send_ok(self) -> reqwest::Response {
+        self.send().await.expect("the server answers")
+    }
+}
+
+/// The status of `GET url` with `client`'s cookies: "is this browser still signed in?".
+pub async fn status_of(client: &reqwest::Client, url: String) -> reqwest::StatusCode {
+    client.get(url).send_ok().await.status()
+}

@@ -1,8 +1,8 @@
 //! Load generator: the session layer over real HTTP, on loopback, in one process.
 //!
 //! ```text
-//! cargo run --release --example load
-//! cargo run --release --example load -- --store memory --connections 64 --seconds 10
+//! cargo bench --bench load
+//! cargo bench --bench load -- --store memory --connections 64 --seconds 10
 //! ```
 //!
 //! It starts an axum app on `127.0.0.1:0` (hyper, HTTP/1.1), signs `--users` users in, then
@@ -148,10 +148,11 @@ impl Options {
             max_requests: 5_000_000,
             scenarios: Scenario::ALL.to_vec(),
         };
-        let mut args = std::env::args().skip(1);
+        // `cargo bench` appends `--bench`; it is no option of ours.
+        let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
         while let Some(flag) = args.next() {
             if flag == "--help" || flag == "-h" {
-                return Err("usage: see the doc comment at the top of examples/load.rs".into());
+                return Err("usage: see the doc comment at the top of benches/load.rs".into());
             }
             let value = args.next().ok_or(format!("{flag} needs a value"))?;
             let number = |what: &str| -> Result<u64, String> {

@@ -5,17 +5,17 @@
 //! Wall clock (interleaved rounds, so machine load hits all paths alike):
 //!
 //! ```text
-//! cargo run --release --example hotpath_probe
+//! cargo bench --bench hotpath_probe
 //! ```
 //!
 //! Instruction counts, stable on a noisy machine: run one path at two request counts under
 //! callgrind and divide the difference by the difference in counts (setup cancels out):
 //!
 //! ```text
-//! cargo build --release --example hotpath_probe
+//! cargo bench --bench hotpath_probe --no-run   # prints the binary's path
 //! for n in 1000 11000; do
 //!   valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-//!     target/release/examples/hotpath_probe hit $n 2>&1 | grep refs
+//!     target/release/deps/hotpath_probe-<hash> hit $n 2>&1 | grep refs
 //! done
 //! ```
 //!
@@ -40,7 +40,8 @@ const ANON_COOKIES: &str = "theme=dark; _ga=GA1.2.1234567890.1700000000; lang=en
 const PATHS: [&str; 4] = ["anon", "hit", "memory", "bad"];
 
 fn main() {
-    let mut args = std::env::args().skip(1);
+    // `cargo bench` appends `--bench`; it is no option of ours.
+    let mut args = std::env::args().skip(1).filter(|arg| arg != "--bench");
     let only = args.next();
     let count: usize = args
         .next()
