@@ -8,6 +8,7 @@
 //! - `builder`: every option, checked once;
 //! - `resolve`: from a verified token hash to a live session (lazy expiry, the refresh);
 //! - `tiers`: reading Redis before the store, copying store reads back;
+//! - `write`: the conditional write of a session's next generation;
 //! - `revoke`: the one path by which a session ends early;
 //! - `limits`: the per-user session cap;
 //! - `pages`: a user's sessions one page at a time;
@@ -41,6 +42,7 @@ mod pending;
 mod resolve;
 mod revoke;
 mod tiers;
+mod write;
 
 pub use builder::SessionManagerBuilder;
 pub use cleanup::CleanupTask;
@@ -52,6 +54,7 @@ pub(crate) use resolve::{InProcess, LiveSession, Resolved};
 pub(crate) use revoke::RevokeTarget;
 use tiers::Lookup;
 pub(crate) use tiers::Mirrored;
+pub(crate) use write::Written;
 
 /// App-wide session configuration, keys and stores. Cheap to clone.
 ///

@@ -13,8 +13,8 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
-use super::ManagerInner;
 use super::tiers::{Lookup, Mirrored};
+use super::{ManagerInner, Written};
 use crate::client::ClientFacts;
 use crate::error::chain;
 use crate::events::SessionEvent;
@@ -117,25 +117,25 @@ impl ManagerInner {
         let cell = self.refresh_gate.cell(hash, read_generation);
         let outcome = cell
             .get_or_init(|| async {
-                let mut updated = session.clone();
-                updated.expires_at = self.config.slid_expiry(&session, now).max(session.expires_at);
-                updated.updated_at = now;
-                updated.last_seen_at = now;
                 let info = self.tracking.client_info(client);
-                if !self.tracking.disabled {
-                    updated.ip_address = info.ip_address;
-                    updated.user_agent = info.user_agent;
-                }
-                updated.generation = read_generation + 1;
-                match self.store.update(&hash, read_generation, &updated, None).await {
-                    Ok(true) if self.mirror(&hash, &updated, None).await == Mirrored::Live => {
+                let slide = |updated: &mut Session| {
+                    updated.expires_at = self.config.slid_expiry(&session, now).max(session.expires_at);
+                    updated.updated_at = now;
+                    updated.last_seen_at = now;
+                    if !self.tracking.disabled {
+                        updated.ip_address = info.ip_address;
+                        updated.user_agent = info.user_agent;
+                    }
+                };
+                match self.write_next_generation(&hash, &session, None, slide).await {
+                    Ok(Written::Live(updated)) => {
                         self.events.emit(|| SessionEvent::Refreshed {
                             session: updated.clone(),
                         });
                         RefreshOutcome::Refreshed(updated)
                     }
-                    Ok(true) => RefreshOutcome::Revoked,
-                    Ok(false) => RefreshOutcome::Lost,
+                    Ok(Written::Revoked) => RefreshOutcome::Revoked,
+                    Ok(Written::Lost) => RefreshOutcome::Lost,
                     Err(error) => {
                         tracing::warn!(error = %chain(&error), "session refresh write failed; serving the session unrefreshed");
                         RefreshOutcome::Failed
