@@ -248,7 +248,9 @@ impl HandleState {
                 (token, session, Status::Decided, None, cookie_action)
             }
             Resolved::Gone(rejection) => {
-                let cookie_action = if from_cookie {
+                // A hook's refusal ends nothing: the session stays, so do its cookies.
+                let refused = matches!(rejection, RejectionReason::Refused(_));
+                let cookie_action = if from_cookie && !refused {
                     CookieAction::Clear
                 } else {
                     CookieAction::Keep
@@ -481,6 +483,8 @@ impl SessionHandle {
         }
         if state.status == Status::Unavailable {
             Err(SessionRejection::Unavailable)
+        } else if let Some(RejectionReason::Refused(refusal)) = state.rejection {
+            Err(SessionRejection::Refused(refusal))
         } else {
             Err(SessionRejection::Unauthenticated)
         }
@@ -524,6 +528,16 @@ impl SessionHandle {
             return Err(SessionError::InvalidUserId);
         }
         let manager = &self.shared.manager.inner;
+        // Before anything is written (the replaced session's revoke included): a refusal
+        // writes nothing in any tier.
+        let impersonated_by = options.fields.get(IMPERSONATED_BY).cloned();
+        let mut fields = manager
+            .before_create(&user_id, options.fields, &self.shared.facts.client)
+            .await?;
+        // A hook cannot turn an impersonation into the user's own session.
+        if let Some(admin) = impersonated_by {
+            fields.insert(IMPERSONATED_BY.to_owned(), admin);
+        }
         let previous = {
             let mut state = self.state();
             let id = state.session().map(|session| session.id.clone());
@@ -562,7 +576,7 @@ impl SessionHandle {
         session.ip_address = info.ip_address;
         session.user_agent = info.user_agent;
         session.remember = options.remember_me;
-        session.fields = options.fields;
+        session.fields = fields;
         let token = Token::generate_for(&session.user_id);
         let hash = token.hash();
         manager.store.create(&hash, &session).await?;
@@ -674,6 +688,8 @@ impl SessionHandle {
                 Ok(()) => return Ok(RevokeStatus::Complete),
                 Err(error) => error,
             },
+            // A hook's refusal is the app's answer, not an outage to retry.
+            Err(error @ SessionError::Refused(_)) => return Err(error),
             Err(error) => error,
         };
         tracing::warn!(error = %chain(&error), ?reason, "could not revoke the session now; the server will finish it when the tiers answer");

@@ -82,6 +82,7 @@ mod cookies;
 mod error;
 mod events;
 mod field_policy;
+mod hooks;
 mod origin;
 mod page_headers;
 mod rejection;
@@ -133,12 +134,18 @@ pub use extract::{CrossSiteGuard, CurrentSession, FreshSession};
 pub use field_policy::{FieldAccess, FieldPolicy};
 pub use future::ResponseFuture;
 pub use handle::{RevokeStatus, SET_AUTH_TOKEN, SessionHandle, SignInOptions};
+pub use hooks::{
+    CreateAttempt, HookClient, HookError, RefreshAttempt, RevokeAttempt, UpdateAttempt, Verdict,
+};
 pub use layer::SessionLayer;
-pub use manager::{CleanupTask, Impersonation, SessionManager, SessionManagerBuilder, SessionPage};
+pub use manager::{
+    BanList, CleanupTask, Impersonation, MemoryBanList, SessionManager, SessionManagerBuilder,
+    SessionPage,
+};
 pub use page_headers::html_page_headers;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Budget, RateLimit, RateLimitLayer, RateLimited};
-pub use rejection::{RejectionReason, SessionRejection};
+pub use rejection::{Refusal, RejectionReason, SessionRejection};
 pub use request_token::TokenSource;
 #[cfg(feature = "axum")]
 pub use routes::trusted_cors;

@@ -275,8 +275,22 @@ impl SessionHandle {
         &self,
         changes: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Session, SessionError> {
+        self.update_fields_as(changes, false).await
+    }
+
+    /// `update_fields`, saying whether a client sent the changes (for the update hook).
+    async fn update_fields_as(
+        &self,
+        changes: serde_json::Map<String, serde_json::Value>,
+        from_client: bool,
+    ) -> Result<Session, SessionError> {
         check_app_fields(&changes)?;
-        let (_, hash) = self.signed_in()?;
+        let (current, hash) = self.signed_in()?;
+        let changes = self
+            .manager()
+            .inner
+            .before_update(current, changes, from_client)
+            .await?;
         let updated = self
             .rewrite(hash, None, |session, now| {
                 merge_fields(&mut session.fields, &changes);
@@ -320,7 +334,7 @@ impl SessionHandle {
             .inner
             .field_policy
             .check_client_changes(&changes)?;
-        self.update_fields(changes).await
+        self.update_fields_as(changes, true).await
     }
 
     /// Gives the current session a new token, for privilege changes (after a role change

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use ipnet::IpNet;
 
+use super::lifecycle::BanList;
 use super::resolve::RefreshGate;
 use super::{Impersonation, ManagerInner, SessionManager, UserLoader};
 use crate::client::{AddressHook, ClientTracking};
@@ -15,6 +16,7 @@ use crate::cookies::CookieNames;
 use crate::error::ConfigError;
 use crate::events::{DEFAULT_EVENT_CAPACITY, EventBus};
 use crate::field_policy::FieldPolicy;
+use crate::hooks::Hooks;
 use crate::origin::TrustedOrigins;
 use crate::secondary::SecondaryStorage;
 use crate::store::SessionStore;
@@ -47,6 +49,8 @@ pub struct SessionManagerBuilder {
     field_policy: FieldPolicy,
     impersonation: Option<Impersonation>,
     multi_session: usize,
+    pub(super) hooks: Hooks,
+    pub(super) bans: Option<Arc<dyn BanList>>,
     errors: Vec<ConfigError>,
 }
 
@@ -95,6 +99,8 @@ impl SessionManagerBuilder {
             user_loader: None,
             field_policy: FieldPolicy::new(),
             impersonation: None,
+            hooks: Hooks::default(),
+            bans: None,
             multi_session: 0,
             errors: Vec::new(),
         }
@@ -644,6 +650,8 @@ impl SessionManagerBuilder {
                 field_policy: self.field_policy,
                 impersonation: self.impersonation,
                 multi_session: self.multi_session,
+                hooks: self.hooks,
+                bans: self.bans,
             }),
         })
     }

@@ -34,6 +34,14 @@ impl SessionManager {
     ) -> Result<Option<Session>, SessionError> {
         check_app_fields(&changes)?;
         let inner = &self.inner;
+        let changes = if inner.hooks.update.is_some() {
+            let Some(stored) = inner.store.find_by_id(session_id).await? else {
+                return Ok(None);
+            };
+            inner.before_update(stored.session, changes, false).await?
+        } else {
+            changes
+        };
         let read = || async {
             let Some(stored) = inner.store.find_by_id(session_id).await? else {
                 return Ok(None);

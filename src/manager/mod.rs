@@ -10,6 +10,7 @@
 //! - `tiers`: reading Redis before the store, copying store reads back;
 //! - `write`: the conditional write of a session's next generation;
 //! - `revoke`: the one path by which a session ends early;
+//! - `lifecycle`: the before-hooks and bans;
 //! - `limits`: the per-user session cap;
 //! - `pages`: a user's sessions one page at a time;
 //! - `cleanup`: the expired-session sweeper.
@@ -36,6 +37,7 @@ mod builder;
 mod cleanup;
 mod fields;
 mod identities;
+mod lifecycle;
 mod limits;
 mod pages;
 mod pending;
@@ -48,6 +50,8 @@ pub use builder::SessionManagerBuilder;
 pub use cleanup::CleanupTask;
 pub(crate) use fields::merge_fields;
 pub use identities::Impersonation;
+pub(crate) use lifecycle::RefreshCheck;
+pub use lifecycle::{BanList, MemoryBanList};
 pub use pages::SessionPage;
 pub(crate) use pending::revoke_later;
 pub(crate) use resolve::{InProcess, LiveSession, Resolved};
@@ -98,6 +102,10 @@ pub(crate) struct ManagerInner {
     pub(crate) impersonation: Option<Impersonation>,
     /// How many accounts one browser may hold (0: one, as without the feature).
     pub(crate) multi_session: usize,
+    /// The app's before-hooks.
+    pub(crate) hooks: crate::hooks::Hooks,
+    /// Who is banned, when bans are on.
+    pub(crate) bans: Option<Arc<dyn BanList>>,
 }
 
 impl ManagerInner {

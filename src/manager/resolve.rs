@@ -14,11 +14,11 @@ use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
 use super::tiers::{Lookup, Mirrored};
-use super::{ManagerInner, Written};
+use super::{ManagerInner, RefreshCheck, RevokeTarget, Written};
 use crate::client::ClientFacts;
 use crate::error::chain;
-use crate::events::SessionEvent;
-use crate::rejection::RejectionReason;
+use crate::events::{RevokeReason, SessionEvent};
+use crate::rejection::{Refusal, RejectionReason};
 use crate::session::Session;
 use crate::token::TokenHash;
 
@@ -117,6 +117,12 @@ impl ManagerInner {
         let cell = self.refresh_gate.cell(hash, read_generation);
         let outcome = cell
             .get_or_init(|| async {
+                match self.before_refresh(&session, client).await {
+                    RefreshCheck::Go => {}
+                    RefreshCheck::Refused(refusal) => return RefreshOutcome::Refused(refusal),
+                    RefreshCheck::Banned => return self.revoke_banned(&session).await,
+                    RefreshCheck::Unknown => return RefreshOutcome::Failed,
+                }
                 let info = self.tracking.client_info(client);
                 let slide = |updated: &mut Session| {
                     updated.expires_at = self.config.slid_expiry(&session, now).max(session.expires_at);
@@ -155,6 +161,7 @@ impl ManagerInner {
                 refreshed: false,
             },
             RefreshOutcome::Revoked => Resolved::Gone(RejectionReason::Unknown),
+            RefreshOutcome::Refused(refusal) => Resolved::Gone(RejectionReason::Refused(refusal)),
             // Someone else changed or deleted it since we read it (or the copy we read
             // from the secondary tier was behind the store): read the store again.
             RefreshOutcome::Lost => match self.store.find(&hash).await {
@@ -174,6 +181,26 @@ impl ManagerInner {
                     Resolved::Unavailable
                 }
             },
+        }
+    }
+}
+
+impl ManagerInner {
+    /// A banned user's refresh: every session of theirs is revoked instead (a ban set
+    /// in the user table, not through `ban_user`, ends their sessions here).
+    async fn revoke_banned(&self, session: &Session) -> RefreshOutcome {
+        tracing::info!(session_id = %session.id, user_id = ?session.user_id, "refresh of a banned user: revoking their sessions");
+        let target = RevokeTarget::User {
+            user_id: &session.user_id,
+            except: None,
+        };
+        match self.revoke(target, RevokeReason::Banned).await {
+            Ok(_) => RefreshOutcome::Revoked,
+            Err(error) => {
+                // Not served either way: the user is banned.
+                tracing::error!(error = %chain(&error), "could not revoke a banned user's sessions");
+                RefreshOutcome::Refused(Refusal::USER_BANNED)
+            }
         }
     }
 }
@@ -215,6 +242,8 @@ enum RefreshOutcome {
     Revoked,
     Lost,
     Failed,
+    /// The refresh hook refused: nothing written.
+    Refused(Refusal),
 }
 
 /// When an entry was made, and the shared outcome of its one refresh.
