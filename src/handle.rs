@@ -445,6 +445,17 @@ impl SessionHandle {
         self.state().status == Status::Unavailable
     }
 
+    /// Whether the session is due for its sliding refresh and this request did not make
+    /// it (with [`defer_refresh`](crate::SessionManagerBuilder::defer_refresh) on a safe
+    /// method, or [`NoRefresh`](crate::NoRefresh)): the next unsafe request will.
+    pub fn needs_refresh(&self) -> bool {
+        let manager = &self.shared.manager.inner;
+        let now = manager.clock.now();
+        self.state()
+            .session()
+            .is_some_and(|session| manager.config.refresh_due(session, now))
+    }
+
     /// Why the presented session was refused, if it was.
     pub fn rejection(&self) -> Option<RejectionReason> {
         self.state().rejection

@@ -125,7 +125,7 @@ pub mod tonic;
 pub mod fuzzing;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{AuthTokenHeader, SameSite, TokenTransport, WANT_AUTH_TOKEN};
+pub use config::{AuthTokenHeader, NoRefresh, SameSite, TokenTransport, WANT_AUTH_TOKEN};
 pub use cookie_cache::CookieCache;
 pub use error::{ConfigError, SessionError, StoreError};
 pub use events::{RevokeReason, SessionEvent};

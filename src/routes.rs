@@ -269,7 +269,14 @@ async fn get_session(handle: SessionHandle) -> Result<Json<Value>, Failure> {
         None => return Ok(Json(Value::Null)),
     };
     match handle.manager().load_user(&session.user_id).await {
-        Ok(Some(user)) => Ok(Json(json!({ "session": session, "user": user }))),
+        Ok(Some(user)) => {
+            let mut body = json!({ "session": session, "user": user });
+            // Better Auth's `deferSessionRefresh`: the client learns a refresh is owed.
+            if handle.manager().inner.config.defer_refresh && handle.needs_refresh() {
+                body["needsRefresh"] = Value::Bool(true);
+            }
+            Ok(Json(body))
+        }
         // A session whose user is gone is no session to show.
         Ok(None) => Ok(Json(Value::Null)),
         Err(error) => Err(SessionError::Store(error).into()),

@@ -154,6 +154,17 @@ impl SessionManagerBuilder {
         self
     }
 
+    /// No writes on safe methods (Better Auth's `deferSessionRefresh`): a GET, HEAD,
+    /// OPTIONS or TRACE never writes to the store or Redis nor moves the cookies' expiry;
+    /// a due refresh shows as [`SessionHandle::needs_refresh`](crate::SessionHandle::needs_refresh)
+    /// (`needsRefresh` in `get-session`) and the next unsafe request makes it. With it, a
+    /// read-only replica can serve every lookup (see docs/DEPLOYING.md). For one request
+    /// of any method, see [`NoRefresh`](crate::NoRefresh).
+    pub fn defer_refresh(mut self, defer: bool) -> Self {
+        self.config.defer_refresh = defer;
+        self
+    }
+
     /// An absolute cap: no refresh moves `expires_at` past `created_at + max_lifetime`.
     pub fn max_lifetime(self, max_lifetime: std::time::Duration) -> Self {
         let d = to_chrono("max_lifetime", max_lifetime);

@@ -67,12 +67,14 @@ impl ManagerInner {
     /// it is due for a refresh.
     ///
     /// `found`: what [`resolve_in_process`](Self::resolve_in_process) already read (it is
-    /// not read again).
+    /// not read again). `read_only`: write nothing (no lazy deletion, no read-repair, no
+    /// refresh), for `defer_refresh` on a safe method or `NoRefresh`.
     pub(crate) async fn resolve(
         &self,
         hash: TokenHash,
         client: &ClientFacts,
         found: Option<Arc<Session>>,
+        read_only: bool,
     ) -> Resolved {
         let lookup = match found {
             Some(session) => Lookup::Found {
@@ -88,14 +90,20 @@ impl ManagerInner {
         };
         let now = self.clock.now();
         if session.is_expired(now) {
+            if read_only {
+                return Resolved::Gone(RejectionReason::Expired);
+            }
             if let Err(error) = self.drop_expired(&hash).await {
                 tracing::warn!(error = %chain(&error), "could not delete an expired session");
             }
             return Resolved::Gone(RejectionReason::Expired);
         }
-        if !self.config.refresh_due(&session, now) {
+        if read_only || !self.config.refresh_due(&session, now) {
             // Read-repair: conditional, so it can reveal a revocation but never undo one.
-            if !cached && self.mirror(&hash, &session, None).await == Mirrored::Revoked {
+            if !read_only
+                && !cached
+                && self.mirror(&hash, &session, None).await == Mirrored::Revoked
+            {
                 return Resolved::Gone(RejectionReason::Unknown);
             }
             return Resolved::Valid {

@@ -613,3 +613,131 @@ async fn banning_revokes_every_session_on_two_instances_with_cookie_caches() {
         );
     }
 }
+
+/// Every key of a Redis, its value (`DUMP`) and its absolute expiry: equal snapshots
+/// mean nothing was written in between.
+#[cfg(feature = "redis")]
+fn redis_state(url: &str) -> (Vec<(String, Vec<u8>, i64)>, u64) {
+    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    keys.sort();
+    let state = keys
+        .into_iter()
+        .map(|key| {
+            let dump: Vec<u8> = redis::cmd("DUMP").arg(&key).query(&mut conn).unwrap();
+            let at: i64 = redis::cmd("PEXPIRETIME")
+                .arg(&key)
+                .query(&mut conn)
+                .unwrap();
+            (key, dump, at)
+        })
+        .collect();
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut conn).unwrap();
+    let commands = info
+        .lines()
+        .find_map(|line| line.strip_prefix("total_commands_processed:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    (state, commands)
+}
+
+#[cfg(feature = "redis")]
+#[tokio::test]
+async fn with_defer_refresh_gets_past_update_age_write_nothing_and_a_post_refreshes() {
+    let Some(redis) = crate::redis_support::RedisServer::start() else {
+        return;
+    };
+    let url = redis.url();
+    let (store, _dir) = make_store(StoreKind::Sqlite).await;
+    let (counting, counts) = CountingStore::new(store);
+    let clock = ManualClock::new();
+    let tier = tower_auth_session::secondary::RedisStorage::builder(&url)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let manager = refreshing(SessionManager::builder(counting), &clock)
+        .secret(SECRET)
+        .secondary_storage(tier)
+        .defer_refresh(true)
+        .build()
+        .unwrap();
+    let app = api(&manager);
+    let reply = send(
+        &app,
+        json_post("/api/auth/sign-in?user=alice", None, &json!({})),
+    )
+    .await;
+    let token = format!("{TOKEN}={}", reply.cookie_value(TOKEN).unwrap());
+    clock.advance(Duration::minutes(2));
+    let writes = || {
+        counts.updates()
+            + counts.create.load(Ordering::SeqCst)
+            + counts.delete.load(Ordering::SeqCst)
+    };
+    let (before, commands_before) = redis_state(&url);
+    let store_writes = writes();
+    let head = Request::head("/api/auth/get-session")
+        .header(header::COOKIE, &token)
+        .body(Body::empty())
+        .unwrap();
+    for round in 0..10 {
+        let reply = send(&app, get("/api/auth/get-session", Some(&token))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.json()["needsRefresh"], true, "round {round}");
+        assert!(reply.set_cookie(TOKEN).is_none(), "no new expiry on a GET");
+        clock.advance(Duration::minutes(1));
+    }
+    let reply = send(&app, head).await;
+    assert!(
+        reply.set_cookies().is_empty(),
+        "HEAD: {:?}",
+        reply.set_cookies()
+    );
+    let (after, commands_after) = redis_state(&url);
+    println!(
+        "11 safe requests past update_age: {} store writes, {} Redis commands (reads and the snapshot's own), Redis state unchanged: {}",
+        writes() - store_writes,
+        commands_after - commands_before,
+        before == after
+    );
+    assert_eq!(writes(), store_writes, "no store write");
+    assert_eq!(before, after, "no Redis write");
+    // The first unsafe request makes the refresh.
+    let reply = send(
+        &app,
+        json_post("/api/auth/update-session", Some(&token), &json!({})),
+    )
+    .await;
+    assert!(reply.set_cookie(TOKEN).is_some(), "{}", reply.body);
+    assert!(counts.updates() > 0);
+    let reply = send(&app, get("/api/auth/get-session", Some(&token))).await;
+    assert!(reply.json().get("needsRefresh").is_none(), "{}", reply.body);
+}
+
+#[tokio::test]
+async fn no_refresh_keeps_one_request_read_only_whatever_its_method() {
+    let (store, _dir) = make_store(StoreKind::Sqlite).await;
+    let (counting, counts) = CountingStore::new(store);
+    let clock = ManualClock::new();
+    let manager = refreshing(SessionManager::builder(counting), &clock)
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    let app = app(&manager);
+    let token = sign_in(&app, &manager, "alice").await;
+    clock.advance(Duration::minutes(2));
+    let updates = counts.updates();
+    let mut request = post("/me", Some(&token));
+    *request.method_mut() = http::Method::GET;
+    request
+        .extensions_mut()
+        .insert(tower_auth_session::NoRefresh);
+    let reply = send(&app, request).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.set_cookies().is_empty());
+    assert_eq!(counts.updates(), updates, "NoRefresh: nothing written");
+    // Without it the same request refreshes.
+    let reply = send(&app, get("/me", Some(&token))).await;
+    assert!(reply.set_cookie(TOKEN).is_some());
+    assert_eq!(counts.updates(), updates + 1);
+}
