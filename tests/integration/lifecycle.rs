@@ -741,3 +741,90 @@ async fn no_refresh_keeps_one_request_read_only_whatever_its_method() {
     assert!(reply.set_cookie(TOKEN).is_some());
     assert_eq!(counts.updates(), updates + 1);
 }
+
+/// The replica deployment: sessions written through the primary, every GET served by a
+/// manager whose PostgreSQL role is read-only (`default_transaction_read_only`), past
+/// `update_age` and past expiry, with `defer_refresh`.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn a_read_only_postgres_role_serves_every_get_with_defer_refresh() {
+    let Some(url) = service_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test") else {
+        return;
+    };
+    use tower_auth_session::store::PostgresStore;
+    let schema = unique_name("tas_ro");
+    let role = schema.clone();
+    let primary_store = PostgresStore::builder()
+        .schema(schema.clone())
+        .unwrap()
+        .connect(&url)
+        .await
+        .unwrap();
+    let admin = primary_store.pool().clone();
+    for statement in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("ALTER ROLE {role} SET default_transaction_read_only = on"),
+        format!("GRANT USAGE ON SCHEMA \"{schema}\" TO {role}"),
+        format!("GRANT SELECT ON ALL TABLES IN SCHEMA \"{schema}\" TO {role}"),
+    ] {
+        sqlx::query(&statement).execute(&admin).await.unwrap();
+    }
+    let clock = ManualClock::new();
+    let primary = refreshing(SessionManager::builder(primary_store), &clock)
+        .secret(SECRET)
+        .build()
+        .unwrap();
+    let read_only_url = url.replacen("postgres@", &format!("{role}@"), 1);
+    let replica_store = PostgresStore::builder()
+        .schema(schema.clone())
+        .unwrap()
+        .connect(&read_only_url)
+        .await
+        .expect("a read-only role opens the store");
+    let (replica_store, replica_counts) = CountingStore::new(replica_store);
+    let replica = refreshing(SessionManager::builder(replica_store), &clock)
+        .secret(SECRET)
+        .defer_refresh(true)
+        .build()
+        .unwrap();
+    let writes_app = api(&primary);
+    let reads_app = api(&replica);
+    let reply = send(
+        &writes_app,
+        json_post("/api/auth/sign-in?user=alice", None, &json!({})),
+    )
+    .await;
+    let token = format!("{TOKEN}={}", reply.cookie_value(TOKEN).unwrap());
+    for minutes in [0, 2, 30] {
+        clock.advance(Duration::minutes(minutes));
+        let reply = send(&reads_app, get("/api/auth/get-session", Some(&token))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.json()["session"]["userId"], "alice", "{}", reply.body);
+        let reply = send(&reads_app, get("/api/auth/list-sessions", Some(&token))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    // Past expiry: refused without the lazy delete a read-only role could not make.
+    clock.advance(Duration::days(30));
+    let reply = send(&reads_app, get("/api/auth/get-session", Some(&token))).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), Value::Null, "{}", reply.body);
+    assert_eq!(
+        replica_counts.updates(),
+        0,
+        "no refresh tried on the replica"
+    );
+    assert_eq!(
+        replica_counts.delete.load(Ordering::SeqCst),
+        0,
+        "no lazy delete tried"
+    );
+    drop(replica);
+    sqlx::query(&format!("DROP OWNED BY {role}"))
+        .execute(&admin)
+        .await
+        .ok();
+    sqlx::query(&format!("DROP ROLE {role}"))
+        .execute(&admin)
+        .await
+        .ok();
+}
