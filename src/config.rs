@@ -68,6 +68,9 @@ pub(crate) struct SessionConfig {
     pub(crate) expires_in: Duration,
     pub(crate) update_age: Duration,
     pub(crate) disable_refresh: bool,
+    /// Safe methods (GET, HEAD, OPTIONS, TRACE) never write: a due refresh waits for the
+    /// next unsafe request.
+    pub(crate) defer_refresh: bool,
     pub(crate) max_lifetime: Option<Duration>,
     pub(crate) fresh_age: Duration,
     pub(crate) dont_remember_expires_in: Duration,
@@ -89,6 +92,7 @@ impl Default for SessionConfig {
             expires_in: Duration::days(7),
             update_age: Duration::days(1),
             disable_refresh: false,
+            defer_refresh: false,
             max_lifetime: None,
             fresh_age: Duration::days(1),
             dont_remember_expires_in: Duration::days(1),
@@ -165,5 +169,30 @@ mod tests {
             config.slid_expiry(&session, now),
             session.created_at + Duration::days(30)
         );
+    }
+}
+
+/// Put this in a request's extensions (from a layer outside the session layer) to keep
+/// that request read-only: no refresh, no lazy deletion, no copy written back to Redis,
+/// whatever its method (what
+/// [`defer_refresh`](crate::SessionManagerBuilder::defer_refresh) does for safe methods).
+///
+/// ```
+/// use tower_auth_session::NoRefresh;
+/// let mut request = http::Request::new(());
+/// request.extensions_mut().insert(NoRefresh);
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRefresh;
+
+impl SessionConfig {
+    /// Whether this request must not write: `NoRefresh` in its extensions, or a safe
+    /// method under `defer_refresh`.
+    pub(crate) fn read_only<B>(&self, request: &http::Request<B>) -> bool {
+        let safe = matches!(
+            *request.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+        );
+        (self.defer_refresh && safe) || request.extensions().get::<NoRefresh>().is_some()
     }
 }

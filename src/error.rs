@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::rejection::Refusal;
+
 /// A configuration value that cannot work. Raised when the manager is built, never later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -124,6 +126,9 @@ pub enum SessionError {
     Forbidden,
     /// `stop_impersonating` on a session that is not an impersonation.
     NotImpersonating,
+    /// A before-hook refused (or failed, which refuses): nothing was written; the
+    /// refusal's status and code are the answer.
+    Refused(Refusal),
 }
 
 impl fmt::Display for SessionError {
@@ -141,6 +146,7 @@ impl fmt::Display for SessionError {
             Self::Conflict => f.write_str("the session changed at the same time; try again"),
             Self::Forbidden => f.write_str("this session may not do that"),
             Self::NotImpersonating => f.write_str("the current session is not an impersonation"),
+            Self::Refused(refusal) => f.write_str(refusal.message()),
         }
     }
 }
@@ -175,6 +181,7 @@ impl SessionError {
             Self::FieldNotWritable(_) | Self::Forbidden => http::StatusCode::FORBIDDEN,
             Self::Conflict => http::StatusCode::CONFLICT,
             Self::NotImpersonating => http::StatusCode::BAD_REQUEST,
+            Self::Refused(refusal) => refusal.status(),
         }
     }
 
@@ -190,6 +197,7 @@ impl SessionError {
             Self::Conflict => "session_conflict",
             Self::Forbidden => "forbidden",
             Self::NotImpersonating => "not_impersonating",
+            Self::Refused(refusal) => refusal.code(),
         }
     }
 }
@@ -231,6 +239,7 @@ impl From<SessionError> for tonic::Status {
             }
             SessionError::Conflict => Self::aborted(message),
             SessionError::NotImpersonating => Self::failed_precondition(message),
+            SessionError::Refused(refusal) => crate::rejection::refused_status(refusal),
         }
     }
 }

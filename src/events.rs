@@ -82,6 +82,9 @@ pub enum RevokeReason {
     ByAdmin,
     /// The user went over the per-user session limit and this was their oldest session.
     SessionLimit,
+    /// The user was banned ([`SessionManager::ban_user`](crate::SessionManager::ban_user),
+    /// or a refresh that found the ban check saying so).
+    Banned,
 }
 
 /// The sending half, owned by the manager.

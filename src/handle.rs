@@ -248,7 +248,9 @@ impl HandleState {
                 (token, session, Status::Decided, None, cookie_action)
             }
             Resolved::Gone(rejection) => {
-                let cookie_action = if from_cookie {
+                // A hook's refusal ends nothing: the session stays, so do its cookies.
+                let refused = matches!(rejection, RejectionReason::Refused(_));
+                let cookie_action = if from_cookie && !refused {
                     CookieAction::Clear
                 } else {
                     CookieAction::Keep
@@ -269,6 +271,40 @@ impl HandleState {
             issued: None,
             cache,
         }
+    }
+
+    /// The request no longer has a session: no token, no session, no token to hand out.
+    pub(crate) fn forget_session(&mut self) {
+        self.token = None;
+        self.session = None;
+        self.issued = None;
+    }
+
+    /// The request is signed out: its session is forgotten and the response clears every
+    /// session cookie (and issues no cookie cache).
+    pub(crate) fn signed_out(&mut self) {
+        self.forget_session();
+        self.cookie_action = CookieAction::Clear;
+        self.cache.issue_from = None;
+    }
+
+    /// A token was issued for `session` (a sign-in, a rotation): the response sets its
+    /// cookie and may hand `signed` out in `set-auth-token`.
+    pub(crate) fn issued(
+        &mut self,
+        token: Token,
+        hash: TokenHash,
+        session: Session,
+        signed: String,
+    ) {
+        self.token = Some((token, hash));
+        self.cookie_action = CookieAction::Set {
+            signed: signed.clone(),
+            remember: session.remember,
+            expires_at: session.expires_at,
+        };
+        self.set_session(Some(session));
+        self.issued = Some(signed);
     }
 
     /// The session, built from the sealed cache payload on first read.
@@ -409,6 +445,17 @@ impl SessionHandle {
         self.state().status == Status::Unavailable
     }
 
+    /// Whether the session is due for its sliding refresh and this request did not make
+    /// it (with [`defer_refresh`](crate::SessionManagerBuilder::defer_refresh) on a safe
+    /// method, or [`NoRefresh`](crate::NoRefresh)): the next unsafe request will.
+    pub fn needs_refresh(&self) -> bool {
+        let manager = &self.shared.manager.inner;
+        let now = manager.clock.now();
+        self.state()
+            .session()
+            .is_some_and(|session| manager.config.refresh_due(session, now))
+    }
+
     /// Why the presented session was refused, if it was.
     pub fn rejection(&self) -> Option<RejectionReason> {
         self.state().rejection
@@ -447,6 +494,8 @@ impl SessionHandle {
         }
         if state.status == Status::Unavailable {
             Err(SessionRejection::Unavailable)
+        } else if let Some(RejectionReason::Refused(refusal)) = state.rejection {
+            Err(SessionRejection::Refused(refusal))
         } else {
             Err(SessionRejection::Unauthenticated)
         }
@@ -490,6 +539,16 @@ impl SessionHandle {
             return Err(SessionError::InvalidUserId);
         }
         let manager = &self.shared.manager.inner;
+        // Before anything is written (the replaced session's revoke included): a refusal
+        // writes nothing in any tier.
+        let impersonated_by = options.fields.get(IMPERSONATED_BY).cloned();
+        let mut fields = manager
+            .before_create(&user_id, options.fields, &self.shared.facts.client)
+            .await?;
+        // A hook cannot turn an impersonation into the user's own session.
+        if let Some(admin) = impersonated_by {
+            fields.insert(IMPERSONATED_BY.to_owned(), admin);
+        }
         let previous = {
             let mut state = self.state();
             let id = state.session().map(|session| session.id.clone());
@@ -507,9 +566,7 @@ impl SessionHandle {
             {
                 tracing::error!(error = %chain(&error), "the session this sign-in replaces could not be revoked");
             }
-            let mut state = self.state();
-            state.token = None;
-            state.session = None;
+            self.state().forget_session();
         }
 
         let now = manager.clock.now();
@@ -530,7 +587,7 @@ impl SessionHandle {
         session.ip_address = info.ip_address;
         session.user_agent = info.user_agent;
         session.remember = options.remember_me;
-        session.fields = options.fields;
+        session.fields = fields;
         let token = Token::generate_for(&session.user_id);
         let hash = token.hash();
         manager.store.create(&hash, &session).await?;
@@ -561,16 +618,9 @@ impl SessionHandle {
             .sign_token(&manager.names.session_token, &token);
         let now = manager.clock.now();
         let mut state = self.state();
-        state.token = Some((token, hash));
-        state.cookie_action = CookieAction::Set {
-            signed: signed.clone(),
-            remember: session.remember,
-            expires_at: session.expires_at,
-        };
-        state.set_session(Some(session));
+        state.issued(token, hash, session, signed);
         state.status = Status::Decided;
         state.rejection = None;
-        state.issued = Some(signed);
         state.cache.hit = false;
         state.cache.issue_from = Some(now);
     }
@@ -628,12 +678,7 @@ impl SessionHandle {
     /// This request is signed out: no session, and the response clears every session
     /// cookie.
     pub(crate) fn signed_out_here(&self) {
-        let mut state = self.state();
-        state.token = None;
-        state.session = None;
-        state.issued = None;
-        state.cookie_action = CookieAction::Clear;
-        state.cache.issue_from = None;
+        self.state().signed_out();
     }
 
     /// Revokes the session under `hash` now or, when a tier cannot be reached, owes it:
@@ -654,6 +699,8 @@ impl SessionHandle {
                 Ok(()) => return Ok(RevokeStatus::Complete),
                 Err(error) => error,
             },
+            // A hook's refusal is the app's answer, not an outage to retry.
+            Err(error @ SessionError::Refused(_)) => return Err(error),
             Err(error) => error,
         };
         tracing::warn!(error = %chain(&error), ?reason, "could not revoke the session now; the server will finish it when the tiers answer");
@@ -687,97 +734,128 @@ impl SessionHandle {
     /// store and replay it.
     /// Returns the rejection reason, read under the same lock.
     pub(crate) fn finish(&self, headers: &mut HeaderMap) -> Option<RejectionReason> {
-        let manager = &self.shared.manager.inner;
-        let names = &manager.names;
-        let config = &manager.config;
-        let (action, issued, cache_cookies, rejection) = {
-            let mut state = self.state();
-            if !config.token_transport.uses_cookies() {
-                // Bearer-only: no response ever carries `Set-Cookie`, not even a clearing one.
-                state.cookie_action = CookieAction::Keep;
-                state.cache.issue_from = None;
-            }
-            let cache_cookies = manager.cookie_cache.as_ref().map(|cache| {
-                let clearing = matches!(state.cookie_action, CookieAction::Clear);
-                let issue_from = state.cache.issue_from.filter(|_| !clearing);
-                let presence = state.cache.presence;
-                let token_hash = state.token.as_ref().map(|(_, hash)| *hash);
-                // Only a cache to issue needs the session built.
-                let session = issue_from.and_then(|_| state.session());
-                let write = match (clearing, issue_from, session, &token_hash) {
-                    (true, _, _, _) => CacheWrite::Clear,
-                    (false, Some(from), Some(session), Some(token_hash)) => {
-                        CacheWrite::Issue(CacheIssue {
-                            from,
-                            session,
-                            token_hash,
-                        })
-                    }
-                    _ => CacheWrite::Nothing,
-                };
-                let now = || manager.clock.now();
-                CacheCookies::decide(cache, &manager.keys, config, presence, write, now)
-            });
-            (
-                std::mem::replace(&mut state.cookie_action, CookieAction::Keep),
-                state.issued.take(),
-                cache_cookies,
-                state.rejection,
-            )
-        };
-        let mut wrote = false;
-        match action {
-            CookieAction::Keep => {}
+        let earned = self.take_earned();
+        let mut wrote = match earned.action {
+            CookieAction::Keep => false,
             CookieAction::Set {
                 signed,
                 remember,
                 expires_at,
             } => {
-                wrote = true;
-                let lifetime = if remember {
-                    Lifetime::MaxAge(expires_at - manager.clock.now())
-                } else {
-                    Lifetime::BrowserSession
-                };
-                headers.append(
-                    header::SET_COOKIE,
-                    set_cookie(config, &names.session_token, &signed, lifetime),
-                );
-                if !remember {
-                    headers.append(
-                        header::SET_COOKIE,
-                        set_cookie(
-                            config,
-                            &names.dont_remember,
-                            "true",
-                            Lifetime::BrowserSession,
-                        ),
-                    );
-                } else if self.shared.facts.had_dont_remember {
-                    headers.append(header::SET_COOKIE, names.expired.dont_remember.clone());
-                }
+                self.set_token_cookie(headers, &signed, remember, expires_at);
+                true
             }
             CookieAction::Clear => {
-                wrote = true;
-                let all = [
-                    names.session_token.as_str(),
-                    names.session_data.as_str(),
-                    names.dont_remember.as_str(),
-                ];
-                scrub_set_cookies(headers, all.into_iter());
-                let expired = &names.expired;
-                for value in [
-                    &expired.session_token,
-                    &expired.session_data,
-                    &expired.dont_remember,
-                ] {
-                    headers.append(header::SET_COOKIE, value.clone());
-                }
+                self.clear_cookies(headers);
+                true
             }
-        }
-        if let Some(cache_cookies) = cache_cookies {
+        };
+        if let Some(cache_cookies) = earned.cache_cookies {
             wrote |= cache_cookies.apply(headers);
         }
+        wrote |= self.append_extra_cookies(headers);
+        wrote |= self.hand_out_token(headers, earned.issued);
+        if wrote {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        earned.rejection
+    }
+
+    /// What the request earned, taken under one lock: the token cookie's action, the
+    /// cookie cache's cookies, the token to hand out, and the rejection reason.
+    fn take_earned(&self) -> Earned<'_> {
+        let manager = &self.shared.manager.inner;
+        let config = &manager.config;
+        let mut state = self.state();
+        if !config.token_transport.uses_cookies() {
+            // Bearer-only: no response ever carries `Set-Cookie`, not even a clearing one.
+            state.cookie_action = CookieAction::Keep;
+            state.cache.issue_from = None;
+        }
+        let cache_cookies = manager.cookie_cache.as_ref().map(|cache| {
+            let clearing = matches!(state.cookie_action, CookieAction::Clear);
+            let issue_from = state.cache.issue_from.filter(|_| !clearing);
+            let presence = state.cache.presence;
+            let token_hash = state.token.as_ref().map(|(_, hash)| *hash);
+            // Only a cache to issue needs the session built.
+            let session = issue_from.and_then(|_| state.session());
+            let write = match (clearing, issue_from, session, &token_hash) {
+                (true, _, _, _) => CacheWrite::Clear,
+                (false, Some(from), Some(session), Some(token_hash)) => {
+                    CacheWrite::Issue(CacheIssue {
+                        from,
+                        session,
+                        token_hash,
+                    })
+                }
+                _ => CacheWrite::Nothing,
+            };
+            let now = || manager.clock.now();
+            CacheCookies::decide(cache, &manager.keys, config, presence, write, now)
+        });
+        Earned {
+            action: std::mem::replace(&mut state.cookie_action, CookieAction::Keep),
+            issued: state.issued.take(),
+            cache_cookies,
+            rejection: state.rejection,
+        }
+    }
+
+    /// The token cookie (and `dont_remember` for a session that is not remembered).
+    fn set_token_cookie(
+        &self,
+        headers: &mut HeaderMap,
+        signed: &str,
+        remember: bool,
+        expires_at: DateTime<Utc>,
+    ) {
+        let manager = &self.shared.manager.inner;
+        let (names, config) = (&manager.names, &manager.config);
+        let lifetime = if remember {
+            Lifetime::MaxAge(expires_at - manager.clock.now())
+        } else {
+            Lifetime::BrowserSession
+        };
+        headers.append(
+            header::SET_COOKIE,
+            set_cookie(config, &names.session_token, signed, lifetime),
+        );
+        if !remember {
+            headers.append(
+                header::SET_COOKIE,
+                set_cookie(
+                    config,
+                    &names.dont_remember,
+                    "true",
+                    Lifetime::BrowserSession,
+                ),
+            );
+        } else if self.shared.facts.had_dont_remember {
+            headers.append(header::SET_COOKIE, names.expired.dont_remember.clone());
+        }
+    }
+
+    /// Expires every session cookie, after scrubbing any the handler set.
+    fn clear_cookies(&self, headers: &mut HeaderMap) {
+        let names = &self.shared.manager.inner.names;
+        let all = [
+            names.session_token.as_str(),
+            names.session_data.as_str(),
+            names.dont_remember.as_str(),
+        ];
+        scrub_set_cookies(headers, all.into_iter());
+        let expired = &names.expired;
+        for value in [
+            &expired.session_token,
+            &expired.session_data,
+            &expired.dont_remember,
+        ] {
+            headers.append(header::SET_COOKIE, value.clone());
+        }
+    }
+
+    /// The other cookies this request set (accounts, a kept-aside session); whether any.
+    fn append_extra_cookies(&self, headers: &mut HeaderMap) -> bool {
         let extra = std::mem::take(
             &mut *self
                 .shared
@@ -785,28 +863,41 @@ impl SessionHandle {
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()),
         );
-        if config.token_transport.uses_cookies() && !extra.is_empty() {
-            wrote = true;
-            for value in extra {
-                headers.append(header::SET_COOKIE, value);
-            }
+        let config = &self.shared.manager.inner.config;
+        if !config.token_transport.uses_cookies() || extra.is_empty() {
+            return false;
         }
-        if let Some(signed) = issued.filter(|_| self.hands_out_token()) {
-            if let Ok(value) = HeaderValue::try_from(signed) {
-                // A credential in a header is as cache-sensitive as one in a cookie.
-                wrote = true;
-                headers.insert(SET_AUTH_TOKEN, value);
-                headers.append(
-                    header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                    HeaderValue::from_static(SET_AUTH_TOKEN),
-                );
-            }
+        for value in extra {
+            headers.append(header::SET_COOKIE, value);
         }
-        if wrote {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        }
-        rejection
+        true
     }
+
+    /// `set-auth-token` for a token issued in this request, as the policy allows;
+    /// whether it was added.
+    fn hand_out_token(&self, headers: &mut HeaderMap, issued: Option<String>) -> bool {
+        let Some(signed) = issued.filter(|_| self.hands_out_token()) else {
+            return false;
+        };
+        let Ok(value) = HeaderValue::try_from(signed) else {
+            return false;
+        };
+        // A credential in a header is as cache-sensitive as one in a cookie.
+        headers.insert(SET_AUTH_TOKEN, value);
+        headers.append(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(SET_AUTH_TOKEN),
+        );
+        true
+    }
+}
+
+/// What a request earned for its response, taken out of the handle's state at once.
+struct Earned<'m> {
+    action: CookieAction,
+    issued: Option<String>,
+    cache_cookies: Option<CacheCookies<'m>>,
+    rejection: Option<RejectionReason>,
 }
 
 #[cfg(test)]

@@ -83,6 +83,7 @@ mod cookies;
 mod error;
 mod events;
 mod field_policy;
+mod hooks;
 mod origin;
 mod page_headers;
 mod rejection;
@@ -126,7 +127,7 @@ pub mod fuzzing;
 
 pub use cache_bus::CacheRevocationBus;
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{AuthTokenHeader, SameSite, TokenTransport, WANT_AUTH_TOKEN};
+pub use config::{AuthTokenHeader, NoRefresh, SameSite, TokenTransport, WANT_AUTH_TOKEN};
 pub use cookie_cache::CookieCache;
 pub use error::{ConfigError, SessionError, StoreError};
 pub use events::{RevokeReason, SessionEvent};
@@ -135,12 +136,18 @@ pub use extract::{CrossSiteGuard, CurrentSession, FreshSession};
 pub use field_policy::{FieldAccess, FieldPolicy};
 pub use future::ResponseFuture;
 pub use handle::{RevokeStatus, SET_AUTH_TOKEN, SessionHandle, SignInOptions};
+pub use hooks::{
+    CreateAttempt, HookClient, HookError, RefreshAttempt, RevokeAttempt, UpdateAttempt, Verdict,
+};
 pub use layer::SessionLayer;
-pub use manager::{CleanupTask, Impersonation, SessionManager, SessionManagerBuilder, SessionPage};
+pub use manager::{
+    BanList, CleanupTask, Impersonation, MemoryBanList, SessionManager, SessionManagerBuilder,
+    SessionPage,
+};
 pub use page_headers::html_page_headers;
 #[cfg(feature = "rate-limit")]
 pub use rate_limit::{Budget, RateLimit, RateLimitLayer, RateLimited};
-pub use rejection::{RejectionReason, SessionRejection};
+pub use rejection::{Refusal, RejectionReason, SessionRejection};
 pub use request_token::TokenSource;
 #[cfg(feature = "axum")]
 pub use routes::trusted_cors;

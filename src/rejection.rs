@@ -21,6 +21,62 @@ pub enum RejectionReason {
     Unknown,
     /// The session expired.
     Expired,
+    /// An app hook refused the session's refresh (see [`Refusal`]).
+    Refused(Refusal),
+}
+
+/// Why a hook refused: the status and code the response carries (`{"code": "<CODE>"}` in
+/// the JSON body, upper-cased) and a sentence for people.
+///
+/// ```
+/// use http::StatusCode;
+/// use tower_auth_session::Refusal;
+///
+/// const BANNED: Refusal = Refusal::new(StatusCode::FORBIDDEN, "user_banned", "this user is banned");
+/// assert_eq!(BANNED.status(), StatusCode::FORBIDDEN);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+}
+
+impl Refusal {
+    /// What a hook that errored, panicked or timed out answers: 503, the check could not
+    /// be made (the user did nothing wrong; trying again may work).
+    pub const HOOK_FAILED: Self = Self::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "session_hook_failed",
+        "the server could not check this request; try again",
+    );
+    /// A banned user's sign-in: 403 `USER_BANNED` (Better Auth's code).
+    pub const USER_BANNED: Self =
+        Self::new(StatusCode::FORBIDDEN, "user_banned", "this user is banned");
+
+    /// A refusal with this status, snake-case `code` and message.
+    pub const fn new(status: StatusCode, code: &'static str, message: &'static str) -> Self {
+        Self {
+            status,
+            code,
+            message,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The snake-case code (the body's `error`; its `code` is this upper-cased).
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The sentence for people.
+    pub fn message(&self) -> &'static str {
+        self.message
+    }
 }
 
 /// Why a request that needs a session is refused, as an HTTP failure.
@@ -47,6 +103,8 @@ pub enum SessionRejection {
     CrossSite,
     /// The `SessionLayer` is not installed in front of this handler: 500.
     MissingLayer,
+    /// An app hook refused: its status and code.
+    Refused(Refusal),
 }
 
 impl SessionRejection {
@@ -57,6 +115,7 @@ impl SessionRejection {
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotFresh | Self::CrossSite => StatusCode::FORBIDDEN,
             Self::MissingLayer => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Refused(refusal) => refusal.status(),
         }
     }
 
@@ -68,6 +127,7 @@ impl SessionRejection {
             Self::NotFresh => "session_not_fresh",
             Self::CrossSite => "cross_site_request",
             Self::MissingLayer => "session_layer_missing",
+            Self::Refused(refusal) => refusal.code(),
         }
     }
 }
@@ -82,6 +142,7 @@ impl fmt::Display for SessionRejection {
             Self::MissingLayer => {
                 "SessionHandle not found in request extensions: add SessionManager::layer() around this route"
             }
+            Self::Refused(refusal) => refusal.message(),
         })
     }
 }
@@ -134,6 +195,20 @@ impl From<SessionRejection> for tonic::Status {
                 tracing::error!("{}", rejection.error_code());
                 Self::internal(message)
             }
+            SessionRejection::Refused(refusal) => refused_status(refusal),
         }
+    }
+}
+
+/// The gRPC status for a hook's refusal, by its HTTP status class.
+#[cfg(feature = "tonic")]
+pub(crate) fn refused_status(refusal: Refusal) -> tonic::Status {
+    let message = refusal.message();
+    match refusal.status() {
+        StatusCode::UNAUTHORIZED => tonic::Status::unauthenticated(message),
+        StatusCode::SERVICE_UNAVAILABLE => tonic::Status::unavailable(message),
+        StatusCode::TOO_MANY_REQUESTS => tonic::Status::resource_exhausted(message),
+        status if status.is_client_error() => tonic::Status::permission_denied(message),
+        _ => tonic::Status::internal(message),
     }
 }

@@ -240,7 +240,8 @@ impl From<SessionError> for Failure {
             error @ (SessionError::FieldNotWritable(_)
             | SessionError::Conflict
             | SessionError::Forbidden
-            | SessionError::NotImpersonating) => Self::Session(error),
+            | SessionError::NotImpersonating
+            | SessionError::Refused(_)) => Self::Session(error),
             error => {
                 tracing::error!(error = %crate::error::chain(&error), "session endpoint could not reach the store");
                 Self::Rejected(SessionRejection::Unavailable)
@@ -250,12 +251,9 @@ impl From<SessionError> for Failure {
 }
 
 /// The caller's session, or 401 (503 when a store was down: that is not a sign-out).
+/// A refresh an app hook refused answers the hook's status.
 fn require_session(handle: &SessionHandle) -> Result<Session, Failure> {
-    match handle.current() {
-        Some(session) => Ok(session),
-        None if handle.is_unavailable() => Err(Failure::Rejected(SessionRejection::Unavailable)),
-        None => Err(Failure::Rejected(SessionRejection::Unauthenticated)),
-    }
+    handle.require().map_err(Failure::Rejected)
 }
 
 fn status_true() -> Json<Value> {
@@ -271,7 +269,14 @@ async fn get_session(handle: SessionHandle) -> Result<Json<Value>, Failure> {
         None => return Ok(Json(Value::Null)),
     };
     match handle.manager().load_user(&session.user_id).await {
-        Ok(Some(user)) => Ok(Json(json!({ "session": session, "user": user }))),
+        Ok(Some(user)) => {
+            let mut body = json!({ "session": session, "user": user });
+            // Better Auth's `deferSessionRefresh`: the client learns a refresh is owed.
+            if handle.manager().inner.config.defer_refresh && handle.needs_refresh() {
+                body["needsRefresh"] = Value::Bool(true);
+            }
+            Ok(Json(body))
+        }
         // A session whose user is gone is no session to show.
         Ok(None) => Ok(Json(Value::Null)),
         Err(error) => Err(SessionError::Store(error).into()),

@@ -9,16 +9,12 @@
 
 use crate::error::{SessionError, StoreError};
 use crate::events::{RevokeReason, SessionEvent};
-use crate::handle::{CookieAction, SessionHandle, Status};
-use crate::manager::{Mirrored, RevokeTarget, SessionPage, merge_fields};
+use crate::handle::{SessionHandle, Status};
+use crate::manager::{RevokeTarget, SessionPage, merge_fields};
 use crate::rejection::RejectionReason;
 use crate::request_token::TokenSource;
 use crate::session::{IMPERSONATED_BY, Session, check_app_fields};
 use crate::token::{Token, TokenHash};
-
-/// How often a conditional write is retried when a concurrent request (a refresh) wrote
-/// the session between our read and our write.
-const WRITE_ATTEMPTS: usize = 3;
 
 /// Whether `listed` belongs in `current`'s own device list: everything but impersonations
 /// of the user, except the one this request is.
@@ -44,12 +40,9 @@ impl SessionHandle {
     /// The request's own session is gone: forget it and have the response clear cookies.
     fn ended_here(&self, rejection: Option<RejectionReason>) {
         let mut state = self.state();
-        state.token = None;
-        state.set_session(None);
-        state.issued = None;
+        state.signed_out();
         state.status = Status::Decided;
         state.rejection = rejection;
-        state.cookie_action = CookieAction::Clear;
     }
 
     /// Reads the session from the source of truth, bypassing anything cached, and updates
@@ -102,8 +95,7 @@ impl SessionHandle {
                     self.ended_here(Some(rejection));
                 } else {
                     let mut state = self.state();
-                    state.token = None;
-                    state.set_session(None);
+                    state.forget_session();
                     state.status = Status::Decided;
                     state.rejection = Some(rejection);
                 }
@@ -283,8 +275,22 @@ impl SessionHandle {
         &self,
         changes: serde_json::Map<String, serde_json::Value>,
     ) -> Result<Session, SessionError> {
+        self.update_fields_as(changes, false).await
+    }
+
+    /// `update_fields`, saying whether a client sent the changes (for the update hook).
+    async fn update_fields_as(
+        &self,
+        changes: serde_json::Map<String, serde_json::Value>,
+        from_client: bool,
+    ) -> Result<Session, SessionError> {
         check_app_fields(&changes)?;
-        let (_, hash) = self.signed_in()?;
+        let (current, hash) = self.signed_in()?;
+        let changes = self
+            .manager()
+            .inner
+            .before_update(current, changes, from_client)
+            .await?;
         let updated = self
             .rewrite(hash, None, |session, now| {
                 merge_fields(&mut session.fields, &changes);
@@ -328,7 +334,7 @@ impl SessionHandle {
             .inner
             .field_policy
             .check_client_changes(&changes)?;
-        self.update_fields(changes).await
+        self.update_fields_as(changes, true).await
     }
 
     /// Gives the current session a new token, for privilege changes (after a role change
@@ -353,15 +359,8 @@ impl SessionHandle {
             .keys
             .sign_token(&manager.names.session_token, &token);
         {
-            let mut state = self.state();
-            state.token = Some((token, new_hash));
-            state.set_session(Some(updated.clone()));
-            state.issued = Some(signed.clone());
-            state.cookie_action = CookieAction::Set {
-                signed,
-                remember: updated.remember,
-                expires_at: updated.expires_at,
-            };
+            self.state()
+                .issued(token, new_hash, updated.clone(), signed);
         }
         // Copies of the session under its old token must die with that token. The new
         // cookie is set either way: the old token no longer works.
@@ -382,29 +381,10 @@ impl SessionHandle {
         if new_hash.is_some() {
             manager.forget_in_secondary_first(&hash).await?;
         }
-        for _ in 0..WRITE_ATTEMPTS {
-            let Some(stored) = self.authoritative().await? else {
-                return Err(SessionError::NoSession);
-            };
-            let now = manager.clock.now();
-            let mut updated = stored.clone();
-            change(&mut updated, now);
-            updated.generation = stored.generation + 1;
-            if manager
-                .store
-                .update(&hash, stored.generation, &updated, new_hash.as_ref())
-                .await?
-            {
-                // Store first, then the secondary tier (conditional: a revoke that got
-                // there first wins).
-                let target = new_hash.unwrap_or(hash);
-                let replaces = new_hash.map(|_| hash);
-                if manager.mirror(&target, &updated, replaces.as_ref()).await == Mirrored::Revoked {
-                    return Err(SessionError::NoSession);
-                }
-                return Ok(updated);
-            }
-        }
-        Err(SessionError::Conflict)
+        let read = || async { Ok(self.authoritative().await?.map(|session| (hash, session))) };
+        manager
+            .rewrite(read, new_hash.as_ref(), change)
+            .await?
+            .ok_or(SessionError::NoSession)
     }
 }

@@ -247,7 +247,9 @@ impl<S> SessionService<S> {
         let manager = self.manager.clone();
         let hash = token.hash;
         let client = facts.client.clone();
-        let resolution = Box::pin(async move { manager.inner.resolve(hash, &client, found).await });
+        let read_only = manager.inner.config.read_only(&request);
+        let resolution =
+            Box::pin(async move { manager.inner.resolve(hash, &client, found, read_only).await });
         ResponseFuture::resolving(
             resolution,
             Pending {

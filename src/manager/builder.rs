@@ -5,6 +5,7 @@ use std::sync::Arc;
 use chrono::Duration;
 use ipnet::IpNet;
 
+use super::lifecycle::BanList;
 use super::resolve::RefreshGate;
 use super::{Impersonation, ManagerInner, SessionManager, UserLoader};
 use crate::client::{AddressHook, ClientTracking};
@@ -15,6 +16,7 @@ use crate::cookies::CookieNames;
 use crate::error::ConfigError;
 use crate::events::{DEFAULT_EVENT_CAPACITY, EventBus};
 use crate::field_policy::FieldPolicy;
+use crate::hooks::Hooks;
 use crate::origin::TrustedOrigins;
 use crate::secondary::SecondaryStorage;
 use crate::store::SessionStore;
@@ -38,6 +40,8 @@ pub struct SessionManagerBuilder {
     field_policy: FieldPolicy,
     impersonation: Option<Impersonation>,
     multi_session: usize,
+    pub(super) hooks: Hooks,
+    pub(super) bans: Option<Arc<dyn BanList>>,
     errors: Vec<ConfigError>,
 }
 
@@ -84,6 +88,8 @@ impl SessionManagerBuilder {
             user_loader: None,
             field_policy: FieldPolicy::new(),
             impersonation: None,
+            hooks: Hooks::default(),
+            bans: None,
             multi_session: 0,
             errors: Vec::new(),
         }
@@ -134,6 +140,17 @@ impl SessionManagerBuilder {
     /// Turns sliding expiry off: sessions end `expires_in` after sign-in.
     pub fn disable_refresh(mut self, disable: bool) -> Self {
         self.config.disable_refresh = disable;
+        self
+    }
+
+    /// No writes on safe methods (Better Auth's `deferSessionRefresh`): a GET, HEAD,
+    /// OPTIONS or TRACE never writes to the store or Redis nor moves the cookies' expiry;
+    /// a due refresh shows as [`SessionHandle::needs_refresh`](crate::SessionHandle::needs_refresh)
+    /// (`needsRefresh` in `get-session`) and the next unsafe request makes it. With it, a
+    /// read-only replica can serve every lookup (see docs/DEPLOYING.md). For one request
+    /// of any method, see [`NoRefresh`](crate::NoRefresh).
+    pub fn defer_refresh(mut self, defer: bool) -> Self {
+        self.config.defer_refresh = defer;
         self
     }
 
@@ -641,6 +658,8 @@ impl SessionManagerBuilder {
                 field_policy: self.field_policy,
                 impersonation: self.impersonation,
                 multi_session: self.multi_session,
+                hooks: self.hooks,
+                bans: self.bans,
             }),
         })
     }

@@ -3,13 +3,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{Mirrored, SessionManager};
+use super::SessionManager;
 use crate::error::SessionError;
 use crate::session::{Session, check_app_fields};
-
-/// How often the conditional write is retried when a request wrote the session between
-/// our read and our write.
-const WRITE_ATTEMPTS: usize = 3;
 
 /// Merges `changes` into `fields`: a value is set, `null` removes the name.
 pub(crate) fn merge_fields(fields: &mut Map<String, Value>, changes: &Map<String, Value>) {
@@ -38,33 +34,32 @@ impl SessionManager {
     ) -> Result<Option<Session>, SessionError> {
         check_app_fields(&changes)?;
         let inner = &self.inner;
-        for _ in 0..WRITE_ATTEMPTS {
+        let changes = if inner.hooks.update.is_some() {
             let Some(stored) = inner.store.find_by_id(session_id).await? else {
                 return Ok(None);
             };
-            let now = inner.clock.now();
-            if stored.session.is_expired(now) {
+            inner.before_update(stored.session, changes, false).await?
+        } else {
+            changes
+        };
+        let read = || async {
+            let Some(stored) = inner.store.find_by_id(session_id).await? else {
                 return Ok(None);
-            }
-            let mut updated = stored.session.clone();
-            merge_fields(&mut updated.fields, &changes);
-            updated.updated_at = now;
-            updated.generation = stored.session.generation + 1;
-            let hash = stored.token_hash;
-            if !inner
-                .store
-                .update(&hash, stored.session.generation, &updated, None)
-                .await?
-            {
-                continue;
-            }
-            if inner.mirror(&hash, &updated, None).await == Mirrored::Revoked {
-                return Ok(None);
-            }
-            tracing::info!(session_id = %updated.id, user_id = ?updated.user_id, "session fields updated by the admin API");
-            inner.superseded(&updated).await?;
-            return Ok(Some(updated));
-        }
-        Err(SessionError::Conflict)
+            };
+            let live = !stored.session.is_expired(inner.clock.now());
+            Ok(live.then_some((stored.token_hash, stored.session)))
+        };
+        let written = inner
+            .rewrite(read, None, |session, now| {
+                merge_fields(&mut session.fields, &changes);
+                session.updated_at = now;
+            })
+            .await?;
+        let Some(updated) = written else {
+            return Ok(None);
+        };
+        tracing::info!(session_id = %updated.id, user_id = ?updated.user_id, "session fields updated by the admin API");
+        inner.superseded(&updated).await?;
+        Ok(Some(updated))
     }
 }

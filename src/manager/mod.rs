@@ -8,7 +8,9 @@
 //! - `builder`: every option, checked once;
 //! - `resolve`: from a verified token hash to a live session (lazy expiry, the refresh);
 //! - `tiers`: reading Redis before the store, copying store reads back;
+//! - `write`: the conditional write of a session's next generation;
 //! - `revoke`: the one path by which a session ends early;
+//! - `lifecycle`: the before-hooks and bans;
 //! - `limits`: the per-user session cap;
 //! - `pages`: a user's sessions one page at a time;
 //! - `cleanup`: the expired-session sweeper.
@@ -35,23 +37,28 @@ mod builder;
 mod cleanup;
 mod fields;
 mod identities;
+mod lifecycle;
 mod limits;
 mod pages;
 mod pending;
 mod resolve;
 mod revoke;
 mod tiers;
+mod write;
 
 pub use builder::SessionManagerBuilder;
 pub use cleanup::CleanupTask;
 pub(crate) use fields::merge_fields;
 pub use identities::Impersonation;
+pub(crate) use lifecycle::RefreshCheck;
+pub use lifecycle::{BanList, MemoryBanList};
 pub use pages::SessionPage;
 pub(crate) use pending::revoke_later;
 pub(crate) use resolve::{InProcess, LiveSession, Resolved};
 pub(crate) use revoke::RevokeTarget;
 use tiers::Lookup;
 pub(crate) use tiers::Mirrored;
+pub(crate) use write::Written;
 
 /// App-wide session configuration, keys and stores. Cheap to clone.
 ///
@@ -95,6 +102,10 @@ pub(crate) struct ManagerInner {
     pub(crate) impersonation: Option<Impersonation>,
     /// How many accounts one browser may hold (0: one, as without the feature).
     pub(crate) multi_session: usize,
+    /// The app's before-hooks.
+    pub(crate) hooks: crate::hooks::Hooks,
+    /// Who is banned, when bans are on.
+    pub(crate) bans: Option<Arc<dyn BanList>>,
 }
 
 impl ManagerInner {

@@ -13,12 +13,12 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio::sync::OnceCell;
 
-use super::ManagerInner;
 use super::tiers::{Lookup, Mirrored};
+use super::{ManagerInner, RefreshCheck, RevokeTarget, Written};
 use crate::client::ClientFacts;
 use crate::error::chain;
-use crate::events::SessionEvent;
-use crate::rejection::RejectionReason;
+use crate::events::{RevokeReason, SessionEvent};
+use crate::rejection::{Refusal, RejectionReason};
 use crate::session::Session;
 use crate::token::TokenHash;
 
@@ -67,12 +67,14 @@ impl ManagerInner {
     /// it is due for a refresh.
     ///
     /// `found`: what [`resolve_in_process`](Self::resolve_in_process) already read (it is
-    /// not read again).
+    /// not read again). `read_only`: write nothing (no lazy deletion, no read-repair, no
+    /// refresh), for `defer_refresh` on a safe method or `NoRefresh`.
     pub(crate) async fn resolve(
         &self,
         hash: TokenHash,
         client: &ClientFacts,
         found: Option<Arc<Session>>,
+        read_only: bool,
     ) -> Resolved {
         let lookup = match found {
             Some(session) => Lookup::Found {
@@ -88,14 +90,20 @@ impl ManagerInner {
         };
         let now = self.clock.now();
         if session.is_expired(now) {
+            if read_only {
+                return Resolved::Gone(RejectionReason::Expired);
+            }
             if let Err(error) = self.drop_expired(&hash).await {
                 tracing::warn!(error = %chain(&error), "could not delete an expired session");
             }
             return Resolved::Gone(RejectionReason::Expired);
         }
-        if !self.config.refresh_due(&session, now) {
+        if read_only || !self.config.refresh_due(&session, now) {
             // Read-repair: conditional, so it can reveal a revocation but never undo one.
-            if !cached && self.mirror(&hash, &session, None).await == Mirrored::Revoked {
+            if !read_only
+                && !cached
+                && self.mirror(&hash, &session, None).await == Mirrored::Revoked
+            {
                 return Resolved::Gone(RejectionReason::Unknown);
             }
             return Resolved::Valid {
@@ -117,25 +125,31 @@ impl ManagerInner {
         let cell = self.refresh_gate.cell(hash, read_generation);
         let outcome = cell
             .get_or_init(|| async {
-                let mut updated = session.clone();
-                updated.expires_at = self.config.slid_expiry(&session, now).max(session.expires_at);
-                updated.updated_at = now;
-                updated.last_seen_at = now;
-                let info = self.tracking.client_info(client);
-                if !self.tracking.disabled {
-                    updated.ip_address = info.ip_address;
-                    updated.user_agent = info.user_agent;
+                match self.before_refresh(&session, client).await {
+                    RefreshCheck::Go => {}
+                    RefreshCheck::Refused(refusal) => return RefreshOutcome::Refused(refusal),
+                    RefreshCheck::Banned => return self.revoke_banned(&session).await,
+                    RefreshCheck::Unknown => return RefreshOutcome::Failed,
                 }
-                updated.generation = read_generation + 1;
-                match self.store.update(&hash, read_generation, &updated, None).await {
-                    Ok(true) if self.mirror(&hash, &updated, None).await == Mirrored::Live => {
+                let info = self.tracking.client_info(client);
+                let slide = |updated: &mut Session| {
+                    updated.expires_at = self.config.slid_expiry(&session, now).max(session.expires_at);
+                    updated.updated_at = now;
+                    updated.last_seen_at = now;
+                    if !self.tracking.disabled {
+                        updated.ip_address = info.ip_address;
+                        updated.user_agent = info.user_agent;
+                    }
+                };
+                match self.write_next_generation(&hash, &session, None, slide).await {
+                    Ok(Written::Live(updated)) => {
                         self.events.emit(|| SessionEvent::Refreshed {
                             session: updated.clone(),
                         });
                         RefreshOutcome::Refreshed(updated)
                     }
-                    Ok(true) => RefreshOutcome::Revoked,
-                    Ok(false) => RefreshOutcome::Lost,
+                    Ok(Written::Revoked) => RefreshOutcome::Revoked,
+                    Ok(Written::Lost) => RefreshOutcome::Lost,
                     Err(error) => {
                         tracing::warn!(error = %chain(&error), "session refresh write failed; serving the session unrefreshed");
                         RefreshOutcome::Failed
@@ -155,6 +169,7 @@ impl ManagerInner {
                 refreshed: false,
             },
             RefreshOutcome::Revoked => Resolved::Gone(RejectionReason::Unknown),
+            RefreshOutcome::Refused(refusal) => Resolved::Gone(RejectionReason::Refused(refusal)),
             // Someone else changed or deleted it since we read it (or the copy we read
             // from the secondary tier was behind the store): read the store again.
             RefreshOutcome::Lost => match self.store.find(&hash).await {
@@ -174,6 +189,26 @@ impl ManagerInner {
                     Resolved::Unavailable
                 }
             },
+        }
+    }
+}
+
+impl ManagerInner {
+    /// A banned user's refresh: every session of theirs is revoked instead (a ban set
+    /// in the user table, not through `ban_user`, ends their sessions here).
+    async fn revoke_banned(&self, session: &Session) -> RefreshOutcome {
+        tracing::info!(session_id = %session.id, user_id = ?session.user_id, "refresh of a banned user: revoking their sessions");
+        let target = RevokeTarget::User {
+            user_id: &session.user_id,
+            except: None,
+        };
+        match self.revoke(target, RevokeReason::Banned).await {
+            Ok(_) => RefreshOutcome::Revoked,
+            Err(error) => {
+                // Not served either way: the user is banned.
+                tracing::error!(error = %chain(&error), "could not revoke a banned user's sessions");
+                RefreshOutcome::Refused(Refusal::USER_BANNED)
+            }
         }
     }
 }
@@ -215,6 +250,8 @@ enum RefreshOutcome {
     Revoked,
     Lost,
     Failed,
+    /// The refresh hook refused: nothing written.
+    Refused(Refusal),
 }
 
 /// When an entry was made, and the shared outcome of its one refresh.

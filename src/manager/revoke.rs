@@ -130,6 +130,8 @@ impl ManagerInner {
         target: RevokeTarget<'_>,
         reason: RevokeReason,
     ) -> Result<Revoked, SessionError> {
+        // The app's before-revoke hook, for revocations a user or an admin asked for.
+        self.before_revoke(target, reason).await?;
         let covered = self
             .revoke_in_secondary_first(&target.secondary_revocations())
             .await?;

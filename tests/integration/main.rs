@@ -24,6 +24,7 @@ mod example_tonic;
 mod field_policy;
 mod fuzz_regressions;
 mod identities;
+mod lifecycle;
 mod management;
 mod outside_axum;
 mod postgres_faults;

@@ -509,11 +509,20 @@ impl PostgresStore {
                     .map_err(db_error("could not create the session store's schema"))?;
             }
         }
-        sqlx::query(&create_migrations)
-            .persistent(false)
-            .execute(&mut *tx)
+        // Checked first too: a store whose tables are all there runs no DDL, so it starts
+        // on a read-only role (`default_transaction_read_only`, a replica's user).
+        let has_migrations: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{prefix}tas_migrations"))
+            .fetch_one(&mut *tx)
             .await
             .map_err(&fail)?;
+        if !has_migrations {
+            sqlx::query(&create_migrations)
+                .persistent(false)
+                .execute(&mut *tx)
+                .await
+                .map_err(&fail)?;
+        }
         let applied: Option<i64> = sqlx::query_scalar(&applied)
             .fetch_one(&mut *tx)
             .await
