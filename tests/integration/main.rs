@@ -28,9 +28,9 @@ mod lifecycle;
 mod management;
 mod outside_axum;
 mod postgres_faults;
+mod public_api;
 #[cfg(feature = "rate-limit")]
 mod rate_limit;
-mod public_api;
 mod readme_quick_start;
 mod redis_cluster;
 mod redis_cluster_bus;
