@@ -12,7 +12,9 @@
 //! - `cache.rs` (with `jwe.rs`): the `session_data` cookie cache in its three strategies;
 //! - `postgres.rs` (with `postgres`): a store over Better Auth's `session` and `user`
 //!   tables, keyed by the raw token;
-//! - `redis.rs` (with `redis`): Better Auth's secondary-storage layout.
+//! - `redis.rs` (with `redis`): Better Auth's secondary-storage layout;
+//! - [`BetterAuthStorage`] (`storage.rs`): the tiers read, refreshed and revoked in Better
+//!   Auth's order.
 //!
 //! These are the pieces; they are not yet wired into [`SessionManager`](crate::SessionManager)'s
 //! builder (see `docs/ARCHITECTURE.md`, "Better Auth's formats").
@@ -22,6 +24,7 @@ mod config;
 mod cookie;
 mod jwe;
 mod record;
+mod storage;
 
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -38,3 +41,4 @@ pub use record::{BaSession, BaSessionWithUser, BaUser};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::BetterAuthRedis;
+pub use storage::BetterAuthStorage;
