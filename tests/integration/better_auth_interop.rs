@@ -15,7 +15,7 @@ use chrono::{SubsecRound, Utc};
 use serde_json::{Value, json};
 use tower_auth_session::better_auth::{
     BaSession, BaSessionWithUser, BetterAuthConfig, BetterAuthPostgres, BetterAuthRedis,
-    BetterAuthStorage, CacheStrategy, SignedCookie, gather_cache,
+    BetterAuthStorage, CacheStrategy, SignedCookie, gather_cache, split_cache,
 };
 use tower_auth_session::sqlx::postgres::PgPool;
 
@@ -124,6 +124,20 @@ impl Ba {
         });
         (response.json().await.unwrap(), refreshed)
     }
+    /// `get-session` with exactly these cookies.
+    async fn session_with(&self, cookies: &[(String, String)]) -> Value {
+        let line: Vec<String> = cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let response = self
+            .http
+            .get(format!("{}/api/auth/get-session", self.url))
+            .header("cookie", line.join("; "))
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "never a 500");
+        response.json().await.unwrap()
+    }
+
     async fn list(&self, jar: &Jar) -> Vec<String> {
         let response = self
             .http
@@ -372,21 +386,27 @@ async fn scenario(cache: &str, mode: Storage) {
     rust.0
         .insert(token_name.clone(), SignedCookie::new(SECRET).sign(&token));
     if let Some(codec) = config.cookie_cache_codec() {
-        rust.0.insert(
-            config.cookie_names().session_data,
-            codec.write(&made, now, true),
-        );
-        let response = ba
-            .http
-            .get(format!("{}/api/auth/get-session", ba.url))
-            .header("cookie", rust.header(false))
-            .send()
-            .await
-            .unwrap();
-        let cached_here: Value = response.json().await.unwrap();
+        // A cache written here is believed by Better Auth: it still serves a session
+        // from it after the storage has lost it (its own cache semantics, reference §7),
+        // which only a cache it accepted can do.
+        let mut probe = made.clone();
+        probe.session.id.push('p');
+        probe.session.token.push('P');
+        storage.create(&probe, now).await.unwrap();
+        let value = codec.write(&probe, now, true);
+        storage.revoke(&probe.session.token, now).await.unwrap();
+        let names = config.cookie_names();
+        let cookies = vec![
+            (
+                names.session_token.clone(),
+                SignedCookie::new(SECRET).sign(&probe.session.token),
+            ),
+            (names.session_data.clone(), value),
+        ];
+        let believed = ba.session_with(&cookies).await;
         assert_eq!(
-            cached_here["session"]["id"],
-            made.session.id.as_str(),
+            believed["session"]["id"],
+            probe.session.id.as_str(),
             "{label}: our cache"
         );
     }
@@ -488,4 +508,65 @@ interop! {
     jwe_redis_and_database: "jwe", RedisAndDatabase;
     jwe_database_only: "jwe", DatabaseOnly;
     jwe_redis_only: "jwe", RedisOnly;
+}
+
+/// Better Auth splits a cache past 4050 bytes into `session_data.N` chunks (a 6000-byte
+/// name here); they are joined and verified here, in every strategy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn better_auths_chunked_caches_are_read_here() {
+    for cache in ["compact", "jwt", "jwe"] {
+        let schema = unique_name("ba_chunks");
+        let prefix = format!("{schema}:");
+        let Some(ba) = start(cache, Storage::DatabaseOnly, &schema, &prefix).await else {
+            return;
+        };
+        let database =
+            service_url("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test").unwrap();
+        let mut jar = Jar::default();
+        let name = "n".repeat(6000);
+        let body = json!({"email": "long@example.test", "password": "password-1234", "name": name});
+        assert_eq!(ba.post("/sign-up/email", &mut jar, body).await.0, 200);
+        let mut config = BetterAuthConfig::new(SECRET);
+        config.cookie_cache = cache.parse::<CacheStrategy>().ok();
+        let names = config.cookie_names();
+        assert!(
+            jar.0.contains_key(&format!("{}.1", names.session_data)),
+            "{cache}: Better Auth chunked its cache"
+        );
+        let joined = gather_cache(&jar.headers(), &names.session_data).unwrap();
+        let headers = jar.headers();
+        let value = tower_auth_session::better_auth::first_cookie(&headers, &names.session_token);
+        let token = SignedCookie::new(SECRET).verify(value.unwrap()).unwrap();
+        let codec = config.cookie_cache_codec().unwrap();
+        let read = codec.read(&joined, &token, Utc::now()).expect(cache);
+        assert_eq!(read.user.name.len(), 6000);
+        let pool = PgPool::connect(&database).await.unwrap();
+        let storage = BetterAuthStorage::new(
+            config,
+            Some(BetterAuthPostgres::new(pool, Some(&schema), false)),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            here(&storage, &jar).await.unwrap().session.id,
+            read.session.id
+        );
+
+        // Chunks written here are joined and believed by Better Auth (it serves the
+        // session from them after the row is gone).
+        let value = codec.write(&read, Utc::now(), true);
+        let attributes = "; Max-Age=300; Path=/; HttpOnly; SameSite=Lax".len();
+        let chunks = split_cache(&names.session_data, &value, attributes).unwrap();
+        assert!(chunks.len() > 1, "{cache}");
+        storage.revoke(&token, Utc::now()).await.unwrap();
+        let signed = SignedCookie::new(SECRET).sign(&token);
+        let mut cookies = vec![(names.session_token.clone(), signed)];
+        cookies.extend(chunks);
+        let believed = ba.session_with(&cookies).await;
+        assert_eq!(
+            believed["session"]["id"],
+            read.session.id.as_str(),
+            "{cache}: our chunks"
+        );
+    }
 }
