@@ -13,7 +13,7 @@
 //! - `postgres.rs` (with `postgres`): a store over Better Auth's `session` and `user`
 //!   tables, keyed by the raw token;
 //! - `redis.rs` (with `redis`): Better Auth's secondary-storage layout;
-//! - [`BetterAuthStorage`] (`storage.rs`): the tiers read, refreshed and revoked in Better
+//! - `BetterAuthStorage` (`storage.rs`, with `postgres` or `redis`): the tiers read, refreshed and revoked in Better
 //!   Auth's order.
 //!
 //! These are the pieces; they are not yet wired into [`SessionManager`](crate::SessionManager)'s
@@ -24,6 +24,7 @@ mod config;
 mod cookie;
 mod jwe;
 mod record;
+#[cfg(any(feature = "postgres", feature = "redis"))]
 mod storage;
 
 #[cfg(feature = "postgres")]
@@ -41,4 +42,6 @@ pub use record::{BaSession, BaSessionWithUser, BaUser};
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::BetterAuthRedis;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "redis"))))]
 pub use storage::BetterAuthStorage;

@@ -171,6 +171,19 @@ impl BetterAuthRedis {
     /// `None` when the key is missing, and also when the session was created before the
     /// user's revoke-all mark.
     pub async fn find(&self, token: &str) -> Result<Option<BaSessionWithUser>, StoreError> {
+        Ok(self
+            .find_marked(token)
+            .await?
+            .filter(|(_, revoked)| !revoked)
+            .map(|(r, _)| r))
+    }
+
+    /// The value under this token and whether the user's revoke-all mark ends it: a
+    /// revoked hit is not a miss (Better Auth does not fall back to its table then).
+    pub(crate) async fn find_marked(
+        &self,
+        token: &str,
+    ) -> Result<Option<(BaSessionWithUser, bool)>, StoreError> {
         let mut invocation = self.find.key(self.key(token));
         invocation.arg(&self.prefix);
         let found: Option<(String, Option<String>)> = self.run("find", &invocation).await?;
@@ -178,7 +191,8 @@ impl BetterAuthRedis {
             return Ok(None);
         };
         let record: BaSessionWithUser = decode(&value)?;
-        Ok((!revoked_by(&record, mark.as_deref())).then_some(record))
+        let revoked = revoked_by(&record, mark.as_deref());
+        Ok(Some((record, revoked)))
     }
 
     /// Writes a new session (a sign-in made here) and its index entry.

@@ -78,10 +78,14 @@ impl BetterAuthStorage {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<Option<BaSessionWithUser>, StoreError> {
-        let mut found = None;
+        let mut found: Option<BaSessionWithUser> = None;
         #[cfg(feature = "redis")]
         if let Some(redis) = &self.redis {
-            found = redis.find(token).await?;
+            match redis.find_marked(token).await? {
+                // Ended by the user's revoke-all mark: gone, with no fallback to the table.
+                Some((_, true)) => return Ok(None),
+                hit => found = hit.map(|(record, _)| record),
+            }
         }
         #[cfg(feature = "postgres")]
         if found.is_none() && self.config.database_fallback() {

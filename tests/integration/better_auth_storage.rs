@@ -384,3 +384,62 @@ async fn a_value_better_auth_wrote_is_read_as_is() {
     );
     let _: () = raw.del(&[key, mark]).await.unwrap();
 }
+
+#[tokio::test]
+async fn the_tiers_are_read_in_better_auths_order() {
+    use tower_auth_session::better_auth::{BetterAuthConfig, BetterAuthStorage};
+    use tower_auth_session::redis::AsyncCommands;
+    let Some((pool, schema)) = better_auth_tables().await else {
+        return;
+    };
+    let prefix = format!("{schema}:");
+    let Some((redis, mut raw)) = redis(&prefix).await else {
+        return;
+    };
+    let mut config = BetterAuthConfig::new("a-secret-shared-with-the-app");
+    config.secondary_storage = true;
+    config.redis_prefix = prefix.clone();
+    // A tier the app does not have is a start-up error naming the storage.
+    let error = BetterAuthStorage::new(config.clone(), None, Some(redis.clone())).unwrap_err();
+    assert!(error.to_string().contains("better_auth.storage"), "{error}");
+    let postgres = BetterAuthPostgres::new(pool, Some(&schema), false);
+    let storage = BetterAuthStorage::new(config, Some(postgres.clone()), Some(redis)).unwrap();
+    let now = now();
+    let record = BaSessionWithUser {
+        session: session("tokenTier", "t1", now),
+        user: user(now),
+    };
+    storage.create(&record, now).await.unwrap();
+    assert!(storage.find("tokenTier", now).await.unwrap().is_some());
+    // A Redis miss falls back to the table (storeSessionInDatabase, no preserve).
+    let _: () = raw.del(format!("{prefix}tokenTier")).await.unwrap();
+    assert!(storage.find("tokenTier", now).await.unwrap().is_some());
+    // A Redis hit ended by the revoke-all mark is gone, the row notwithstanding.
+    storage
+        .create(
+            &BaSessionWithUser {
+                session: session("tokenMark", "t2", now),
+                user: user(now),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    let mark = (now + Duration::milliseconds(1))
+        .timestamp_millis()
+        .to_string();
+    let _: () = raw
+        .set(format!("{prefix}revoked-sessions-before-u1"), mark)
+        .await
+        .unwrap();
+    assert!(postgres.find("tokenMark").await.unwrap().is_some());
+    assert!(storage.find("tokenMark", now).await.unwrap().is_none());
+    // Past expiresAt: refused whatever the tiers hold.
+    assert!(
+        storage
+            .find("tokenTier", now + Duration::days(8))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
