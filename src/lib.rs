@@ -91,6 +91,9 @@ mod session;
 mod token;
 
 // Middle: storage tiers and request parsing; they take narrow inputs, never the manager.
+#[cfg(feature = "better-auth")]
+#[cfg_attr(docsrs, doc(cfg(feature = "better-auth")))]
+pub mod better_auth;
 mod cookie_cache;
 mod request_cookies;
 mod request_token;

@@ -11,6 +11,8 @@ mod common;
 mod redis_support;
 
 mod bearer_modes;
+mod better_auth_interop;
+mod better_auth_storage;
 mod better_auth_wire;
 mod cookie_cache;
 mod cookie_cache_budget;
