@@ -582,3 +582,68 @@ async fn sign_out_clears_every_accounts_cookies_and_revokes_them_all() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+/// A ban ends a running impersonation of the user, and a banned user can be neither
+/// impersonated nor added as another account (both go through sign-in's create check).
+#[tokio::test]
+async fn a_ban_ends_an_impersonation_and_bars_new_ones_and_new_accounts() {
+    use tower_auth_session::MemoryBanList;
+    let clock = ManualClock::new();
+    let manager = builder(&clock)
+        .impersonation(admins_only())
+        .multi_session(2)
+        .bans(MemoryBanList::new())
+        .build()
+        .unwrap();
+    let app = api(&manager);
+    let mut admin = Jar::default();
+    sign_in(&app, &mut admin, "root", json!({ "role": "admin" })).await;
+    let body = json!({ "userId": "alice" });
+    let reply = call(
+        &app,
+        &mut admin,
+        "POST",
+        "/api/auth/admin/impersonate-user",
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(me(&app, &mut admin).await.json()["userId"], "alice");
+
+    manager.ban_user("alice", None).await.unwrap();
+    assert_eq!(
+        me(&app, &mut admin.clone()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(
+        manager
+            .list_user_sessions("alice")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let mut admin = Jar::default();
+    sign_in(&app, &mut admin, "root", json!({ "role": "admin" })).await;
+    let body = json!({ "userId": "alice" });
+    let reply = call(
+        &app,
+        &mut admin,
+        "POST",
+        "/api/auth/admin/impersonate-user",
+        body,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    let body = json!({ "userId": "alice", "fields": {} });
+    let reply = call(&app, &mut admin, "POST", "/api/auth/sign-in", body).await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.body);
+    assert!(
+        manager
+            .list_user_sessions("alice")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(me(&app, &mut admin).await.json()["userId"], "root");
+}
