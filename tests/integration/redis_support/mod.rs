@@ -65,13 +65,29 @@ impl RedisServer {
 
     /// [`start`](Self::start) with more `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Option<Self> {
+        let cluster = extra.contains(&"--cluster-enabled");
         let mut server = Self {
             port: free_port(),
             child: None,
             extra: extra.iter().map(|&arg| arg.to_owned()).collect(),
             dir: tempfile::tempdir().unwrap(),
         };
-        if !server.spawn() {
+        // A free port can be taken by a parallel test before the server binds it, and a
+        // cluster node also needs port + 10000 (so the port must stay under 55536): try
+        // a few ports before calling redis-server unavailable.
+        let mut started = false;
+        for _ in 0..8 {
+            while cluster && server.port > 55_535 {
+                server.port = free_port();
+            }
+            if server.spawn() {
+                started = true;
+                break;
+            }
+            server.kill();
+            server.port = free_port();
+        }
+        if !started {
             if std::env::var("TAS_REQUIRE_SERVICES").as_deref() == Ok("1") {
                 panic!("redis-server could not be started and TAS_REQUIRE_SERVICES=1");
             }
@@ -96,6 +112,12 @@ impl RedisServer {
         while Instant::now() < deadline {
             if self.ping() {
                 return true;
+            }
+            // Exited already (its port was taken): no use waiting.
+            if let Some(child) = self.child.as_mut() {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return false;
+                }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
